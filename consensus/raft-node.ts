@@ -1,0 +1,306 @@
+// The driver around the pure Raft core, shared by the simulator and real nodes:
+// ticks from the injected clock, persist-before-send through the injected
+// storage, then apply to the state machine and answer waiting callers. It uses
+// callbacks, not promises, so that the simulator can run it synchronously.
+import { Raft, type RaftStatus } from './raft.ts';
+import type { PersistBatch, PersistedState, RaftStorage } from './storage.ts';
+import type { Clock, ConfChange, Entry, LogIndex, Message, NodeId, RaftConfig, Random, Ready, Snapshot, TimerHandle } from './types.ts';
+
+/** The replicated state machine, as the driver sees it. */
+export interface StateMachine<Result> {
+  readonly appliedIndex: LogIndex;
+  /** Apply one committed entry (empty and configuration entries too, so the index advances). */
+  applyEntry(entry: Entry): Result;
+  snapshot(): Uint8Array;
+}
+
+export interface StateMachineFactory<Result, Machine extends StateMachine<Result>> {
+  empty(): Machine;
+  restore(snapshot: Snapshot): Machine;
+}
+
+export interface RaftTransport {
+  send(message: Message): void;
+}
+
+/** Optional hooks that let the simulator watch what the node does. */
+export interface RaftNodeObserver {
+  persisted?(node: NodeId, batch: PersistBatch): void;
+  applied?(node: NodeId, entry: Entry): void;
+  snapshotApplied?(node: NodeId, snapshot: Snapshot): void;
+  fatal?(node: NodeId, error: Error): void;
+}
+
+export interface RaftNodeComponents {
+  readonly clock: Clock;
+  readonly random: Random;
+  readonly storage: RaftStorage;
+  readonly transport: RaftTransport;
+  readonly observer?: RaftNodeObserver;
+}
+
+export interface RaftNodeOptions {
+  readonly raft: RaftConfig;
+  /** Milliseconds per Raft tick; the election timeout is electionTicks..2×electionTicks of them. */
+  readonly tickMs: number;
+  /** A request not answered in this time is answered `unknown` (writes) or `timeout` (reads). */
+  readonly requestTimeoutMs: number;
+  /** Most requests waiting for an answer at once; more are refused as overloaded. */
+  readonly pendingRequestsMax: number;
+}
+
+export type WriteOutcome<Result> =
+  | { readonly ok: true; readonly index: LogIndex; readonly result: Result }
+  | { readonly ok: false; readonly reason: 'notLeader'; readonly leaderHint: NodeId | null }
+  /** Definitely not applied. */
+  | { readonly ok: false; readonly reason: 'rejected'; readonly detail: string }
+  /** May or may not have been applied. */
+  | { readonly ok: false; readonly reason: 'unknown'; readonly detail: string };
+
+export type ReadOutcome<Machine> =
+  | { readonly ok: true; readonly index: LogIndex; readonly machine: Machine }
+  | { readonly ok: false; readonly reason: 'notLeader' | 'dropped' | 'timeout' | 'overloaded'; readonly leaderHint: NodeId | null };
+
+interface PendingWrite<Result> {
+  readonly term: number;
+  readonly callback: (outcome: WriteOutcome<Result>) => void;
+  readonly timer: TimerHandle;
+}
+
+interface PendingRead<Machine> {
+  readonly callback: (outcome: ReadOutcome<Machine>) => void;
+  readonly timer: TimerHandle;
+  index: LogIndex | null;
+}
+
+export class RaftNode<Result, Machine extends StateMachine<Result>> {
+  readonly raft: Raft;
+  machine: Machine;
+  private readonly components: RaftNodeComponents;
+  private readonly options: RaftNodeOptions;
+  private readonly factory: StateMachineFactory<Result, Machine>;
+  private persisting = false;
+  private stopped = false;
+  private tickTimer: TimerHandle | null = null;
+  private readonly writes = new Map<number, PendingWrite<Result>>();
+  private readonly reads = new Map<string, PendingRead<Machine>>();
+  private readSequence = 0;
+
+  constructor(
+    components: RaftNodeComponents,
+    options: RaftNodeOptions,
+    factory: StateMachineFactory<Result, Machine>,
+    persisted: PersistedState,
+  ) {
+    this.components = components;
+    this.options = options;
+    this.factory = factory;
+    this.raft = new Raft(options.raft, components.random, persisted);
+    this.machine = persisted.snapshot === null ? factory.empty() : factory.restore(persisted.snapshot);
+  }
+
+  get id(): NodeId {
+    return this.raft.id;
+  }
+
+  start(): void {
+    this.scheduleTick();
+    this.process();
+  }
+
+  /** Stop ticking and answer every waiting caller; nothing more is persisted or sent. */
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.tickTimer !== null) this.components.clock.clearTimer(this.tickTimer);
+    for (const [index, write] of this.writes) {
+      this.components.clock.clearTimer(write.timer);
+      write.callback({ ok: false, reason: 'unknown', detail: `node ${this.id} stopped before index ${index} was applied` });
+    }
+    this.writes.clear();
+    for (const read of this.reads.values()) {
+      this.components.clock.clearTimer(read.timer);
+      read.callback({ ok: false, reason: 'dropped', leaderHint: null });
+    }
+    this.reads.clear();
+  }
+
+  receive(message: Message): void {
+    if (this.stopped) return;
+    this.raft.step(message);
+    this.process();
+  }
+
+  status(): RaftStatus {
+    return this.raft.status();
+  }
+
+  /** Propose a command; the callback gets the state machine's result once applied here. */
+  propose(data: Uint8Array, callback: (outcome: WriteOutcome<Result>) => void): void {
+    this.proposeWith(() => this.raft.propose(data), callback);
+  }
+
+  proposeConfChange(change: ConfChange, callback: (outcome: WriteOutcome<Result>) => void): void {
+    this.proposeWith(() => this.raft.proposeConfChange(change), callback);
+  }
+
+  /** A linearizable read: the callback runs once this node has applied the confirmed read index. */
+  read(callback: (outcome: ReadOutcome<Machine>) => void): void {
+    if (this.stopped) return callback({ ok: false, reason: 'dropped', leaderHint: null });
+    if (this.reads.size >= this.options.pendingRequestsMax) return callback({ ok: false, reason: 'overloaded', leaderHint: null });
+    this.readSequence += 1;
+    // Request ids are unique across the cluster: the leader keys its heartbeat rounds by them.
+    const requestId = `${this.id}/${this.readSequence}`;
+    const started = this.raft.readIndex(requestId);
+    if (!started.ok) return callback({ ok: false, reason: 'notLeader', leaderHint: this.raft.leader });
+    const timer = this.components.clock.setTimer(this.options.requestTimeoutMs, () => {
+      const read = this.reads.get(requestId);
+      if (read === undefined) return;
+      this.reads.delete(requestId);
+      read.callback({ ok: false, reason: 'timeout', leaderHint: this.raft.leader });
+    });
+    this.reads.set(requestId, { callback, timer, index: null });
+    this.process();
+  }
+
+  transferLeadership(to: NodeId): ReturnType<Raft['transferLeadership']> {
+    const result = this.raft.transferLeadership(to);
+    this.process();
+    return result;
+  }
+
+  private proposeWith(
+    propose: () => ReturnType<Raft['propose']>,
+    callback: (outcome: WriteOutcome<Result>) => void,
+  ): void {
+    if (this.stopped) return callback({ ok: false, reason: 'rejected', detail: `node ${this.id} is stopped` });
+    if (this.writes.size >= this.options.pendingRequestsMax) {
+      return callback({ ok: false, reason: 'rejected', detail: `${this.writes.size} requests are waiting on node ${this.id}; retry later` });
+    }
+    const result = propose();
+    if (!result.ok) {
+      if (result.reason === 'notLeader') return callback({ ok: false, reason: 'notLeader', leaderHint: result.leaderHint });
+      return callback({ ok: false, reason: 'rejected', detail: result.detail });
+    }
+    const index = result.index;
+    const timer = this.components.clock.setTimer(this.options.requestTimeoutMs, () => {
+      const write = this.writes.get(index);
+      if (write === undefined) return;
+      this.writes.delete(index);
+      write.callback({ ok: false, reason: 'unknown', detail: `index ${index} not applied within ${this.options.requestTimeoutMs} ms` });
+    });
+    this.writes.set(index, { term: result.term, callback, timer });
+    this.process();
+  }
+
+  private scheduleTick(): void {
+    if (this.stopped) return;
+    this.tickTimer = this.components.clock.setTimer(this.options.tickMs, () => {
+      this.raft.tick();
+      this.process();
+      this.scheduleTick();
+    });
+  }
+
+  /** Drive the core: one ready at a time, persisted before anything in it is sent. */
+  private process(): void {
+    if (this.stopped || this.persisting || !this.raft.hasReady()) return;
+    const ready = this.raft.ready();
+    const batch: PersistBatch = {
+      hardState: ready.hardState,
+      snapshot: ready.snapshot,
+      dropEntriesAfterSnapshot: ready.snapshot !== null,
+      entries: ready.entries,
+    };
+    const needsWrite = batch.hardState !== null || batch.snapshot !== null || batch.entries.length > 0;
+    if (!needsWrite) {
+      this.afterPersist(ready);
+      return;
+    }
+    this.persisting = true;
+    this.components.storage.persist(batch, (error) => {
+      if (this.stopped) return;
+      if (error !== null) return this.fail(error);
+      this.components.observer?.persisted?.(this.id, batch);
+      this.persisting = false;
+      this.afterPersist(ready);
+    });
+  }
+
+  private afterPersist(ready: Ready): void {
+    for (const message of ready.messages) this.components.transport.send(message);
+    if (ready.snapshot !== null) this.applySnapshot(ready.snapshot);
+    for (const entry of ready.committedEntries) this.applyEntry(entry);
+    for (const state of ready.readStates) {
+      const read = this.reads.get(state.requestId);
+      if (read !== undefined) read.index = state.index;
+    }
+    for (const requestId of ready.droppedReads) this.finishRead(requestId, { ok: false, reason: 'dropped', leaderHint: this.raft.leader });
+    this.serveReads();
+    const compact = this.raft.advance(ready);
+    if (compact) {
+      this.compact();
+      return;
+    }
+    this.process();
+  }
+
+  private compact(): void {
+    const snapshot = this.raft.compact(this.machine.snapshot());
+    this.persisting = true;
+    const batch: PersistBatch = { hardState: null, snapshot, dropEntriesAfterSnapshot: false, entries: [] };
+    this.components.storage.persist(batch, (error) => {
+      if (this.stopped) return;
+      if (error !== null) return this.fail(error);
+      this.components.observer?.persisted?.(this.id, batch);
+      this.persisting = false;
+      this.process();
+    });
+  }
+
+  private applySnapshot(snapshot: Snapshot): void {
+    this.machine = this.factory.restore(snapshot);
+    this.components.observer?.snapshotApplied?.(this.id, snapshot);
+    // Writes covered by the snapshot may or may not be in it: we cannot tell which.
+    for (const [index, write] of this.writes) {
+      if (index > snapshot.meta.index) continue;
+      this.writes.delete(index);
+      this.components.clock.clearTimer(write.timer);
+      write.callback({ ok: false, reason: 'unknown', detail: `index ${index} was covered by a snapshot` });
+    }
+  }
+
+  private applyEntry(entry: Entry): void {
+    if (entry.index <= this.machine.appliedIndex) return;
+    const result = this.machine.applyEntry(entry);
+    this.components.observer?.applied?.(this.id, entry);
+    const write = this.writes.get(entry.index);
+    if (write === undefined) return;
+    this.writes.delete(entry.index);
+    this.components.clock.clearTimer(write.timer);
+    if (entry.term === write.term) write.callback({ ok: true, index: entry.index, result });
+    // Another leader's entry took this index: ours can never commit.
+    else write.callback({ ok: false, reason: 'rejected', detail: `index ${entry.index} was taken by term ${entry.term}` });
+  }
+
+  private serveReads(): void {
+    for (const [requestId, read] of this.reads) {
+      if (read.index !== null && read.index <= this.machine.appliedIndex) {
+        this.finishRead(requestId, { ok: true, index: read.index, machine: this.machine });
+      }
+    }
+  }
+
+  private finishRead(requestId: string, outcome: ReadOutcome<Machine>): void {
+    const read = this.reads.get(requestId);
+    if (read === undefined) return;
+    this.reads.delete(requestId);
+    this.components.clock.clearTimer(read.timer);
+    read.callback(outcome);
+  }
+
+  private fail(error: Error): void {
+    this.components.observer?.fatal?.(this.id, error);
+    this.stop();
+  }
+}
