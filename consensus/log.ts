@@ -11,9 +11,16 @@ export function assert(condition: unknown, message: string): asserts condition {
 export class RaftLog {
   /** Metadata of the last snapshot; index 0 and term 0 before any. */
   snapshotMeta: SnapshotMeta;
+  /**
+   * The entry just before the first one held in memory. After a local
+   * compaction it may lie before the snapshot: a tail of entries is kept so a
+   * follower slightly behind catches up by appends instead of a snapshot.
+   */
+  private offsetIndex: LogIndex;
+  private offsetTerm: Term;
   /** Bytes of that snapshot, kept to send to followers that fell behind. */
   snapshotData: Uint8Array | null;
-  /** Entries snapshotMeta.index+1 .. lastIndex, contiguous. */
+  /** Entries offsetIndex+1 .. lastIndex, contiguous. */
   private entries: Entry[];
   committed: LogIndex;
   applied: LogIndex;
@@ -23,6 +30,8 @@ export class RaftLog {
   constructor(snapshot: Snapshot | null, entries: readonly Entry[], committed: LogIndex, initialConf: SnapshotMeta['conf']) {
     this.snapshotMeta = snapshot?.meta ?? { index: 0 as LogIndex, term: 0 as Term, conf: initialConf };
     this.snapshotData = snapshot?.data ?? null;
+    this.offsetIndex = this.snapshotMeta.index;
+    this.offsetTerm = this.snapshotMeta.term;
     this.entries = [...entries];
     for (let i = 0; i < this.entries.length; i += 1) {
       assert(this.entries[i]?.index === this.snapshotMeta.index + 1 + i, 'persisted entries are contiguous after the snapshot');
@@ -34,11 +43,11 @@ export class RaftLog {
   }
 
   firstIndex(): LogIndex {
-    return (this.snapshotMeta.index + 1) as LogIndex;
+    return (this.offsetIndex + 1) as LogIndex;
   }
 
   lastIndex(): LogIndex {
-    return (this.snapshotMeta.index + this.entries.length) as LogIndex;
+    return (this.offsetIndex + this.entries.length) as LogIndex;
   }
 
   lastTerm(): Term {
@@ -47,14 +56,14 @@ export class RaftLog {
 
   /** Term of the entry at `index`, or undefined when compacted away or not yet there. */
   term(index: number): Term | undefined {
-    if (index === this.snapshotMeta.index) return this.snapshotMeta.term;
-    if (index < this.snapshotMeta.index || index > this.lastIndex()) return undefined;
-    return this.entries[index - this.snapshotMeta.index - 1]?.term;
+    if (index === this.offsetIndex) return this.offsetTerm;
+    if (index < this.offsetIndex || index > this.lastIndex()) return undefined;
+    return this.entries[index - this.offsetIndex - 1]?.term;
   }
 
   entryAt(index: number): Entry | undefined {
-    if (index <= this.snapshotMeta.index) return undefined;
-    return this.entries[index - this.snapshotMeta.index - 1];
+    if (index <= this.offsetIndex) return undefined;
+    return this.entries[index - this.offsetIndex - 1];
   }
 
   matchTerm(index: number, term: Term): boolean {
@@ -99,7 +108,7 @@ export class RaftLog {
     let firstNew = entries.length;
     for (let i = 0; i < entries.length; i += 1) {
       const entry = entries[i] as Entry;
-      if (entry.index <= this.snapshotMeta.index) continue;
+      if (entry.index <= this.offsetIndex) continue;
       if (!this.matchTerm(entry.index, entry.term)) {
         firstNew = i;
         break;
@@ -115,7 +124,7 @@ export class RaftLog {
   }
 
   private truncateFrom(index: number): void {
-    this.entries.length = index - this.snapshotMeta.index - 1;
+    this.entries.length = index - this.offsetIndex - 1;
     if (this.stable >= index) this.stable = (index - 1) as LogIndex;
   }
 
@@ -125,7 +134,7 @@ export class RaftLog {
    */
   findConflictByTerm(index: number, term: Term): LogIndex {
     let i = Math.min(index, this.lastIndex());
-    while (i > this.snapshotMeta.index) {
+    while (i > this.offsetIndex) {
       const t = this.term(i);
       if (t !== undefined && t <= term) break;
       i -= 1;
@@ -142,7 +151,7 @@ export class RaftLog {
 
   unstableEntries(): Entry[] {
     if (this.stable >= this.lastIndex()) return [];
-    return this.entries.slice(Math.max(this.stable, this.snapshotMeta.index) - this.snapshotMeta.index);
+    return this.entries.slice(Math.max(this.stable, this.offsetIndex) - this.offsetIndex);
   }
 
   stableTo(index: LogIndex, term: Term): void {
@@ -156,19 +165,28 @@ export class RaftLog {
     return this.slice(from, this.committed, bytesMax);
   }
 
-  /** Drop entries up to `index` (already applied) behind a new snapshot. */
-  compact(snapshot: Snapshot): void {
+  /**
+   * Record a new snapshot (at an applied index) and drop the entries it covers,
+   * except the last `trailingEntries` of them, kept for followers slightly behind.
+   */
+  compact(snapshot: Snapshot, trailingEntries: number): void {
     const { index } = snapshot.meta;
     assert(index <= this.applied, `compact at ${index} beyond applied ${this.applied}`);
     if (index <= this.snapshotMeta.index) return;
-    this.entries = this.entries.slice(index - this.snapshotMeta.index);
     this.snapshotMeta = snapshot.meta;
     this.snapshotData = snapshot.data;
+    const dropTo = index - trailingEntries;
+    if (dropTo <= this.offsetIndex) return;
+    this.offsetTerm = this.term(dropTo) as Term;
+    this.entries = this.entries.slice(dropTo - this.offsetIndex);
+    this.offsetIndex = dropTo as LogIndex;
   }
 
   /** Replace the whole log with a snapshot received from the leader. */
   restore(snapshot: Snapshot): void {
     this.entries = [];
+    this.offsetIndex = snapshot.meta.index;
+    this.offsetTerm = snapshot.meta.term;
     this.snapshotMeta = snapshot.meta;
     this.snapshotData = snapshot.data;
     this.committed = snapshot.meta.index;

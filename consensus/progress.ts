@@ -1,6 +1,6 @@
 // The leader's view of one follower: how far it matches, what to send next,
 // and how many appends are in flight (flow control, as etcd's tracker).
-import type { LogIndex, NodeId } from './types.ts';
+import type { LogIndex, NodeId, Snapshot } from './types.ts';
 
 export type ProgressState = 'probe' | 'replicate' | 'snapshot';
 
@@ -16,6 +16,8 @@ export class Progress {
   recentActive = false;
   /** In snapshot state: the snapshot being sent and how far. */
   snapshotIndex = 0 as LogIndex;
+  /** The snapshot being sent; kept here so a newer compaction does not restart the transfer. */
+  snapshot: Snapshot | null = null;
   snapshotOffset = 0;
   /** Ticks since the last snapshot chunk was acknowledged. */
   snapshotStallTicks = 0;
@@ -31,6 +33,7 @@ export class Progress {
   becomeProbe(): void {
     if (this.state === 'snapshot') this.next = Math.max(this.match + 1, this.snapshotIndex + 1) as LogIndex;
     else this.next = (this.match + 1) as LogIndex;
+    this.snapshot = null;
     this.state = 'probe';
     this.probeSent = false;
     this.inflight = [];
@@ -38,13 +41,15 @@ export class Progress {
 
   becomeReplicate(): void {
     this.state = 'replicate';
+    this.snapshot = null;
     this.next = (this.match + 1) as LogIndex;
     this.inflight = [];
   }
 
-  becomeSnapshot(snapshotIndex: LogIndex): void {
+  becomeSnapshot(snapshot: Snapshot): void {
     this.state = 'snapshot';
-    this.snapshotIndex = snapshotIndex;
+    this.snapshot = snapshot;
+    this.snapshotIndex = snapshot.meta.index;
     this.snapshotOffset = 0;
     this.snapshotStallTicks = 0;
     this.inflight = [];

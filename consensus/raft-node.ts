@@ -37,6 +37,8 @@ export interface RaftNodeComponents {
   readonly storage: RaftStorage;
   readonly transport: RaftTransport;
   readonly observer?: RaftNodeObserver;
+  /** Builds the core; the simulator swaps in deliberately broken cores to prove its checks can fail. */
+  readonly createRaft?: (config: RaftConfig, random: Random, persisted: PersistedState) => Raft;
 }
 
 export interface RaftNodeOptions {
@@ -95,7 +97,7 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
     this.components = components;
     this.options = options;
     this.factory = factory;
-    this.raft = new Raft(options.raft, components.random, persisted);
+    this.raft = (components.createRaft ?? ((config, random, state) => new Raft(config, random, state)))(options.raft, components.random, persisted);
     this.machine = persisted.snapshot === null ? factory.empty() : factory.restore(persisted.snapshot);
   }
 
@@ -217,18 +219,26 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
       this.afterPersist(ready);
       return;
     }
+    // A leader's replication messages go out while its own disk write runs (as in
+    // etcd): they depend only on its term, durable since it campaigned, and the
+    // leader counts itself towards a quorum only once its entries are on disk.
+    // Everything else (votes, acknowledgements) waits for the sync.
+    const early = this.raft.role === 'leader' ? ready.messages.filter(sendableBeforePersist) : [];
+    for (const message of early) this.components.transport.send(message);
     this.persisting = true;
     this.components.storage.persist(batch, (error) => {
       if (this.stopped) return;
       if (error !== null) return this.fail(error);
       this.components.observer?.persisted?.(this.id, batch);
       this.persisting = false;
-      this.afterPersist(ready);
+      this.afterPersist(ready, early.length > 0);
     });
   }
 
-  private afterPersist(ready: Ready): void {
-    for (const message of ready.messages) this.components.transport.send(message);
+  private afterPersist(ready: Ready, earlySent = false): void {
+    for (const message of ready.messages) {
+      if (!earlySent || !sendableBeforePersist(message)) this.components.transport.send(message);
+    }
     if (ready.snapshot !== null) this.applySnapshot(ready.snapshot);
     for (const entry of ready.committedEntries) this.applyEntry(entry);
     for (const state of ready.readStates) {
@@ -303,4 +313,8 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
     this.components.observer?.fatal?.(this.id, error);
     this.stop();
   }
+}
+
+function sendableBeforePersist(message: Message): boolean {
+  return message.type === 'append' || message.type === 'heartbeat' || message.type === 'snapshotChunk';
 }

@@ -163,7 +163,7 @@ test('fast back-tracking: a follower with a long divergent log is repaired in fe
 });
 
 test('snapshots: a lagging follower is brought up to date by chunked InstallSnapshot', (t) => {
-  const net = new TestNetwork(['a', 'b', 'c'], (config) => ({ ...config, snapshotChunkBytes: 7 }));
+  const net = new TestNetwork(['a', 'b', 'c'], (config) => ({ ...config, snapshotChunkBytes: 7, snapshotTrailingEntries: 0 }));
   net.elect('a');
   net.isolate('c');
   for (let i = 0; i < 20; i += 1) net.node('a').propose(bytes(`v${i}`));

@@ -34,6 +34,7 @@ export const defaultRaftConfig = (id: NodeId): RaftConfig => ({
   appendBytesMax: 1024 * 1024,
   inflightAppendsMax: 256,
   snapshotEntriesThreshold: 10_000,
+  snapshotTrailingEntries: 5_000,
   snapshotChunkBytes: 512 * 1024,
   uncommittedEntriesMax: 100_000,
 });
@@ -49,6 +50,9 @@ export function validateRaftConfig(config: RaftConfig): RaftConfig {
     'snapshotChunkBytes',
     'uncommittedEntriesMax',
   ];
+  if (!Number.isInteger(config.snapshotTrailingEntries) || config.snapshotTrailingEntries < 0) {
+    throw new Error(`raft config: snapshotTrailingEntries must be a whole number >= 0, got ${String(config.snapshotTrailingEntries)}`);
+  }
   for (const key of positive) {
     const value = config[key];
     if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) {
@@ -113,12 +117,12 @@ export class Raft {
   leader: NodeId | null = null;
   role: Role = 'follower';
   readonly log: RaftLog;
-  private voters: Set<NodeId>;
+  protected voters: Set<NodeId>;
   private learners: Set<NodeId>;
-  private progress = new Map<NodeId, Progress>();
-  private votes = new Map<NodeId, boolean>();
+  protected progress = new Map<NodeId, Progress>();
+  protected votes = new Map<NodeId, boolean>();
 
-  private electionElapsed = 0;
+  protected electionElapsed = 0;
   private heartbeatElapsed = 0;
   private randomizedElectionTimeout = 0;
   private leadTransferee: NodeId | null = null;
@@ -130,14 +134,14 @@ export class Raft {
   private incomingSnapshot: IncomingSnapshot | null = null;
 
   // Outputs collected until the next ready().
-  private messages: Message[] = [];
+  protected messages: Message[] = [];
   private readStates: ReadState[] = [];
   private droppedReads: string[] = [];
   private unstableSnapshot: Snapshot | null = null;
   private lastHardState: HardState;
   private readyOutstanding = false;
   /** Appends to send to every follower at the next ready() (batches proposals and commits). */
-  private broadcastPending = false;
+  protected broadcastPending = false;
   /** Context of the newest read awaiting a heartbeat round; one round confirms all before it. */
   private readBroadcastContext: string | null = null;
 
@@ -258,7 +262,7 @@ export class Raft {
     const snapshotTerm = this.log.term(index);
     assert(snapshotTerm !== undefined, `no term for applied index ${index}`);
     const snapshot: Snapshot = { meta: { index, term: snapshotTerm, conf: this.confState() }, data };
-    this.log.compact(snapshot);
+    this.log.compact(snapshot, this.config.snapshotTrailingEntries);
     return snapshot;
   }
 
@@ -455,7 +459,7 @@ export class Raft {
     for (const progress of this.progress.values()) {
       if (progress.state !== 'snapshot' || progress.id === this.id) continue;
       progress.snapshotStallTicks += 1;
-      if (progress.snapshotStallTicks > this.config.electionTicks) {
+      if (progress.snapshotStallTicks > 2 * this.config.heartbeatTicks) {
         // No answer for a while: resend the current chunk.
         progress.snapshotStallTicks = 0;
         this.sendSnapshotChunk(progress);
@@ -519,7 +523,7 @@ export class Raft {
     }
   }
 
-  private handleVoteRequest(message: Extract<Message, { type: 'preVote' | 'vote' }>): void {
+  protected handleVoteRequest(message: Extract<Message, { type: 'preVote' | 'vote' }>): void {
     const canVote =
       this.vote === message.from ||
       (this.vote === null && this.leader === null) ||
@@ -745,13 +749,13 @@ export class Raft {
   private handleSnapshotChunkResp(progress: Progress, message: Extract<Message, { type: 'snapshotChunkResp' }>): void {
     if (progress.state !== 'snapshot' || message.snapshotIndex !== progress.snapshotIndex) return;
     progress.snapshotStallTicks = 0;
-    const data = this.log.snapshotData;
-    if (message.rejected || data === null || this.log.snapshotMeta.index !== progress.snapshotIndex) {
+    const snapshot = progress.snapshot;
+    if (message.rejected || snapshot === null) {
       progress.becomeProbe();
       this.sendAppend(progress.id);
       return;
     }
-    if (message.nextOffset >= data.byteLength) {
+    if (message.nextOffset >= snapshot.data.byteLength) {
       progress.match = Math.max(progress.match, progress.snapshotIndex) as LogIndex;
       progress.becomeProbe();
       this.sendAppend(progress.id);
@@ -761,7 +765,7 @@ export class Raft {
     this.sendSnapshotChunk(progress);
   }
 
-  private maybeCommitAndBroadcast(): boolean {
+  protected maybeCommitAndBroadcast(): boolean {
     const index = committedIndex([...this.voters], (id) => this.progress.get(id)?.match ?? (0 as LogIndex));
     // Figure 8: only an entry of the current term is committed by counting replicas.
     if (index <= this.log.committed || this.log.term(index) !== this.term) return false;
@@ -826,22 +830,24 @@ export class Raft {
 
   private startSnapshot(progress: Progress): void {
     assert(this.log.snapshotData !== null, `follower ${progress.id} needs entries before ${this.log.firstIndex()} but no snapshot is held`);
-    progress.becomeSnapshot(this.log.snapshotMeta.index);
+    // The transfer keeps its own snapshot: a compaction meanwhile does not restart it.
+    progress.becomeSnapshot({ meta: this.log.snapshotMeta, data: this.log.snapshotData });
     this.sendSnapshotChunk(progress);
   }
 
   private sendSnapshotChunk(progress: Progress): void {
-    const data = this.log.snapshotData;
-    if (data === null || this.log.snapshotMeta.index !== progress.snapshotIndex) {
+    const snapshot = progress.snapshot;
+    if (snapshot === null) {
       progress.becomeProbe();
       return;
     }
+    const data = snapshot.data;
     const offset = progress.snapshotOffset;
     const end = Math.min(offset + this.config.snapshotChunkBytes, data.byteLength);
     this.send({
       type: 'snapshotChunk',
       to: progress.id,
-      meta: this.log.snapshotMeta,
+      meta: snapshot.meta,
       offset,
       totalBytes: data.byteLength,
       chunk: data.subarray(offset, end),
@@ -866,7 +872,7 @@ export class Raft {
     this.readBroadcastContext = requestId;
   }
 
-  private releaseReadsAwaitingCommit(): void {
+  protected releaseReadsAwaitingCommit(): void {
     if (this.readsAwaitingCommit.length === 0 || this.log.term(this.log.committed) !== this.term) return;
     const waiting = this.readsAwaitingCommit;
     this.readsAwaitingCommit = [];

@@ -148,6 +148,8 @@ export interface RaftConfig {
   readonly inflightAppendsMax: number;
   /** Ask for a snapshot when this many entries follow the last one. */
   readonly snapshotEntriesThreshold: number;
+  /** Entries kept in memory behind a new snapshot, so a follower slightly behind catches up by appends. */
+  readonly snapshotTrailingEntries: number;
   /** Bytes of snapshot data per InstallSnapshot chunk. */
   readonly snapshotChunkBytes: number;
   /** Most uncommitted entries the leader accepts before refusing proposals. */

@@ -1,0 +1,60 @@
+// Adapts the KV state machine to the Raft driver: every committed entry moves
+// the applied index; only 'normal' entries carry KV commands.
+import { KvStateMachine, encodeCommand, type KvCommand, type KvResult } from './kv-state-machine.ts';
+import { decodeConfChange } from './raft.ts';
+import type { StateMachine, StateMachineFactory } from './raft-node.ts';
+import type { ConfChange, Entry, LogIndex, Snapshot } from './types.ts';
+import { assert } from './log.ts';
+
+export class KvMachine implements StateMachine<KvResult> {
+  constructor(readonly kv: KvStateMachine) {}
+
+  get appliedIndex(): LogIndex {
+    return this.kv.appliedIndex;
+  }
+
+  applyEntry(entry: Entry): KvResult {
+    if (entry.type === 'normal') return this.kv.apply(entry.index, entry.data);
+    const command = entry.type === 'confChange' ? memberCommand(decodeConfChange(entry.data)) : null;
+    if (command !== null) return this.kv.apply(entry.index, encodeCommand(command));
+    this.kv.skip(entry.index);
+    return { ok: true, revision: this.kv.revision };
+  }
+
+  snapshot(): Uint8Array {
+    return this.kv.snapshot();
+  }
+}
+
+/** Key of a member's address, kept in the KV store so that snapshots carry it. */
+export const memberKey = (node: string): string => `members/${node}`;
+
+/**
+ * A configuration change also updates `members/<id>` in the same entry, so
+ * every replica (and every snapshot) knows each member's address. Roles come
+ * from the Raft configuration itself.
+ */
+function memberCommand(change: ConfChange): KvCommand | null {
+  switch (change.type) {
+    case 'addVoter':
+    case 'addLearner':
+      return { type: 'put', key: memberKey(change.node), value: change.address ?? '' };
+    case 'promote':
+      return null;
+    case 'remove':
+      return { type: 'delete', key: memberKey(change.node) };
+    default: {
+      const never: never = change.type;
+      return never;
+    }
+  }
+}
+
+export const kvMachineFactory: StateMachineFactory<KvResult, KvMachine> = {
+  empty: () => new KvMachine(new KvStateMachine()),
+  restore: (snapshot: Snapshot) => {
+    const kv = KvStateMachine.restore(snapshot.data);
+    assert(kv.appliedIndex === snapshot.meta.index, `snapshot at ${snapshot.meta.index} holds state applied to ${kv.appliedIndex}`);
+    return new KvMachine(kv);
+  },
+};

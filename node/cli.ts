@@ -1,0 +1,44 @@
+// The debughost command line: one entry per subcommand, each returning an exit
+// code. Bad input gets one line on stderr saying what to do, never a stack trace.
+import { UsageError } from './usage-error.ts';
+
+type Command = (args: string[]) => Promise<number>;
+
+const commands: Record<string, { readonly summary: string; readonly load: () => Promise<Command> }> = {
+  sim: {
+    summary: 'run the deterministic cluster simulator over seeds',
+    load: async () => (await import('../simulator/cli-sim.ts')).simCommand,
+  },
+};
+
+export function usage(): string {
+  const lines = ['usage: debughost <command> [options]', '', 'commands:'];
+  for (const [name, command] of Object.entries(commands)) lines.push(`  ${name.padEnd(8)} ${command.summary}`);
+  lines.push('', 'Run `debughost <command> --help` for the options of one command.');
+  return lines.join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(`${usage()}\n`);
+    return name === undefined ? 2 : 0;
+  }
+  const command = commands[name];
+  if (command === undefined) {
+    process.stderr.write(`debughost: unknown command '${name}'; run 'debughost --help' for the list\n`);
+    return 2;
+  }
+  try {
+    return await (await command.load())(rest);
+  } catch (error) {
+    if (error instanceof UsageError) {
+      process.stderr.write(`debughost ${name}: ${error.message}\n`);
+      return 2;
+    }
+    const message = error instanceof Error ? error.message : String(error);
+    process.stderr.write(`debughost ${name}: ${message}\n`);
+    if (process.env.DEBUGHOST_DEBUG === '1' && error instanceof Error) process.stderr.write(`${error.stack ?? ''}\n`);
+    return 1;
+  }
+}

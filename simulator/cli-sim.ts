@@ -1,0 +1,175 @@
+// `debughost sim`: run seeds of the deterministic cluster simulator and report.
+import { parseArgs } from 'node:util';
+import { performance } from 'node:perf_hooks';
+import { UsageError, parseIntegerFlag } from '../node/usage-error.ts';
+import { ALL_FAULTS, parseFaultList, type FaultKind } from './faults.ts';
+import { MUTATIONS, isMutationName, mutatedRaftFactory } from './mutations.ts';
+import { LIVENESS_MS_MAX_DEFAULT, SAFETY_MS_DEFAULT, runSeed, type SeedResult } from './run-seed.ts';
+
+const HELP = `usage: debughost sim [--seeds N | --seed S] [--nodes K] [--faults LIST] [--json]
+                    [--trace FILE] [--trace-hash] [--safety-ms MS] [--liveness-ms MS] [--mutation NAME]
+
+Runs the real Raft core and KV state machine on a virtual clock, network and
+disk. Each seed draws its own fault mix (swarm testing) and replays exactly.
+
+  --seeds N         run seeds 1..N (default 1)
+  --seed S          run the one seed S
+  --nodes K         cluster size, 1..9 (default 5)
+  --faults LIST     faults the swarm may use, comma-separated, 'all' (default) or 'none';
+                    kinds: ${ALL_FAULTS.join(', ')}
+  --json            print one JSON summary object as the last line
+  --trace FILE      with --seed: write the full event trace to FILE
+  --trace-hash      print the SHA-256 of each seed's trace (same seed, same hash)
+  --safety-ms MS    virtual time under faults per seed (default ${SAFETY_MS_DEFAULT})
+  --liveness-ms MS  bound to converge after healing a quorum (default ${LIVENESS_MS_MAX_DEFAULT})
+  --mutation NAME   run a deliberately broken core (${Object.keys(MUTATIONS).join(', ')}) to see the checks fail`;
+
+interface SimArgs {
+  readonly seeds: number[];
+  readonly nodes: number;
+  readonly faults: Set<FaultKind>;
+  readonly faultsText: string;
+  readonly json: boolean;
+  readonly trace: string | null;
+  readonly traceHash: boolean;
+  readonly safetyMs: number;
+  readonly livenessMs: number;
+  readonly mutation: keyof typeof MUTATIONS | null;
+}
+
+export function parseSimArgs(argv: string[]): SimArgs | 'help' {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        seeds: { type: 'string' },
+        seed: { type: 'string' },
+        nodes: { type: 'string' },
+        faults: { type: 'string' },
+        json: { type: 'boolean' },
+        trace: { type: 'string' },
+        'trace-hash': { type: 'boolean' },
+        'safety-ms': { type: 'string' },
+        'liveness-ms': { type: 'string' },
+        mutation: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (error) {
+    let message = error instanceof Error ? (error.message.split('\n')[0] ?? '') : String(error);
+    // parseArgs calls a value that starts with '-' ambiguous; say what is wrong with it instead.
+    if (message.includes('ambiguous')) message = `${message.replace(/ argument is ambiguous\.?.*/, '')} needs a non-negative whole number`;
+    throw new UsageError(`${message}; run 'debughost sim --help' for the options`);
+  }
+  const v = parsed.values;
+  if (v.help === true) return 'help';
+  if (v.seeds !== undefined && v.seed !== undefined) throw new UsageError('give either --seeds N or --seed S, not both');
+  let seeds: number[];
+  if (v.seed !== undefined) seeds = [parseIntegerFlag('seed', v.seed, 0, 2 ** 32 - 1)];
+  else {
+    const count = parseIntegerFlag('seeds', v.seeds ?? '1', 1, 1_000_000);
+    seeds = Array.from({ length: count }, (_, i) => i + 1);
+  }
+  const nodes = parseIntegerFlag('nodes', v.nodes ?? '5', 1, 9);
+  const faultsText = v.faults ?? 'all';
+  const faults = parseFaultList(faultsText);
+  if (!faults.ok) throw new UsageError(faults.error);
+  if (v.trace !== undefined && v.seed === undefined) throw new UsageError('--trace needs --seed S (one seed per trace file)');
+  const mutation = v.mutation ?? null;
+  if (mutation !== null && !isMutationName(mutation)) {
+    throw new UsageError(`unknown --mutation '${mutation}'; known: ${Object.keys(MUTATIONS).join(', ')}`);
+  }
+  return {
+    seeds,
+    nodes,
+    faults: faults.faults,
+    faultsText,
+    json: v.json === true,
+    trace: v.trace ?? null,
+    traceHash: v['trace-hash'] === true,
+    safetyMs: parseIntegerFlag('safety-ms', v['safety-ms'] ?? String(SAFETY_MS_DEFAULT), 100, 3_600_000),
+    livenessMs: parseIntegerFlag('liveness-ms', v['liveness-ms'] ?? String(LIVENESS_MS_MAX_DEFAULT), 100, 3_600_000),
+    mutation,
+  };
+}
+
+export function replayCommand(args: SimArgs, seed: number): string {
+  const parts = ['debughost sim', `--seed ${seed}`, `--nodes ${args.nodes}`];
+  if (args.faultsText !== 'all') parts.push(`--faults ${args.faultsText}`);
+  if (args.safetyMs !== SAFETY_MS_DEFAULT) parts.push(`--safety-ms ${args.safetyMs}`);
+  if (args.livenessMs !== LIVENESS_MS_MAX_DEFAULT) parts.push(`--liveness-ms ${args.livenessMs}`);
+  if (args.mutation !== null) parts.push(`--mutation ${args.mutation}`);
+  parts.push(`--trace sim-seed-${seed}.trace`);
+  return parts.join(' ');
+}
+
+export async function simCommand(argv: string[]): Promise<number> {
+  const args = parseSimArgs(argv);
+  if (args === 'help') {
+    process.stdout.write(`${HELP}\n`);
+    return 0;
+  }
+  const out = (line: string): void => {
+    process.stdout.write(`${line}\n`);
+  };
+  const started = performance.now();
+  const failed: number[] = [];
+  let violations = 0;
+  let simulatedMs = 0;
+  let operations = 0;
+  let unknownLinearizability = 0;
+  const createRaft = args.mutation === null ? undefined : mutatedRaftFactory(args.mutation);
+  for (const seed of args.seeds) {
+    const result: SeedResult = runSeed({
+      seed,
+      nodes: args.nodes,
+      faults: args.faults,
+      safetyMs: args.safetyMs,
+      livenessMsMax: args.livenessMs,
+      tracePath: args.trace,
+      traceHash: args.traceHash,
+      ...(createRaft === undefined ? {} : { createRaft }),
+    });
+    simulatedMs += result.simulatedMs;
+    operations += result.operations.total;
+    if (result.linearizability === 'unknown') unknownLinearizability += 1;
+    if (args.traceHash) out(`seed ${seed} trace-hash ${result.traceHash}`);
+    if (args.seeds.length === 1 && !args.json) {
+      out(`seed ${seed}: ${result.ok ? 'ok' : 'FAILED'}; ${result.faults}`);
+      out(`  ops ${result.operations.total} (ok ${result.operations.ok}, fail ${result.operations.fail}, unknown ${result.operations.unknown}); linearizability ${result.linearizability}; elections ${result.elections}; messages ${result.messages}; ${JSON.stringify(result.stats)}`);
+    }
+    if (!result.ok) {
+      failed.push(seed);
+      violations += result.violations.length;
+      out(`seed ${seed} FAILED: ${result.violations[0] ?? ''}${result.violations.length > 1 ? ` (+${result.violations.length - 1} more)` : ''}`);
+      out(`  replay: ${replayCommand(args, seed)}`);
+    }
+  }
+  const wallSeconds = (performance.now() - started) / 1000;
+  const simulatedSeconds = simulatedMs / 1000;
+  const speedup = simulatedSeconds / Math.max(wallSeconds, 1e-9);
+  out(
+    `${args.seeds.length} seed(s), ${args.nodes} nodes: ${failed.length} failed, ${violations} violation(s); ` +
+      `${operations} client ops; simulated ${simulatedSeconds.toFixed(1)} s in ${wallSeconds.toFixed(1)} s of wall time (${speedup.toFixed(0)}x real time)` +
+      (unknownLinearizability > 0 ? `; linearizability check ran out of budget on ${unknownLinearizability} seed(s)` : ''),
+  );
+  if (args.json) {
+    out(
+      JSON.stringify({
+        seeds: args.seeds.length,
+        failed,
+        violations,
+        simulatedSeconds: Number(simulatedSeconds.toFixed(3)),
+        wallSeconds: Number(wallSeconds.toFixed(3)),
+        speedup: Number(speedup.toFixed(1)),
+        nodes: args.nodes,
+        operations,
+        linearizabilityUnknown: unknownLinearizability,
+      }),
+    );
+  }
+  return failed.length === 0 ? 0 : 1;
+}
