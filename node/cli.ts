@@ -5,6 +5,26 @@ import { UsageError } from './usage-error.ts';
 type Command = (args: string[]) => Promise<number>;
 
 const commands: Record<string, { readonly summary: string; readonly load: () => Promise<Command> }> = {
+  up: {
+    summary: 'start a local N-node cluster on loopback (what npm start runs)',
+    load: async () => (await import('./cli-node.ts')).upCommand,
+  },
+  node: {
+    summary: 'start one member: bootstrap from --seeds or join through them',
+    load: async () => (await import('./cli-node.ts')).nodeCommand,
+  },
+  status: {
+    summary: 'show the cluster as a node sees it (--endpoints HOST:PORT)',
+    load: async () => (await import('./cli-node.ts')).statusCommand,
+  },
+  kv: {
+    summary: 'get | put | del | txn against the replicated KV store',
+    load: async () => (await import('./cli-node.ts')).kvCommand,
+  },
+  leave: {
+    summary: 'remove a node from its cluster (it stops by itself)',
+    load: async () => (await import('./cli-node.ts')).leaveCommand,
+  },
   sim: {
     summary: 'run the deterministic cluster simulator over seeds',
     load: async () => (await import('../simulator/cli-sim.ts')).simCommand,

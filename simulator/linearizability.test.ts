@@ -219,6 +219,16 @@ test('an unknown write may be what made a later cas see a mismatch', (t) => {
   t.is(checkLinearizability(failed).result, 'violation');
 });
 
+test('an unknown cas may be what made an early mismatch pass', (t) => {
+  const h = historyBuilder();
+  h.cas(null, 'a', undefined, 1, null, { status: 'unknown' });
+  h.cas(null, 'z', false, 1, 1); // absent had to be gone by then: only the unknown cas can have done it
+  h.write('a', 2, 2);
+  h.cas(null, 'z', false, 2, 6);
+  t.is(checkLinearizability(h.ops).result, 'ok');
+  t.is(checkLinearizability(h.ops.slice(1)).result, 'violation');
+});
+
 test('unknown writes that nothing could observe cost the search nothing', (t) => {
   const h = historyBuilder();
   h.write('a', 0, 1);

@@ -17,9 +17,10 @@ test('a voter that ignores the log up-to-date check is caught within 200 seeds',
   t.regex(caught?.violation ?? '', /leader completeness|state machine safety|log matching|linearizability/);
 });
 
-test('the same seed runs clean without the mutation (the failure is the bug, not the seed)', (t) => {
-  const result = runSeed({ seed: 9, nodes: 5, faults: new Set(ALL_FAULTS) });
-  t.deepEqual(result.violations, []);
-  const mutated = runSeed({ seed: 9, nodes: 5, faults: new Set(ALL_FAULTS), createRaft: mutatedRaftFactory('voteWithoutLogCheck') });
-  t.false(mutated.ok);
+test('the seed that catches the mutation runs clean without it (the failure is the bug, not the seed)', (t) => {
+  const createRaft = mutatedRaftFactory('voteWithoutLogCheck');
+  let seed = 1;
+  while (seed <= 200 && runSeed({ seed, nodes: 5, faults: new Set(ALL_FAULTS), createRaft }).ok) seed += 1;
+  t.true(seed <= 200);
+  t.deepEqual(runSeed({ seed, nodes: 5, faults: new Set(ALL_FAULTS) }).violations, []);
 });

@@ -1,0 +1,364 @@
+// `debughost node` (one member), `debughost up` (a local cluster of N),
+// and the small clients `kv`, `status` and `leave`.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { resolve as resolvePath } from 'node:path';
+import { parseArgs } from 'node:util';
+import { create } from '@bufbuild/protobuf';
+import * as grpc from '@grpc/grpc-js';
+import { Admin, MemberRemoveRequestSchema, Role, StatusRequestSchema } from '../proto/gen/admin_pb.ts';
+import { DeleteRangeRequestSchema, KV, PutRequestSchema, RangeRequestSchema, TxnRequestSchema, type TxnRequest } from '../proto/gen/kv_pb.ts';
+import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
+import { StorageCorruptError, StorageLockedError } from '../consensus/storage-leveldb.ts';
+import { startGrpcServer } from './grpc-server.ts';
+import { startHttpServer } from './http.ts';
+import { createLogger } from './log.ts';
+import { DebughostNode, NodeStartError, TICK_MS_DEFAULT, type TlsFiles } from './node.ts';
+import { deadlineIn } from './peer-clients.ts';
+import { UsageError, parseIntegerFlag } from './usage-error.ts';
+
+function parse<T extends Record<string, { type: 'string' | 'boolean'; short?: string }>>(argv: string[], options: T, command: string, positionals = false) {
+  try {
+    return parseArgs({ args: argv, options, strict: true, allowPositionals: positionals });
+  } catch (error) {
+    throw new UsageError(`${(error as Error).message.split('\n')[0] ?? ''}; run 'debughost ${command} --help' for the options`);
+  }
+}
+
+/** host:port, with a numeric port. */
+export function parseAddress(flag: string, text: string | undefined): { host: string; port: number; address: string } {
+  const match = /^([A-Za-z0-9.\-_]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$/.exec(text ?? '');
+  const port = Number(match?.[2]);
+  if (match === null || !(port > 0 && port < 65536)) throw new UsageError(`--${flag} needs HOST:PORT (for example 127.0.0.1:2701), got '${text ?? ''}'`);
+  return { host: match[1] as string, port, address: `${match[1]}:${port}` };
+}
+
+const NODE_HELP = `usage: debughost node --id ID --grpc HOST:PORT --mcp HOST:PORT --seeds HOST:PORT,... --data-dir DIR
+                      [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] [--no-fsync]
+                      [--tick-ms MS] [--snapshot-entries N] [--seed-wait-ms MS]
+
+Starts one member. Nodes started with the same --seeds list, each listed in it,
+form a new cluster; a node not in the list (or whose seeds already form a
+cluster) joins as a learner and is promoted once it has caught up. Restarting
+with the same --data-dir rejoins. Stop with Ctrl-C or SIGTERM: a leader hands
+leadership over first.`;
+
+export async function nodeCommand(argv: string[]): Promise<number> {
+  const { values } = parse(
+    argv,
+    {
+      id: { type: 'string' },
+      grpc: { type: 'string' },
+      mcp: { type: 'string' },
+      seeds: { type: 'string' },
+      'data-dir': { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
+      'tls-ca': { type: 'string' },
+      insecure: { type: 'boolean' },
+      'no-fsync': { type: 'boolean' },
+      'tick-ms': { type: 'string' },
+      'snapshot-entries': { type: 'string' },
+      'seed-wait-ms': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    'node',
+  );
+  if (values.help === true) {
+    process.stdout.write(`${NODE_HELP}\n`);
+    return 0;
+  }
+  const id = values.id ?? '';
+  if (!/^[a-zA-Z0-9_-]{1,64}$/.test(id)) throw new UsageError(`--id needs 1-64 letters, digits, '-' or '_', got '${id}'`);
+  const grpcAddress = parseAddress('grpc', values.grpc);
+  const http = parseAddress('mcp', values.mcp);
+  if (values.seeds === undefined || values.seeds.trim() === '') throw new UsageError('--seeds needs a comma-separated list of HOST:PORT gRPC addresses');
+  const seeds = values.seeds.split(',').map((seed) => parseAddress('seeds', seed.trim()).address);
+  const dataDir = values['data-dir'];
+  if (dataDir === undefined || dataDir === '') throw new UsageError('--data-dir needs a directory for this node\'s data');
+  const tls = readTls(values['tls-cert'], values['tls-key'], values['tls-ca']);
+  const loopback = (host: string): boolean => host === '127.0.0.1' || host === 'localhost' || host === '[::1]';
+  if ((!loopback(grpcAddress.host) || !loopback(http.host)) && tls === null && values.insecure !== true) {
+    throw new UsageError('bound to a non-loopback address without TLS: give --tls-cert, --tls-key and --tls-ca, or --insecure to accept unauthenticated peers');
+  }
+  const tickMs = parseIntegerFlag('tick-ms', values['tick-ms'] ?? String(TICK_MS_DEFAULT), 5, 1000);
+  const snapshotEntries = parseIntegerFlag('snapshot-entries', values['snapshot-entries'] ?? '10000', 10, 10_000_000);
+  const seedWaitMs = parseIntegerFlag('seed-wait-ms', values['seed-wait-ms'] ?? '60000', 100, 3_600_000);
+  const log = createLogger(id);
+  let node: DebughostNode;
+  try {
+    node = await DebughostNode.open({
+      id,
+      grpcAddress: grpcAddress.address,
+      httpAddress: http.address,
+      seeds,
+      dataDir: resolvePath(dataDir),
+      tickMs,
+      fsync: values['no-fsync'] !== true,
+      tls,
+      log,
+      seedWaitMs,
+      snapshotEntries,
+    });
+  } catch (error) {
+    if (error instanceof NodeStartError || error instanceof StorageCorruptError || error instanceof StorageLockedError) throw new UsageError(error.message);
+    throw error;
+  }
+  const abort = new AbortController();
+  let grpcServer: grpc.Server | null = null;
+  let httpServer: import('node:http').Server | null = null;
+  let stopped: (() => void) | null = null;
+  const done = new Promise<void>((resolve) => {
+    stopped = resolve;
+  });
+  const shutdown = async (transfer: boolean): Promise<void> => {
+    abort.abort();
+    await node.stop({ transferLeadership: transfer });
+    grpcServer?.forceShutdown();
+    httpServer?.closeAllConnections();
+    httpServer?.close();
+    stopped?.();
+  };
+  process.once('SIGINT', () => void shutdown(true));
+  process.once('SIGTERM', () => void shutdown(true));
+  node.onRemoved = () => void shutdown(false);
+  try {
+    const credentials =
+      tls === null ? grpc.ServerCredentials.createInsecure() : grpc.ServerCredentials.createSsl(tls.ca, [{ cert_chain: tls.cert, private_key: tls.key }], true);
+    grpcServer = await startGrpcServer(node, credentials);
+    httpServer = await startHttpServer(node, http.host, http.port);
+    log.info({ grpc: grpcAddress.address, mcp: `http://${http.address}/mcp` }, 'listening');
+    await node.start(abort.signal);
+  } catch (error) {
+    await shutdown(false);
+    if (error instanceof NodeStartError || error instanceof UsageError) throw new UsageError(error.message);
+    throw new UsageError((error as Error).message);
+  }
+  process.stdout.write(`debughost node ${id} ready: grpc ${grpcAddress.address}, mcp http://${http.address}/mcp, cluster ${node.clusterId}\n`);
+  await done;
+  return process.exitCode === 1 ? 1 : 0;
+}
+
+function readTls(cert: string | undefined, key: string | undefined, ca: string | undefined): TlsFiles | null {
+  if (cert === undefined && key === undefined && ca === undefined) return null;
+  if (cert === undefined || key === undefined || ca === undefined) throw new UsageError('TLS needs all three of --tls-cert, --tls-key and --tls-ca (mutual TLS between members)');
+  const read = (flag: string, path: string): Buffer => {
+    try {
+      return readFileSync(path);
+    } catch (error) {
+      throw new UsageError(`--${flag}: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+  };
+  return { cert: read('tls-cert', cert), key: read('tls-key', key), ca: read('tls-ca', ca) };
+}
+
+const UP_HELP = `usage: debughost up [--nodes N] [--data-dir DIR] [--base-port P]
+
+Starts a local cluster of N nodes (default 3) on 127.0.0.1, data under DIR
+(default ./data), node i serving MCP on port P+i and gRPC on P+100+i
+(P default 2600). Ctrl-C or SIGTERM stops them all.`;
+
+export async function upCommand(argv: string[]): Promise<number> {
+  const { values } = parse(argv, { nodes: { type: 'string' }, 'data-dir': { type: 'string' }, 'base-port': { type: 'string' }, 'no-fsync': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, 'up');
+  if (values.help === true) {
+    process.stdout.write(`${UP_HELP}\n`);
+    return 0;
+  }
+  const count = parseIntegerFlag('nodes', values.nodes ?? '3', 1, 9);
+  const basePort = parseIntegerFlag('base-port', values['base-port'] ?? '2600', 1024, 65_000);
+  const dataDir = resolvePath(values['data-dir'] ?? 'data');
+  const nodes = Array.from({ length: count }, (_, i) => ({
+    id: `n${i + 1}`,
+    grpc: `127.0.0.1:${basePort + 100 + i + 1}`,
+    mcp: `127.0.0.1:${basePort + i + 1}`,
+  }));
+  const seeds = nodes.map((n) => n.grpc).join(',');
+  const bin = new URL('../bin/debughost.js', import.meta.url).pathname;
+  const children: ChildProcess[] = [];
+  let stopping = false;
+  const stopAll = (): void => {
+    if (stopping) return;
+    stopping = true;
+    for (const child of children) if (child.exitCode === null) child.kill('SIGTERM');
+  };
+  process.once('SIGINT', stopAll);
+  process.once('SIGTERM', stopAll);
+  const exits: Promise<number>[] = [];
+  const ready: Promise<void>[] = [];
+  for (const n of nodes) {
+    const args = [bin, 'node', '--id', n.id, '--grpc', n.grpc, '--mcp', n.mcp, '--seeds', seeds, '--data-dir', `${dataDir}/${n.id}`];
+    if (values['no-fsync'] === true) args.push('--no-fsync');
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DEBUGHOST_LOG_LEVEL: process.env.DEBUGHOST_LOG_LEVEL ?? 'warn' } });
+    children.push(child);
+    child.stderr?.on('data', (chunk: Buffer) => process.stderr.write(chunk));
+    ready.push(
+      new Promise((resolve) => {
+        child.stdout?.on('data', (chunk: Buffer) => {
+          if (chunk.toString().includes('ready:')) resolve();
+        });
+      }),
+    );
+    exits.push(new Promise((resolve) => child.once('exit', (code) => {
+      if (!stopping) {
+        process.stderr.write(`debughost up: node ${n.id} exited with code ${code ?? 'signal'}; stopping the others\n`);
+        stopAll();
+      }
+      resolve(code ?? 1);
+    })));
+  }
+  await Promise.race([Promise.all(ready), Promise.all(exits)]);
+  if (!stopping) {
+    process.stdout.write(`debughost: ${count}-node cluster up (data in ${dataDir})\n`);
+    for (const n of nodes) process.stdout.write(`  ${n.id}  mcp http://${n.mcp}/mcp   grpc ${n.grpc}\n`);
+    process.stdout.write(`connect Claude Code:  claude mcp add --transport http debughost http://${nodes[0]?.mcp}/mcp\n`);
+    process.stdout.write(`try:  debughost status --endpoints ${nodes[0]?.grpc}   (Ctrl-C stops the cluster)\n`);
+  }
+  const codes = await Promise.all(exits);
+  return stopping && codes.every((code) => code === 0) ? 0 : 1;
+}
+
+// ---- small clients ------------------------------------------------------------
+
+const AdminClient = makeClientConstructor(Admin);
+const KvClient = makeClientConstructor(KV);
+
+function endpointsOf(text: string | undefined): string[] {
+  return (text ?? '127.0.0.1:2701').split(',').map((e) => parseAddress('endpoints', e.trim()).address);
+}
+
+/** Try each endpoint in turn; the first that answers wins. */
+async function withEndpoint<T>(endpoints: string[], call: (address: string) => Promise<T>): Promise<T> {
+  let last: unknown = null;
+  for (const address of endpoints) {
+    try {
+      return await call(address);
+    } catch (error) {
+      last = error;
+      const code = (error as grpc.ServiceError).code;
+      if (code !== grpc.status.UNAVAILABLE && code !== grpc.status.DEADLINE_EXCEEDED) break;
+    }
+  }
+  const error = last as grpc.ServiceError;
+  if (error?.code === grpc.status.UNAVAILABLE && /ECONNREFUSED|No connection established|connect/i.test(error.details ?? '')) {
+    throw new UsageError(`no debughost node answers at ${endpoints.join(', ')}; start one (npm start) or pass --endpoints HOST:PORT`);
+  }
+  throw new UsageError(error?.details ?? String(last));
+}
+
+export async function statusCommand(argv: string[]): Promise<number> {
+  const { values } = parse(argv, { endpoints: { type: 'string' }, json: { type: 'boolean' } }, 'status');
+  const endpoints = endpointsOf(values.endpoints);
+  const status = await withEndpoint(endpoints, (address) => {
+    const client = new AdminClient(address, grpc.credentials.createInsecure());
+    return callUnary(client, 'status', create(StatusRequestSchema, {}), { deadline: deadlineIn(3000) }).finally(() => client.close());
+  });
+  const role = Role[status.role]?.toLowerCase() ?? 'unknown';
+  if (values.json === true) {
+    process.stdout.write(`${JSON.stringify({ id: status.id, role, term: Number(status.term), leader: status.leaderId, commit: Number(status.commitIndex), applied: Number(status.appliedIndex), clusterId: status.clusterId, members: status.members.map((m) => ({ id: m.id, address: m.address, learner: m.learner })) })}\n`);
+    return 0;
+  }
+  process.stdout.write(`cluster ${status.clusterId}: leader ${status.leaderId || '(none)'}, term ${status.term}, commit ${status.commitIndex}\n`);
+  process.stdout.write(`answered by ${status.id} (${role}), applied ${status.appliedIndex}, snapshot ${status.snapshotIndex}\n`);
+  for (const m of status.members) process.stdout.write(`  ${m.id.padEnd(8)} ${m.address.padEnd(22)} ${m.learner ? 'learner' : 'voter'}${m.id === status.leaderId ? '  leader' : ''}\n`);
+  return 0;
+}
+
+export async function kvCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, { endpoints: { type: 'string' }, 'if-version': { type: 'string' }, prefix: { type: 'boolean' } }, 'kv', true);
+  const [verb, key, value] = positionals;
+  const endpoints = endpointsOf(values.endpoints);
+  const kv = <T>(call: (client: InstanceType<typeof KvClient>) => Promise<T>): Promise<T> =>
+    withEndpoint(endpoints, (address) => {
+      const client = new KvClient(address, grpc.credentials.createInsecure());
+      return call(client).finally(() => client.close());
+    });
+  const deadline = () => ({ deadline: deadlineIn(10_000) });
+  switch (verb) {
+    case 'get': {
+      if (key === undefined) throw new UsageError('usage: debughost kv get KEY [--prefix]');
+      const response = await kv((c) => callUnary(c, 'range', create(RangeRequestSchema, { key, rangeEnd: values.prefix === true ? prefixEndOf(key) : '' }), deadline()));
+      if (response.kvs.length === 0 && values.prefix !== true) {
+        process.stderr.write(`debughost kv: key '${key}' not found\n`);
+        return 1;
+      }
+      for (const item of response.kvs) process.stdout.write(values.prefix === true ? `${item.key}\t${item.value}\n` : `${item.value}\n`);
+      return 0;
+    }
+    case 'put': {
+      if (key === undefined || value === undefined) throw new UsageError('usage: debughost kv put KEY VALUE [--if-version N]');
+      const ifVersion = values['if-version'] === undefined ? undefined : BigInt(parseIntegerFlag('if-version', values['if-version'], 0, Number.MAX_SAFE_INTEGER));
+      const response = await kv((c) => callUnary(c, 'put', create(PutRequestSchema, { key, value, ...(ifVersion === undefined ? {} : { ifVersion }) }), deadline()));
+      if (!response.succeeded) {
+        process.stderr.write(`debughost kv: '${key}' is at version ${response.version}, not ${values['if-version']}; nothing written\n`);
+        return 1;
+      }
+      process.stdout.write(`OK version ${response.version} revision ${response.header?.revision ?? 0n}\n`);
+      return 0;
+    }
+    case 'del': {
+      if (key === undefined) throw new UsageError('usage: debughost kv del KEY [--prefix]');
+      const response = await kv((c) => callUnary(c, 'deleteRange', create(DeleteRangeRequestSchema, { key, rangeEnd: values.prefix === true ? prefixEndOf(key) : '' }), deadline()));
+      process.stdout.write(`deleted ${response.deleted}\n`);
+      return 0;
+    }
+    case 'txn': {
+      if (key === undefined) throw new UsageError(`usage: debughost kv txn JSON, e.g. '{"compare":[{"key":"a","target":"VALUE","op":"EQUAL","text":"1"}],"success":[{"put":{"key":"a","value":"2"}}]}'`);
+      const request = parseTxn(key);
+      const response = await kv((c) => callUnary(c, 'txn', request, deadline()));
+      process.stdout.write(`${response.succeeded ? 'SUCCESS' : 'FAILURE'} revision ${response.header?.revision ?? 0n}\n`);
+      return response.succeeded ? 0 : 1;
+    }
+    default:
+      throw new UsageError(`unknown kv verb '${verb ?? ''}'; use get, put, del or txn`);
+  }
+}
+
+function prefixEndOf(prefix: string): string {
+  if (prefix === '') return '\0';
+  const last = prefix.codePointAt(prefix.length - 1) ?? 0;
+  return prefix.slice(0, -1) + String.fromCodePoint(last + 1);
+}
+
+function parseTxn(text: string): TxnRequest {
+  type Op = { put?: { key: string; value: string }; del?: { key: string }; get?: { key: string } };
+  let parsed: { compare?: { key: string; target: string; op: string; text?: string; number?: number }[]; success?: Op[]; failure?: Op[] };
+  try {
+    parsed = JSON.parse(text) as typeof parsed;
+  } catch {
+    throw new UsageError('kv txn needs a JSON object: {"compare":[...],"success":[...],"failure":[...]}');
+  }
+  const op = (o: Op) => {
+    if (o.put !== undefined) return { request: { case: 'requestPut' as const, value: create(PutRequestSchema, o.put) } };
+    if (o.del !== undefined) return { request: { case: 'requestDeleteRange' as const, value: create(DeleteRangeRequestSchema, { key: o.del.key }) } };
+    if (o.get !== undefined) return { request: { case: 'requestRange' as const, value: create(RangeRequestSchema, { key: o.get.key }) } };
+    throw new UsageError('each txn op is {"put":{key,value}}, {"del":{key}} or {"get":{key}}');
+  };
+  const targets: Record<string, number> = { VERSION: 1, CREATE_REVISION: 2, MOD_REVISION: 3, VALUE: 4 };
+  const ops: Record<string, number> = { EQUAL: 1, NOT_EQUAL: 2, LESS: 3, GREATER: 4 };
+  return create(TxnRequestSchema, {
+    compare: (parsed.compare ?? []).map((c) => {
+      const target = targets[c.target];
+      const operator = ops[c.op];
+      if (target === undefined || operator === undefined) throw new UsageError(`compare target must be one of ${Object.keys(targets).join(', ')} and op one of ${Object.keys(ops).join(', ')}`);
+      return { key: c.key, target, op: operator, operand: c.text !== undefined ? { case: 'text' as const, value: c.text } : { case: 'number' as const, value: BigInt(c.number ?? 0) } };
+    }),
+    success: (parsed.success ?? []).map(op),
+    failure: (parsed.failure ?? []).map(op),
+  });
+}
+
+export async function leaveCommand(argv: string[]): Promise<number> {
+  const { values } = parse(argv, { endpoints: { type: 'string' }, id: { type: 'string' } }, 'leave');
+  const endpoints = endpointsOf(values.endpoints);
+  const status = await withEndpoint(endpoints, (address) => {
+    const client = new AdminClient(address, grpc.credentials.createInsecure());
+    return callUnary(client, 'status', create(StatusRequestSchema, {}), { deadline: deadlineIn(3000) }).finally(() => client.close());
+  });
+  const id = values.id ?? status.id;
+  await withEndpoint(endpoints, (address) => {
+    const client = new AdminClient(address, grpc.credentials.createInsecure());
+    return callUnary(client, 'memberRemove', create(MemberRemoveRequestSchema, { id }), { deadline: deadlineIn(15_000) }).finally(() => client.close());
+  });
+  process.stdout.write(`removed ${id} from cluster ${status.clusterId}; it stops by itself\n`);
+  return 0;
+}

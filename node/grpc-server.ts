@@ -1,0 +1,403 @@
+// The gRPC services one node serves: Raft (peer streams, join), KV (etcd-like)
+// and Admin. Writes reaching a follower are forwarded to the leader; reads are
+// linearizable through ReadIndex on any node. Outcomes map to gRPC status codes
+// here and nowhere else.
+import * as grpc from '@grpc/grpc-js';
+import { create } from '@bufbuild/protobuf';
+import { encodeCommand, validateCommand, type Compare, type KeyValue, type KvCommand, type KvOp, type KvResult, type OpResult } from '../consensus/kv-state-machine.ts';
+import type { KvMachine } from '../consensus/kv-machine.ts';
+import type { ReadOutcome, WriteOutcome } from '../consensus/raft-node.ts';
+import { raftStreamHandler } from '../consensus/transport-grpc.ts';
+import type { NodeId } from '../consensus/types.ts';
+import { Admin, Role, StatusResponseSchema, type StatusResponse } from '../proto/gen/admin_pb.ts';
+import {
+  CompareOp,
+  CompareTarget,
+  KV,
+  KeyValueSchema,
+  RangeResponseSchema,
+  ResponseHeaderSchema,
+  type Compare as ProtoCompare,
+  type KeyValue as ProtoKeyValue,
+  type RangeRequest,
+  type RequestOp,
+  type ResponseOp,
+} from '../proto/gen/kv_pb.ts';
+import { MemberSchema, Raft, SendAckSchema } from '../proto/gen/raft_pb.ts';
+import { addService, callUnary } from '../proto/grpc.ts';
+import { type DebughostNode, MESSAGE_BYTES_MAX } from './node.ts';
+import { deadlineIn } from './peer-clients.ts';
+
+/** A failure with the status code and the one-line message a client sees. */
+export class RpcError extends Error {
+  override readonly name = 'RpcError';
+  constructor(
+    readonly code: grpc.status,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const FORWARD_TIMEOUT_MS = 10_000;
+
+function toServiceError(error: unknown): Partial<grpc.ServiceError> {
+  if (error instanceof RpcError) return { code: error.code, details: error.message, message: error.message };
+  const maybe = error as Partial<grpc.ServiceError>;
+  if (typeof maybe?.code === 'number' && typeof maybe.details === 'string') return { code: maybe.code, details: maybe.details, message: maybe.details };
+  const message = error instanceof Error ? error.message : String(error);
+  return { code: grpc.status.INTERNAL, details: message, message };
+}
+
+/** Adapt an async handler to grpc-js's callback style, mapping errors in one place. */
+function unary<Req, Res>(handler: (request: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
+  return (call, callback) => {
+    handler(call.request).then(
+      (response) => callback(null, response),
+      (error: unknown) => callback(toServiceError(error) as grpc.ServiceError),
+    );
+  };
+}
+
+/** The one place write outcomes become results or gRPC errors. */
+function writeResult(outcome: WriteOutcome<KvResult>): KvResult & { ok: true } {
+  if (outcome.ok) {
+    if (!outcome.result.ok) throw new RpcError(grpc.status.INVALID_ARGUMENT, outcome.result.error.message);
+    return outcome.result;
+  }
+  switch (outcome.reason) {
+    case 'notLeader':
+      throw new RpcError(grpc.status.UNAVAILABLE, 'no leader is known yet (an election is under way); retry shortly');
+    case 'rejected':
+      throw new RpcError(grpc.status.UNAVAILABLE, `the write was not applied: ${outcome.detail}`);
+    case 'unknown':
+      throw new RpcError(grpc.status.DEADLINE_EXCEEDED, `the write may or may not have been applied (${outcome.detail}); read the key to find out before retrying`);
+    default: {
+      const never: never = outcome;
+      return never;
+    }
+  }
+}
+
+const toBig = (value: number): bigint => BigInt(value);
+
+function kvToProto(kv: KeyValue): ProtoKeyValue {
+  return create(KeyValueSchema, {
+    key: kv.key,
+    value: kv.value,
+    version: toBig(kv.version),
+    createRevision: toBig(kv.createRevision),
+    modRevision: toBig(kv.modRevision),
+  });
+}
+
+const OPS: Record<CompareOp, Compare['op'] | null> = {
+  [CompareOp.UNSPECIFIED]: null,
+  [CompareOp.EQUAL]: '==',
+  [CompareOp.NOT_EQUAL]: '!=',
+  [CompareOp.LESS]: '<',
+  [CompareOp.GREATER]: '>',
+};
+const TARGETS: Record<CompareTarget, Compare['target'] | null> = {
+  [CompareTarget.UNSPECIFIED]: null,
+  [CompareTarget.VERSION]: 'version',
+  [CompareTarget.CREATE_REVISION]: 'createRevision',
+  [CompareTarget.MOD_REVISION]: 'modRevision',
+  [CompareTarget.VALUE]: 'value',
+};
+
+function compareFromProto(compare: ProtoCompare): Compare {
+  const op = OPS[compare.op];
+  const target = TARGETS[compare.target];
+  if (op === null || op === undefined || target === null || target === undefined) {
+    throw new RpcError(grpc.status.INVALID_ARGUMENT, `compare on '${compare.key}' needs a target and an operator`);
+  }
+  const operand = compare.operand.case === 'text' ? compare.operand.value : compare.operand.case === 'number' ? Number(compare.operand.value) : target === 'value' ? '' : 0;
+  return { key: compare.key, target, op, operand };
+}
+
+/** etcd's range convention: empty end = one key; "\0" = every key from `key` on. */
+function rangeOp(key: string, rangeEnd: string, limit: number): KvOp {
+  if (rangeEnd === '') return { type: 'get', key };
+  return { type: 'range', start: key, end: rangeEnd === '\0' ? '' : rangeEnd, limit };
+}
+
+function opFromProto(op: RequestOp): KvOp {
+  switch (op.request.case) {
+    case 'requestPut':
+      return { type: 'put', key: op.request.value.key, value: op.request.value.value };
+    case 'requestDeleteRange': {
+      const { key, rangeEnd } = op.request.value;
+      return rangeEnd === '' ? { type: 'delete', key } : { type: 'deleteRange', start: key, end: rangeEnd === '\0' ? '' : rangeEnd };
+    }
+    case 'requestRange': {
+      const { key, rangeEnd, limit } = op.request.value;
+      return rangeOp(key, rangeEnd, Number(limit));
+    }
+    default:
+      throw new RpcError(grpc.status.INVALID_ARGUMENT, 'a transaction op needs one of put, deleteRange or range');
+  }
+}
+
+export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCredentials): Promise<grpc.Server> {
+  const server = new grpc.Server({
+    'grpc.max_receive_message_length': MESSAGE_BYTES_MAX,
+    'grpc.max_send_message_length': MESSAGE_BYTES_MAX,
+    'grpc.keepalive_permit_without_calls': 1,
+  });
+  const log = node.options.log;
+  const header = () =>
+    create(ResponseHeaderSchema, {
+      revision: toBig(node.raft?.machine.kv.revision ?? 0),
+      raftTerm: toBig(node.raft?.raft.term ?? 0),
+      memberId: node.id,
+    });
+  const raftNode = () => {
+    const raft = node.raft;
+    if (raft === null) throw new RpcError(grpc.status.UNAVAILABLE, `node ${node.id} is still starting; retry shortly`);
+    return raft;
+  };
+  const leaderAddress = (): string => {
+    const raft = raftNode();
+    const leader = raft.raft.leader;
+    if (leader === null) throw new RpcError(grpc.status.UNAVAILABLE, 'no leader is known yet (an election is under way); retry shortly');
+    const address = node.addressOf(leader);
+    if (address === null) throw new RpcError(grpc.status.UNAVAILABLE, `the address of leader ${leader} is not known yet; retry shortly`);
+    return address;
+  };
+  const isLeader = (): boolean => raftNode().raft.role === 'leader';
+
+  /** Propose on the leader (here, when this node leads). */
+  const proposeLocal = (command: KvCommand): Promise<KvResult & { ok: true }> => {
+    const valid = validateCommand(command);
+    if (!valid.ok) return Promise.reject(new RpcError(grpc.status.INVALID_ARGUMENT, valid.message));
+    return new Promise((resolve, reject) => {
+      raftNode().propose(encodeCommand(valid.command), (outcome) => {
+        try {
+          resolve(writeResult(outcome));
+        } catch (error) {
+          reject(error);
+        }
+      });
+    });
+  };
+
+  const read = (serializable: boolean): Promise<KvMachine> => {
+    const raft = raftNode();
+    if (serializable) return Promise.resolve(raft.machine);
+    return new Promise((resolve, reject) =>
+      raft.read((outcome: ReadOutcome<KvMachine>) => {
+        if (outcome.ok) resolve(outcome.machine);
+        else reject(new RpcError(grpc.status.UNAVAILABLE, `the read could not be confirmed by a quorum (${outcome.reason}); retry shortly`));
+      }),
+    );
+  };
+
+  const rangeResponse = (machine: KvMachine, request: RangeRequest) => {
+    const op = rangeOp(request.key, request.rangeEnd, Number(request.limit));
+    if (op.type === 'get') {
+      const kv = machine.kv.get(op.key);
+      return create(RangeResponseSchema, { header: header(), kvs: kv === null ? [] : [kvToProto(kv)], count: toBig(kv === null ? 0 : 1), more: false });
+    }
+    if (op.type !== 'range') throw new RpcError(grpc.status.INTERNAL, 'range op expected');
+    const all = machine.kv.range(op.start, op.end, 0);
+    const limited = op.limit !== undefined && op.limit > 0 ? all.slice(0, op.limit) : all;
+    return create(RangeResponseSchema, { header: header(), kvs: limited.map(kvToProto), count: toBig(all.length), more: limited.length < all.length });
+  };
+
+  const responseOp = (result: OpResult): ResponseOp => {
+    switch (result.type) {
+      case 'put':
+        return { $typeName: 'debughost.kv.v1.ResponseOp', response: { case: 'responsePut', value: { $typeName: 'debughost.kv.v1.PutResponse', header: header(), ...(result.prev === null ? {} : { prevKv: kvToProto(result.prev) }), succeeded: true, version: 0n } } } as ResponseOp;
+      case 'delete':
+      case 'deleteRange':
+        return { $typeName: 'debughost.kv.v1.ResponseOp', response: { case: 'responseDeleteRange', value: { $typeName: 'debughost.kv.v1.DeleteRangeResponse', header: header(), deleted: toBig(result.deleted) } } } as ResponseOp;
+      case 'get':
+        return { $typeName: 'debughost.kv.v1.ResponseOp', response: { case: 'responseRange', value: create(RangeResponseSchema, { header: header(), kvs: result.kv === null ? [] : [kvToProto(result.kv)], count: toBig(result.kv === null ? 0 : 1) }) } } as ResponseOp;
+      case 'range':
+        return { $typeName: 'debughost.kv.v1.ResponseOp', response: { case: 'responseRange', value: create(RangeResponseSchema, { header: header(), kvs: result.kvs.map(kvToProto), count: toBig(result.count), more: result.more }) } } as ResponseOp;
+      default: {
+        const never: never = result;
+        return never;
+      }
+    }
+  };
+
+  addService(server, Raft, {
+    send: (call, callback) => {
+      const handle = raftStreamHandler(
+        () => node.clusterId,
+        (message) => node.raft?.receive(message),
+        (error) => log.debug({ error: error.message }, 'bad peer message'),
+      );
+      let count = 0;
+      call.on('data', (batch) => {
+        count += batch.messages.length;
+        handle(batch);
+      });
+      call.on('end', () => callback(null, create(SendAckSchema, { messages: BigInt(count) })));
+      call.on('error', () => undefined);
+    },
+    sendOne: unary(async (batch) => {
+      raftStreamHandler(() => node.clusterId, (message) => node.raft?.receive(message), () => undefined)(batch);
+      return create(SendAckSchema, { messages: BigInt(batch.messages.length) });
+    }),
+    join: unary(async (request) => {
+      if (node.clusterId !== '' && request.clusterId !== node.clusterId) {
+        return { $typeName: 'debughost.raft.v1.JoinResponse', ok: false, error: `refused: this cluster is ${node.clusterId}, the request names ${request.clusterId}`, leaderId: '', leaderAddress: '', members: [] };
+      }
+      if (!isLeader()) return callUnary(node.peers.raftAt(leaderAddress()), 'join', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
+      const existing = node.members().find((member) => member.id === request.nodeId);
+      if (existing !== undefined && existing.address !== request.address) {
+        return { $typeName: 'debughost.raft.v1.JoinResponse', ok: false, error: `refused: node id ${request.nodeId} is already a member at ${existing.address}; pick another --id or remove it first`, leaderId: node.id, leaderAddress: '', members: [] };
+      }
+      if (existing === undefined) {
+        const outcome = await node.changeMembership({ type: 'addLearner', node: request.nodeId as NodeId, address: request.address });
+        if (!outcome.ok) return { $typeName: 'debughost.raft.v1.JoinResponse', ok: false, error: outcome.reason === 'notLeader' ? 'leadership moved; retry' : outcome.detail, leaderId: '', leaderAddress: '', members: [] };
+      }
+      return {
+        $typeName: 'debughost.raft.v1.JoinResponse',
+        ok: true,
+        error: '',
+        leaderId: node.id,
+        leaderAddress: node.options.grpcAddress,
+        members: node.members().map((m) => create(MemberSchema, { id: m.id, address: m.address, learner: m.learner })),
+      };
+    }),
+  });
+
+  addService(server, KV, {
+    range: unary(async (request) => rangeResponse(await read(request.serializable), request)),
+    put: unary(async (request) => {
+      if (!isLeader()) return callUnary(node.peers.kvAt(leaderAddress()), 'put', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
+      const ifVersion = request.ifVersion;
+      const command: KvCommand =
+        ifVersion === undefined
+          ? { type: 'put', key: request.key, value: request.value }
+          : {
+              type: 'txn',
+              compare: [{ key: request.key, target: 'version', op: '==', operand: Number(ifVersion) }],
+              success: [{ type: 'put', key: request.key, value: request.value }],
+              failure: [{ type: 'get', key: request.key }],
+            };
+      const result = await proposeLocal(command);
+      const kv = raftNode().machine.kv.get(request.key);
+      const succeeded = ifVersion === undefined ? true : result.succeeded === true;
+      let prev: KeyValue | null = result.prev ?? null;
+      if (ifVersion !== undefined) {
+        const first = result.results?.[0];
+        prev = first?.type === 'put' ? first.prev : first?.type === 'get' ? first.kv : null;
+      }
+      return {
+        $typeName: 'debughost.kv.v1.PutResponse',
+        header: header(),
+        ...(prev === null ? {} : { prevKv: kvToProto(prev) }),
+        succeeded,
+        version: toBig(succeeded ? (kv?.version ?? 0) : (prev?.version ?? 0)),
+      };
+    }),
+    deleteRange: unary(async (request) => {
+      if (!isLeader()) return callUnary(node.peers.kvAt(leaderAddress()), 'deleteRange', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
+      const op = request.rangeEnd === '' ? ({ type: 'delete', key: request.key } as const) : ({ type: 'deleteRange', start: request.key, end: request.rangeEnd === '\0' ? '' : request.rangeEnd } as const);
+      const result = await proposeLocal({ type: 'txn', compare: [], success: [op], failure: [] });
+      const first = result.results?.[0];
+      const deleted = first?.type === 'delete' || first?.type === 'deleteRange' ? first.deleted : 0;
+      return { $typeName: 'debughost.kv.v1.DeleteRangeResponse', header: header(), deleted: toBig(deleted) };
+    }),
+    txn: unary(async (request) => {
+      if (!isLeader()) return callUnary(node.peers.kvAt(leaderAddress()), 'txn', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
+      const command: KvCommand = {
+        type: 'txn',
+        compare: request.compare.map(compareFromProto),
+        success: request.success.map(opFromProto),
+        failure: request.failure.map(opFromProto),
+      };
+      const result = await proposeLocal(command);
+      return { $typeName: 'debughost.kv.v1.TxnResponse', header: header(), succeeded: result.succeeded === true, responses: (result.results ?? []).map(responseOp) };
+    }),
+    watch: (call) => {
+      call.emit('error', { code: grpc.status.UNIMPLEMENTED, details: 'watch is not implemented yet; poll with range' });
+    },
+  });
+
+  const statusResponse = (): StatusResponse => {
+    const raft = node.raft;
+    const roles: Record<string, Role> = { follower: Role.FOLLOWER, preCandidate: Role.PRE_CANDIDATE, candidate: Role.CANDIDATE, leader: Role.LEADER };
+    if (raft === null) return create(StatusResponseSchema, { id: node.id, clusterId: node.clusterId });
+    const status = raft.raft.status();
+    return create(StatusResponseSchema, {
+      id: node.id,
+      role: roles[status.role] ?? Role.UNSPECIFIED,
+      term: toBig(status.term),
+      leaderId: status.leader ?? '',
+      commitIndex: toBig(status.commit),
+      appliedIndex: toBig(raft.machine.appliedIndex),
+      lastIndex: toBig(status.lastIndex),
+      snapshotIndex: toBig(status.snapshotIndex),
+      members: node.members().map((m) => create(MemberSchema, { id: m.id, address: m.address, learner: m.learner })),
+      clusterId: node.clusterId,
+    });
+  };
+  const membersResponse = () => node.members().map((m) => create(MemberSchema, { id: m.id, address: m.address, learner: m.learner }));
+  const changeAtLeader = async (change: Parameters<DebughostNode['changeMembership']>[0]): Promise<void> => {
+    const outcome = await node.changeMembership(change);
+    if (!outcome.ok) {
+      if (outcome.reason === 'notLeader') throw new RpcError(grpc.status.UNAVAILABLE, 'leadership moved during the change; retry');
+      throw new RpcError(grpc.status.FAILED_PRECONDITION, outcome.detail);
+    }
+  };
+
+  addService(server, Admin, {
+    status: unary(async () => statusResponse()),
+    memberList: unary(async () => ({ $typeName: 'debughost.admin.v1.MemberListResponse', members: membersResponse() })),
+    memberAdd: unary(async (request) => {
+      if (!isLeader()) return callUnary(node.peers.adminAt(leaderAddress()), 'memberAdd', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
+      await changeAtLeader({ type: 'addLearner', node: request.id as NodeId, address: request.address });
+      return { $typeName: 'debughost.admin.v1.MemberAddResponse', member: create(MemberSchema, { id: request.id, address: request.address, learner: true }), members: membersResponse() };
+    }),
+    memberPromote: unary(async (request) => {
+      if (!isLeader()) return callUnary(node.peers.adminAt(leaderAddress()), 'memberPromote', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
+      await changeAtLeader({ type: 'promote', node: request.id as NodeId });
+      return { $typeName: 'debughost.admin.v1.MemberPromoteResponse', members: membersResponse() };
+    }),
+    memberRemove: unary(async (request) => {
+      if (!isLeader()) return callUnary(node.peers.adminAt(leaderAddress()), 'memberRemove', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
+      if (request.id === node.id) {
+        // The leader leaving: hand leadership over first, then let the new leader remove it.
+        const target = node.members().find((m) => m.id !== node.id && !m.learner);
+        if (target === undefined) throw new RpcError(grpc.status.FAILED_PRECONDITION, 'cannot remove the last voter');
+        raftNode().transferLeadership(target.id as NodeId);
+        const until = Date.now() + 3000;
+        while (Date.now() < until && isLeader()) await new Promise((resolve) => setTimeout(resolve, 20));
+        if (isLeader()) throw new RpcError(grpc.status.UNAVAILABLE, 'could not hand leadership over before leaving; retry');
+        return callUnary(node.peers.adminAt(leaderAddress()), 'memberRemove', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
+      }
+      await changeAtLeader({ type: 'remove', node: request.id as NodeId });
+      return { $typeName: 'debughost.admin.v1.MemberRemoveResponse', members: membersResponse() };
+    }),
+    transferLeadership: unary(async (request) => {
+      if (!isLeader()) return callUnary(node.peers.adminAt(leaderAddress()), 'transferLeadership', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
+      const result = raftNode().transferLeadership(request.targetId as NodeId);
+      if (!result.ok) throw new RpcError(grpc.status.FAILED_PRECONDITION, result.detail);
+      const until = Date.now() + 3000;
+      while (Date.now() < until && raftNode().raft.leader !== request.targetId) await new Promise((resolve) => setTimeout(resolve, 20));
+      return { $typeName: 'debughost.admin.v1.TransferLeadershipResponse', leaderId: raftNode().raft.leader ?? '' };
+    }),
+  });
+
+  return new Promise((resolve, reject) => {
+    server.bindAsync(node.options.grpcAddress, credentials, (error) => {
+      if (error !== null) {
+        server.forceShutdown();
+        const inUse = /EADDRINUSE|address already in use|No address added/i.test(error.message);
+        reject(
+          inUse
+            ? new Error(`cannot listen on ${node.options.grpcAddress} for gRPC: the port is in use; stop what holds it or pick another --grpc`)
+            : new Error(`cannot listen on ${node.options.grpcAddress} for gRPC: ${error.message.split('\n')[0] ?? ''}`),
+        );
+        return;
+      }
+      resolve(server);
+    });
+  });
+}
