@@ -199,7 +199,10 @@ export async function upCommand(argv: string[]): Promise<number> {
       }),
     );
     exits.push(new Promise((resolve) => child.once('exit', (code) => {
-      if (!stopping) {
+      if (!stopping && code === 0) {
+        // A node that left the cluster (debughost leave) stops cleanly; the others go on.
+        process.stderr.write(`debughost up: node ${n.id} stopped (it left the cluster)\n`);
+      } else if (!stopping) {
         process.stderr.write(`debughost up: node ${n.id} exited with code ${code ?? 'signal'}; stopping the others\n`);
         stopAll();
       }
