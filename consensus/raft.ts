@@ -2,7 +2,7 @@
 // Inputs are tick(), step(message), propose(), readIndex() and friends; every
 // effect is recorded and handed out through ready(). No I/O, no clock, no
 // randomness except the injected Random.
-import { RaftLog, assert, entryBytes } from './log.ts';
+import { RaftLog, assert } from './log.ts';
 import { Progress } from './progress.ts';
 import { committedIndex, hasQuorum, voteResult } from './quorum.ts';
 import type {
@@ -987,4 +987,3 @@ export class Raft {
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
-export { entryBytes };

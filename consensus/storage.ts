@@ -1,5 +1,6 @@
 // The durable storage a Raft driver writes through. The simulator gives a disk
 // that loses unsynced writes on crash; node/ gives LevelDB.
+import { encodeConfChange } from './raft.ts';
 import type { Entry, HardState, LogIndex, NodeId, Snapshot, Term } from './types.ts';
 
 /** Everything that survived on disk, read once when a node starts. */
@@ -31,18 +32,16 @@ export interface RaftStorage {
  * addVoter entry per member at term 1, identical on each, so that a node that
  * joins later learns the founding configuration from the log (as etcd does).
  */
-export function bootstrapState(voters: readonly NodeId[]): PersistedState {
+export function bootstrapState(voters: readonly NodeId[], addresses: ReadonlyMap<NodeId, string> = new Map()): PersistedState {
   const sorted = [...voters].sort();
   const entries: Entry[] = sorted.map((node, i) => ({
     term: 1 as Term,
     index: (i + 1) as LogIndex,
     type: 'confChange',
-    data: encoder.encode(JSON.stringify({ type: 'addVoter', node, address: null })),
+    data: encodeConfChange({ type: 'addVoter', node, ...(addresses.has(node) ? { address: addresses.get(node) as string } : {}) }),
   }));
   return { hardState: { term: 1 as Term, vote: null, commit: entries.length as LogIndex }, snapshot: null, entries };
 }
-
-const encoder = new TextEncoder();
 
 export const emptyPersistedState = (): PersistedState => ({
   hardState: { term: 0 as HardState['term'], vote: null, commit: 0 as HardState['commit'] },

@@ -10,6 +10,9 @@ import { makeClientConstructor, type ServiceClient } from '../proto/grpc.ts';
 import type { RaftTransport } from './raft-node.ts';
 import type { Message, NodeId } from './types.ts';
 
+/** Largest gRPC message between nodes: above any append (1 MiB) or snapshot chunk (512 KiB). */
+export const MESSAGE_BYTES_MAX = 16 * 1024 * 1024;
+
 /** gRPC channel options shared by every peer and client connection. */
 export const grpcChannelOptions = (messageBytesMax: number): grpc.ChannelOptions => ({
   'grpc.max_send_message_length': messageBytesMax,
@@ -134,10 +137,14 @@ export class GrpcTransport implements RaftTransport {
   private streamFor(peer: Peer, now: number): grpc.ClientWritableStream<unknown> | null {
     if (peer.stream !== null) return peer.stream;
     if (now < peer.retryAt) return null;
+    const openedAt = now;
     const stream = peer.client.send((error) => {
       if (peer.stream === stream) peer.stream = null;
       if (error !== null && !this.closed) {
-        peer.retryAt = Date.now() + peer.backoffMs;
+        // A stream that stayed up a while was healthy: start the back-off over.
+        const failedAt = Date.now();
+        if (failedAt - openedAt > BACKOFF_MS_MAX) peer.backoffMs = BACKOFF_MS_MIN;
+        peer.retryAt = failedAt + peer.backoffMs;
         peer.backoffMs = Math.min(peer.backoffMs * 2, BACKOFF_MS_MAX);
         this.options.onError?.(peer.id, error);
       }
@@ -145,8 +152,6 @@ export class GrpcTransport implements RaftTransport {
     stream.on('error', () => {
       if (peer.stream === stream) peer.stream = null;
     });
-    // A stream that carried data is healthy: reset the back-off.
-    peer.backoffMs = BACKOFF_MS_MIN;
     peer.stream = stream;
     return stream;
   }

@@ -9,6 +9,7 @@ import * as grpc from '@grpc/grpc-js';
 import { Admin, MemberRemoveRequestSchema, Role, StatusRequestSchema } from '../proto/gen/admin_pb.ts';
 import { DeleteRangeRequestSchema, KV, PutRequestSchema, RangeRequestSchema, TxnRequestSchema, type TxnRequest } from '../proto/gen/kv_pb.ts';
 import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
+import { prefixEnd } from '../consensus/kv-state-machine.ts';
 import { StorageCorruptError, StorageLockedError } from '../consensus/storage-leveldb.ts';
 import { startGrpcServer } from './grpc-server.ts';
 import { startHttpServer } from './http.ts';
@@ -316,10 +317,10 @@ export async function kvCommand(argv: string[]): Promise<number> {
   }
 }
 
+/** The gRPC range end for a prefix; etcd's "\0" means to the last key. */
 function prefixEndOf(prefix: string): string {
-  if (prefix === '') return '\0';
-  const last = prefix.codePointAt(prefix.length - 1) ?? 0;
-  return prefix.slice(0, -1) + String.fromCodePoint(last + 1);
+  const end = prefixEnd(prefix);
+  return end === '' ? '\0' : end;
 }
 
 function parseTxn(text: string): TxnRequest {

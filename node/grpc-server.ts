@@ -9,13 +9,27 @@ import type { KvMachine } from '../consensus/kv-machine.ts';
 import type { ReadOutcome, WriteOutcome } from '../consensus/raft-node.ts';
 import { raftStreamHandler } from '../consensus/transport-grpc.ts';
 import type { NodeId } from '../consensus/types.ts';
-import { Admin, Role, StatusResponseSchema, type StatusResponse } from '../proto/gen/admin_pb.ts';
+import {
+  Admin,
+  MemberAddResponseSchema,
+  MemberListResponseSchema,
+  MemberPromoteResponseSchema,
+  MemberRemoveResponseSchema,
+  Role,
+  StatusResponseSchema,
+  TransferLeadershipResponseSchema,
+  type StatusResponse,
+} from '../proto/gen/admin_pb.ts';
 import {
   CompareOp,
   CompareTarget,
+  DeleteRangeResponseSchema,
   KV,
   KeyValueSchema,
+  PutResponseSchema,
   RangeResponseSchema,
+  ResponseOpSchema,
+  TxnResponseSchema,
   ResponseHeaderSchema,
   type Compare as ProtoCompare,
   type KeyValue as ProtoKeyValue,
@@ -23,9 +37,10 @@ import {
   type RequestOp,
   type ResponseOp,
 } from '../proto/gen/kv_pb.ts';
-import { MemberSchema, Raft, SendAckSchema } from '../proto/gen/raft_pb.ts';
+import { JoinResponseSchema, MemberSchema, Raft, SendAckSchema } from '../proto/gen/raft_pb.ts';
 import { addService, callUnary } from '../proto/grpc.ts';
-import { type DebughostNode, MESSAGE_BYTES_MAX } from './node.ts';
+import { MESSAGE_BYTES_MAX } from '../consensus/transport-grpc.ts';
+import { type DebughostNode, waitUntil } from './node.ts';
 import { deadlineIn } from './peer-clients.ts';
 
 /** A failure with the status code and the one-line message a client sees. */
@@ -152,6 +167,7 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
       raftTerm: toBig(node.raft?.raft.term ?? 0),
       memberId: node.id,
     });
+  const membersResponse = () => node.members().map((m) => create(MemberSchema, { id: m.id, address: m.address, learner: m.learner }));
   const raftNode = () => {
     const raft = node.raft;
     if (raft === null) throw new RpcError(grpc.status.UNAVAILABLE, `node ${node.id} is still starting; retry shortly`);
@@ -193,35 +209,40 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
     );
   };
 
+  const rangeOf = (kvs: readonly KeyValue[], count: number, more: boolean) =>
+    create(RangeResponseSchema, { header: header(), kvs: kvs.map(kvToProto), count: toBig(count), more });
   const rangeResponse = (machine: KvMachine, request: RangeRequest) => {
     const op = rangeOp(request.key, request.rangeEnd, Number(request.limit));
     if (op.type === 'get') {
       const kv = machine.kv.get(op.key);
-      return create(RangeResponseSchema, { header: header(), kvs: kv === null ? [] : [kvToProto(kv)], count: toBig(kv === null ? 0 : 1), more: false });
+      return rangeOf(kv === null ? [] : [kv], kv === null ? 0 : 1, false);
     }
     if (op.type !== 'range') throw new RpcError(grpc.status.INTERNAL, 'range op expected');
     const all = machine.kv.range(op.start, op.end, 0);
     const limited = op.limit !== undefined && op.limit > 0 ? all.slice(0, op.limit) : all;
-    return create(RangeResponseSchema, { header: header(), kvs: limited.map(kvToProto), count: toBig(all.length), more: limited.length < all.length });
+    return rangeOf(limited, all.length, limited.length < all.length);
   };
 
   const responseOp = (result: OpResult): ResponseOp => {
     switch (result.type) {
       case 'put':
-        return { $typeName: 'debughost.kv.v1.ResponseOp', response: { case: 'responsePut', value: { $typeName: 'debughost.kv.v1.PutResponse', header: header(), ...(result.prev === null ? {} : { prevKv: kvToProto(result.prev) }), succeeded: true, version: 0n } } } as ResponseOp;
+        return create(ResponseOpSchema, {
+          response: { case: 'responsePut', value: create(PutResponseSchema, { header: header(), ...(result.prev === null ? {} : { prevKv: kvToProto(result.prev) }), succeeded: true }) },
+        });
       case 'delete':
       case 'deleteRange':
-        return { $typeName: 'debughost.kv.v1.ResponseOp', response: { case: 'responseDeleteRange', value: { $typeName: 'debughost.kv.v1.DeleteRangeResponse', header: header(), deleted: toBig(result.deleted) } } } as ResponseOp;
+        return create(ResponseOpSchema, { response: { case: 'responseDeleteRange', value: create(DeleteRangeResponseSchema, { header: header(), deleted: toBig(result.deleted) }) } });
       case 'get':
-        return { $typeName: 'debughost.kv.v1.ResponseOp', response: { case: 'responseRange', value: create(RangeResponseSchema, { header: header(), kvs: result.kv === null ? [] : [kvToProto(result.kv)], count: toBig(result.kv === null ? 0 : 1) }) } } as ResponseOp;
+        return create(ResponseOpSchema, { response: { case: 'responseRange', value: rangeOf(result.kv === null ? [] : [result.kv], result.kv === null ? 0 : 1, false) } });
       case 'range':
-        return { $typeName: 'debughost.kv.v1.ResponseOp', response: { case: 'responseRange', value: create(RangeResponseSchema, { header: header(), kvs: result.kvs.map(kvToProto), count: toBig(result.count), more: result.more }) } } as ResponseOp;
+        return create(ResponseOpSchema, { response: { case: 'responseRange', value: rangeOf(result.kvs, result.count, result.more) } });
       default: {
         const never: never = result;
         return never;
       }
     }
   };
+  const refuseJoin = (error: string) => create(JoinResponseSchema, { ok: false, error });
 
   addService(server, Raft, {
     send: (call, callback) => {
@@ -244,25 +265,18 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
     }),
     join: unary(async (request) => {
       if (node.clusterId !== '' && request.clusterId !== node.clusterId) {
-        return { $typeName: 'debughost.raft.v1.JoinResponse', ok: false, error: `refused: this cluster is ${node.clusterId}, the request names ${request.clusterId}`, leaderId: '', leaderAddress: '', members: [] };
+        return refuseJoin(`refused: this cluster is ${node.clusterId}, the request names ${request.clusterId}`);
       }
       if (!isLeader()) return callUnary(node.peers.raftAt(leaderAddress()), 'join', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
       const existing = node.members().find((member) => member.id === request.nodeId);
       if (existing !== undefined && existing.address !== request.address) {
-        return { $typeName: 'debughost.raft.v1.JoinResponse', ok: false, error: `refused: node id ${request.nodeId} is already a member at ${existing.address}; pick another --id or remove it first`, leaderId: node.id, leaderAddress: '', members: [] };
+        return refuseJoin(`refused: node id ${request.nodeId} is already a member at ${existing.address}; pick another --id or remove it first`);
       }
       if (existing === undefined) {
         const outcome = await node.changeMembership({ type: 'addLearner', node: request.nodeId as NodeId, address: request.address });
-        if (!outcome.ok) return { $typeName: 'debughost.raft.v1.JoinResponse', ok: false, error: outcome.reason === 'notLeader' ? 'leadership moved; retry' : outcome.detail, leaderId: '', leaderAddress: '', members: [] };
+        if (!outcome.ok) return refuseJoin(outcome.reason === 'notLeader' ? 'leadership moved; retry' : outcome.detail);
       }
-      return {
-        $typeName: 'debughost.raft.v1.JoinResponse',
-        ok: true,
-        error: '',
-        leaderId: node.id,
-        leaderAddress: node.options.grpcAddress,
-        members: node.members().map((m) => create(MemberSchema, { id: m.id, address: m.address, learner: m.learner })),
-      };
+      return create(JoinResponseSchema, { ok: true, leaderId: node.id, leaderAddress: node.options.grpcAddress, members: membersResponse() });
     }),
   });
 
@@ -288,13 +302,12 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
         const first = result.results?.[0];
         prev = first?.type === 'put' ? first.prev : first?.type === 'get' ? first.kv : null;
       }
-      return {
-        $typeName: 'debughost.kv.v1.PutResponse',
+      return create(PutResponseSchema, {
         header: header(),
         ...(prev === null ? {} : { prevKv: kvToProto(prev) }),
         succeeded,
         version: toBig(succeeded ? (kv?.version ?? 0) : (prev?.version ?? 0)),
-      };
+      });
     }),
     deleteRange: unary(async (request) => {
       if (!isLeader()) return callUnary(node.peers.kvAt(leaderAddress()), 'deleteRange', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
@@ -302,7 +315,7 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
       const result = await proposeLocal({ type: 'txn', compare: [], success: [op], failure: [] });
       const first = result.results?.[0];
       const deleted = first?.type === 'delete' || first?.type === 'deleteRange' ? first.deleted : 0;
-      return { $typeName: 'debughost.kv.v1.DeleteRangeResponse', header: header(), deleted: toBig(deleted) };
+      return create(DeleteRangeResponseSchema, { header: header(), deleted: toBig(deleted) });
     }),
     txn: unary(async (request) => {
       if (!isLeader()) return callUnary(node.peers.kvAt(leaderAddress()), 'txn', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
@@ -313,7 +326,7 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
         failure: request.failure.map(opFromProto),
       };
       const result = await proposeLocal(command);
-      return { $typeName: 'debughost.kv.v1.TxnResponse', header: header(), succeeded: result.succeeded === true, responses: (result.results ?? []).map(responseOp) };
+      return create(TxnResponseSchema, { header: header(), succeeded: result.succeeded === true, responses: (result.results ?? []).map(responseOp) });
     }),
     watch: (call) => {
       call.emit('error', { code: grpc.status.UNIMPLEMENTED, details: 'watch is not implemented yet; poll with range' });
@@ -334,11 +347,10 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
       appliedIndex: toBig(raft.machine.appliedIndex),
       lastIndex: toBig(status.lastIndex),
       snapshotIndex: toBig(status.snapshotIndex),
-      members: node.members().map((m) => create(MemberSchema, { id: m.id, address: m.address, learner: m.learner })),
+      members: membersResponse(),
       clusterId: node.clusterId,
     });
   };
-  const membersResponse = () => node.members().map((m) => create(MemberSchema, { id: m.id, address: m.address, learner: m.learner }));
   const changeAtLeader = async (change: Parameters<DebughostNode['changeMembership']>[0]): Promise<void> => {
     const outcome = await node.changeMembership(change);
     if (!outcome.ok) {
@@ -349,16 +361,16 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
 
   addService(server, Admin, {
     status: unary(async () => statusResponse()),
-    memberList: unary(async () => ({ $typeName: 'debughost.admin.v1.MemberListResponse', members: membersResponse() })),
+    memberList: unary(async () => create(MemberListResponseSchema, { members: membersResponse() })),
     memberAdd: unary(async (request) => {
       if (!isLeader()) return callUnary(node.peers.adminAt(leaderAddress()), 'memberAdd', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
       await changeAtLeader({ type: 'addLearner', node: request.id as NodeId, address: request.address });
-      return { $typeName: 'debughost.admin.v1.MemberAddResponse', member: create(MemberSchema, { id: request.id, address: request.address, learner: true }), members: membersResponse() };
+      return create(MemberAddResponseSchema, { member: create(MemberSchema, { id: request.id, address: request.address, learner: true }), members: membersResponse() });
     }),
     memberPromote: unary(async (request) => {
       if (!isLeader()) return callUnary(node.peers.adminAt(leaderAddress()), 'memberPromote', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
       await changeAtLeader({ type: 'promote', node: request.id as NodeId });
-      return { $typeName: 'debughost.admin.v1.MemberPromoteResponse', members: membersResponse() };
+      return create(MemberPromoteResponseSchema, { members: membersResponse() });
     }),
     memberRemove: unary(async (request) => {
       if (!isLeader()) return callUnary(node.peers.adminAt(leaderAddress()), 'memberRemove', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
@@ -367,21 +379,18 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
         const target = node.members().find((m) => m.id !== node.id && !m.learner);
         if (target === undefined) throw new RpcError(grpc.status.FAILED_PRECONDITION, 'cannot remove the last voter');
         raftNode().transferLeadership(target.id as NodeId);
-        const until = Date.now() + 3000;
-        while (Date.now() < until && isLeader()) await new Promise((resolve) => setTimeout(resolve, 20));
-        if (isLeader()) throw new RpcError(grpc.status.UNAVAILABLE, 'could not hand leadership over before leaving; retry');
+        if (!(await waitUntil(() => !isLeader(), 3000))) throw new RpcError(grpc.status.UNAVAILABLE, 'could not hand leadership over before leaving; retry');
         return callUnary(node.peers.adminAt(leaderAddress()), 'memberRemove', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
       }
       await changeAtLeader({ type: 'remove', node: request.id as NodeId });
-      return { $typeName: 'debughost.admin.v1.MemberRemoveResponse', members: membersResponse() };
+      return create(MemberRemoveResponseSchema, { members: membersResponse() });
     }),
     transferLeadership: unary(async (request) => {
       if (!isLeader()) return callUnary(node.peers.adminAt(leaderAddress()), 'transferLeadership', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
       const result = raftNode().transferLeadership(request.targetId as NodeId);
       if (!result.ok) throw new RpcError(grpc.status.FAILED_PRECONDITION, result.detail);
-      const until = Date.now() + 3000;
-      while (Date.now() < until && raftNode().raft.leader !== request.targetId) await new Promise((resolve) => setTimeout(resolve, 20));
-      return { $typeName: 'debughost.admin.v1.TransferLeadershipResponse', leaderId: raftNode().raft.leader ?? '' };
+      await waitUntil(() => raftNode().raft.leader === request.targetId, 3000);
+      return create(TransferLeadershipResponseSchema, { leaderId: raftNode().raft.leader ?? '' });
     }),
   });
 

@@ -6,12 +6,12 @@ import { mkdir, open, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { KvMachine, kvMachineFactory, memberKey } from '../consensus/kv-machine.ts';
-import { prefixEnd, type KvResult } from '../consensus/kv-state-machine.ts';
+import type { KvResult } from '../consensus/kv-state-machine.ts';
 import { RaftNode, type WriteOutcome } from '../consensus/raft-node.ts';
 import { defaultRaftConfig } from '../consensus/raft.ts';
 import { bootstrapState, emptyPersistedState, type PersistedState } from '../consensus/storage.ts';
 import { LevelStorage } from '../consensus/storage-leveldb.ts';
-import { GrpcTransport, grpcChannelOptions } from '../consensus/transport-grpc.ts';
+import { GrpcTransport, MESSAGE_BYTES_MAX } from '../consensus/transport-grpc.ts';
 import type { ConfChange, NodeId } from '../consensus/types.ts';
 import { systemClock, systemRandom } from './system.ts';
 import { PeerClients } from './peer-clients.ts';
@@ -41,7 +41,6 @@ export interface TlsFiles {
   readonly key: Buffer;
 }
 
-export const MESSAGE_BYTES_MAX = 16 * 1024 * 1024;
 /** Election timeout is electionTicks..2·electionTicks ticks: with 40 ms ticks, 400–800 ms. */
 export const TICK_MS_DEFAULT = 40;
 
@@ -57,6 +56,10 @@ export class DebughostNode {
   clusterId = '';
   private transport: GrpcTransport | null = null;
   private promoteTimer: NodeJS.Timeout | null = null;
+  /** The learner whose promotion is in flight (one change at a time). */
+  private promoting: string | null = null;
+  /** Seen itself in the configuration: from then on, absence means it was removed. */
+  private everMember = false;
   private stopping = false;
   readonly peers: PeerClients;
   /** Called once when this node learns it was removed from the cluster. */
@@ -142,24 +145,20 @@ export class DebughostNode {
       throw new NodeStartError(`two seeds have the same node id (${sorted.map((m) => `${m.id}@${m.address}`).join(', ')}); give every node its own --id`);
     }
     this.clusterId = clusterId;
-    const state = bootstrapState(sorted.map((member) => member.id as NodeId));
     // The founding entries carry each member's address, as later joins do.
-    const withAddresses: PersistedState = {
-      ...state,
-      entries: state.entries.map((entry, i) => ({
-        ...entry,
-        data: new TextEncoder().encode(JSON.stringify({ type: 'addVoter', node: sorted[i]?.id, address: sorted[i]?.address })),
-      })),
-    };
+    const state = bootstrapState(
+      sorted.map((member) => member.id as NodeId),
+      new Map(sorted.map((member) => [member.id as NodeId, member.address])),
+    );
     await new Promise<void>((resolve, reject) =>
-      this.storage.persist({ hardState: withAddresses.hardState, snapshot: null, dropEntriesAfterSnapshot: false, entries: withAddresses.entries }, (error) =>
+      this.storage.persist({ hardState: state.hardState, snapshot: null, dropEntriesAfterSnapshot: false, entries: state.entries }, (error) =>
         error === null ? resolve() : reject(error),
       ),
     );
     await this.writeIdentity();
     this.options.log.info({ clusterId: this.clusterId, members: sorted }, 'bootstrapped a new cluster from the seed list');
     // load() is what was on disk at open; the bootstrap state was written since.
-    this.startRaft(withAddresses);
+    this.startRaft(state);
   }
 
   private async join(seeds: readonly string[], signal: AbortSignal): Promise<void> {
@@ -284,21 +283,17 @@ export class DebughostNode {
     return out;
   }
 
-  private promoting: string | null = null;
-
   private housekeeping(): void {
     const raft = this.raft;
     if (raft === null || this.stopping) return;
     const conf = raft.raft.confState();
-    const wasMember = raft.raft.log.applied > 0 && (conf.voters.length > 0 || conf.learners.length > 0);
-    if (wasMember && !conf.voters.includes(this.id) && !conf.learners.includes(this.id) && this.storage.readMeta() !== null && raft.raft.log.applied > 0) {
-      if (this.everMember) {
-        this.options.log.info('this node was removed from the cluster; stopping');
-        this.onRemoved?.();
-        return;
-      }
-    } else if (conf.voters.includes(this.id) || conf.learners.includes(this.id)) {
+    // A joining node is not in the configuration until it applies its own addLearner: only leaving counts.
+    if (conf.voters.includes(this.id) || conf.learners.includes(this.id)) {
       this.everMember = true;
+    } else if (this.everMember) {
+      this.options.log.info('this node was removed from the cluster; stopping');
+      this.onRemoved?.();
+      return;
     }
     if (raft.raft.role !== 'leader' || this.promoting !== null) return;
     const status = raft.raft.status();
@@ -315,8 +310,6 @@ export class DebughostNode {
     }
   }
 
-  private everMember = false;
-
   /** Propose a membership change through this node: here when leader, else at the leader. */
   changeMembership(change: ConfChange): Promise<WriteOutcome<KvResult>> {
     const raft = this.raft;
@@ -332,8 +325,7 @@ export class DebughostNode {
       const target = raft.raft.status().progress.filter((p) => p.id !== this.id && !p.learner).sort((a, b) => b.match - a.match)[0];
       if (target !== undefined) {
         raft.transferLeadership(target.id);
-        const until = Date.now() + 2000;
-        while (Date.now() < until && raft.raft.role === 'leader') await sleep(20);
+        await waitUntil(() => raft.raft.role !== 'leader', 2000);
         this.options.log.info({ to: target.id, done: raft.raft.role !== 'leader' }, 'transferred leadership before stopping');
       }
     }
@@ -342,10 +334,6 @@ export class DebughostNode {
     this.transport?.close();
     this.peers.close();
     await this.storage.close();
-  }
-
-  prefixEnd(prefix: string): string {
-    return prefixEnd(prefix);
   }
 }
 
@@ -378,6 +366,16 @@ async function readIdentity(dataDir: string): Promise<{ clusterId: string; nodeI
   throw new NodeStartError(`${join(dataDir, IDENTITY_FILE)} is corrupt; restore the data dir from a backup, or move it away and rejoin this node as a new member`);
 }
 
+/** Poll `done` every 20 ms for up to `timeoutMs`; returns whether it held. */
+export async function waitUntil(done: () => boolean, timeoutMs: number): Promise<boolean> {
+  const until = Date.now() + timeoutMs;
+  while (!done()) {
+    if (Date.now() >= until) return false;
+    await sleep(20);
+  }
+  return true;
+}
+
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const onAbort = (): void => {
@@ -391,5 +389,3 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
-
-export { grpcChannelOptions };

@@ -6,7 +6,7 @@ import { Admin, StatusRequestSchema, type StatusResponse } from '../proto/gen/ad
 import { KV } from '../proto/gen/kv_pb.ts';
 import { JoinRequestSchema, Raft, type JoinResponse } from '../proto/gen/raft_pb.ts';
 import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
-import { grpcChannelOptions } from '../consensus/transport-grpc.ts';
+import { MESSAGE_BYTES_MAX, grpcChannelOptions } from '../consensus/transport-grpc.ts';
 
 const AdminClient = makeClientConstructor(Admin);
 const RaftClient = makeClientConstructor(Raft);
@@ -15,8 +15,6 @@ const KvClient = makeClientConstructor(KV);
 export type AdminClientType = InstanceType<typeof AdminClient>;
 export type RaftClientType = InstanceType<typeof RaftClient>;
 export type KvClientType = InstanceType<typeof KvClient>;
-
-const MESSAGE_BYTES_MAX = 16 * 1024 * 1024;
 
 export const deadlineIn = (ms: number): Date => new Date(Date.now() + ms);
 

@@ -14,6 +14,9 @@ export interface WorkloadOptions {
   readonly clientTimeoutMs: number;
 }
 
+/** A call as issued, before its outcome is known. */
+type IssuedCall = Omit<Operation, 'status' | 'returnTime' | 'output' | 'casSucceeded'>;
+
 interface Client {
   readonly id: number;
   leaderHint: NodeId | null;
@@ -22,7 +25,7 @@ interface Client {
   sequence: number;
   /** Virtual times of calls that returned ok. */
   okTimes: number[];
-  inFlight: { readonly call: Omit<Operation, 'status' | 'returnTime' | 'output' | 'casSucceeded'>; done: boolean } | null;
+  inFlight: { readonly call: IssuedCall; done: boolean } | null;
 }
 
 export class KvWorkload {
@@ -157,7 +160,7 @@ export class KvWorkload {
     return null;
   }
 
-  private finish(client: Client, call: Client['inFlight'] extends infer P ? (P extends { call: infer C } ? C : never) : never, status: Operation['status'], extra: { output?: string | null; casSucceeded?: boolean }): void {
+  private finish(client: Client, call: IssuedCall, status: Operation['status'], extra: { output?: string | null; casSucceeded?: boolean }): void {
     const now = this.cluster.scheduler.nowMs();
     const operation: Operation = { ...call, ...extra, status, returnTime: status === 'unknown' ? null : now };
     this.cluster.history.push(operation);
