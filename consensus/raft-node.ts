@@ -37,6 +37,12 @@ export interface RaftNodeComponents {
   readonly storage: RaftStorage;
   readonly transport: RaftTransport;
   readonly observer?: RaftNodeObserver;
+  /**
+   * Runs a callback after the work at hand (a real node passes setImmediate),
+   * so that every proposal made in one turn of the event loop goes into one
+   * ready and one disk write. Without it, proposals are processed at once.
+   */
+  readonly defer?: (callback: () => void) => void;
   /** Builds the core; the simulator swaps in deliberately broken cores to prove its checks can fail. */
   readonly createRaft?: (config: RaftConfig, random: Random, persisted: PersistedState) => Raft;
 }
@@ -45,7 +51,10 @@ export interface RaftNodeOptions {
   readonly raft: RaftConfig;
   /** Milliseconds per Raft tick; the election timeout is electionTicks..2×electionTicks of them. */
   readonly tickMs: number;
-  /** A request not answered in this time is answered `unknown` (writes) or `timeout` (reads). */
+  /**
+   * A request not answered in this time is answered `unknown` (writes) or
+   * `timeout` (reads), at the first tick after it runs out.
+   */
   readonly requestTimeoutMs: number;
   /** Most requests waiting for an answer at once; more are refused as overloaded. */
   readonly pendingRequestsMax: number;
@@ -63,15 +72,17 @@ export type ReadOutcome<Machine> =
   | { readonly ok: true; readonly index: LogIndex; readonly machine: Machine }
   | { readonly ok: false; readonly reason: 'notLeader' | 'dropped' | 'timeout' | 'overloaded'; readonly leaderHint: NodeId | null };
 
+// Pending requests carry a deadline checked at each tick rather than a timer
+// each: one timer per write cost more CPU than the rest of the driver under load.
 interface PendingWrite<Result> {
   readonly term: number;
   readonly callback: (outcome: WriteOutcome<Result>) => void;
-  readonly timer: TimerHandle;
+  readonly deadlineMs: number;
 }
 
 interface PendingRead<Machine> {
   readonly callback: (outcome: ReadOutcome<Machine>) => void;
-  readonly timer: TimerHandle;
+  readonly deadlineMs: number;
   index: LogIndex | null;
 }
 
@@ -82,6 +93,7 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
   private readonly options: RaftNodeOptions;
   private readonly factory: StateMachineFactory<Result, Machine>;
   private persisting = false;
+  private processDeferred = false;
   private stopped = false;
   private tickTimer: TimerHandle | null = null;
   private readonly writes = new Map<number, PendingWrite<Result>>();
@@ -115,16 +127,12 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
     if (this.stopped) return;
     this.stopped = true;
     if (this.tickTimer !== null) this.components.clock.clearTimer(this.tickTimer);
-    for (const [index, write] of this.writes) {
-      this.components.clock.clearTimer(write.timer);
-      write.callback({ ok: false, reason: 'unknown', detail: `node ${this.id} stopped before index ${index} was applied` });
-    }
+    const writes = [...this.writes];
+    const reads = [...this.reads.values()];
     this.writes.clear();
-    for (const read of this.reads.values()) {
-      this.components.clock.clearTimer(read.timer);
-      read.callback({ ok: false, reason: 'dropped', leaderHint: null });
-    }
     this.reads.clear();
+    for (const [index, write] of writes) write.callback({ ok: false, reason: 'unknown', detail: `node ${this.id} stopped before index ${index} was applied` });
+    for (const read of reads) read.callback({ ok: false, reason: 'dropped', leaderHint: null });
   }
 
   receive(message: Message): void {
@@ -155,13 +163,7 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
     const requestId = `${this.id}/${this.readSequence}`;
     const started = this.raft.readIndex(requestId);
     if (!started.ok) return callback({ ok: false, reason: 'notLeader', leaderHint: this.raft.leader });
-    const timer = this.components.clock.setTimer(this.options.requestTimeoutMs, () => {
-      const read = this.reads.get(requestId);
-      if (read === undefined) return;
-      this.reads.delete(requestId);
-      read.callback({ ok: false, reason: 'timeout', leaderHint: this.raft.leader });
-    });
-    this.reads.set(requestId, { callback, timer, index: null });
+    this.reads.set(requestId, { callback, deadlineMs: this.components.clock.nowMs() + this.options.requestTimeoutMs, index: null });
     this.process();
   }
 
@@ -184,15 +186,27 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
       if (result.reason === 'notLeader') return callback({ ok: false, reason: 'notLeader', leaderHint: result.leaderHint });
       return callback({ ok: false, reason: 'rejected', detail: result.detail });
     }
-    const index = result.index;
-    const timer = this.components.clock.setTimer(this.options.requestTimeoutMs, () => {
-      const write = this.writes.get(index);
-      if (write === undefined) return;
-      this.writes.delete(index);
-      write.callback({ ok: false, reason: 'unknown', detail: `index ${index} not applied within ${this.options.requestTimeoutMs} ms` });
+    // The same index proposed again: this node lost and regained leadership before applying
+    // it, so its earlier entry there was overwritten and can never commit. Answer that caller
+    // (deleting also keeps the map in deadline order).
+    const displaced = this.writes.get(result.index);
+    this.writes.delete(result.index);
+    if (displaced !== undefined) {
+      displaced.callback({ ok: false, reason: 'rejected', detail: `index ${result.index} of term ${displaced.term} was replaced by an entry of term ${result.term}` });
+    }
+    this.writes.set(result.index, { term: result.term, callback, deadlineMs: this.components.clock.nowMs() + this.options.requestTimeoutMs });
+    this.processSoon();
+  }
+
+  private processSoon(): void {
+    const defer = this.components.defer;
+    if (defer === undefined) return this.process();
+    if (this.processDeferred) return;
+    this.processDeferred = true;
+    defer(() => {
+      this.processDeferred = false;
+      this.process();
     });
-    this.writes.set(index, { term: result.term, callback, timer });
-    this.process();
   }
 
   private scheduleTick(): void {
@@ -200,8 +214,25 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
     this.tickTimer = this.components.clock.setTimer(this.options.tickMs, () => {
       this.raft.tick();
       this.process();
+      this.expireRequests(this.components.clock.nowMs());
       this.scheduleTick();
     });
+  }
+
+  /**
+   * Answer requests whose deadline has passed. Maps iterate in insertion order
+   * and every deadline is now + the same timeout, so the expired ones come first.
+   */
+  private expireRequests(nowMs: number): void {
+    for (const [index, write] of this.writes) {
+      if (write.deadlineMs > nowMs) break;
+      this.writes.delete(index);
+      write.callback({ ok: false, reason: 'unknown', detail: `index ${index} not applied within ${this.options.requestTimeoutMs} ms` });
+    }
+    for (const [requestId, read] of this.reads) {
+      if (read.deadlineMs > nowMs) break;
+      this.finishRead(requestId, { ok: false, reason: 'timeout', leaderHint: this.raft.leader });
+    }
   }
 
   /** Drive the core: one ready at a time, persisted before anything in it is sent. */
@@ -226,6 +257,8 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
     const early = this.raft.role === 'leader' ? ready.messages.filter(sendableBeforePersist) : [];
     for (const message of early) this.components.transport.send(message);
     this.persisting = true;
+    this.applyDurableCommitted(ready, batch);
+    if (this.stopped) return;
     this.components.storage.persist(batch, (error) => {
       if (this.stopped) return;
       if (error !== null) return this.fail(error);
@@ -233,6 +266,24 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
       this.persisting = false;
       this.afterPersist(ready, early.length > 0);
     });
+  }
+
+  /**
+   * Apply the committed entries that are already on this disk (and answer their
+   * callers) without waiting for the batch being written, as etcd does. That
+   * batch only adds the new commit index and later entries; the entries
+   * applied are committed, so durable on a quorum, and a restarted node learns
+   * the commit index again from a leader that has committed in its term. This
+   * takes one sync off every write's path on the leader. Entries that arrive in
+   * the batch itself wait for it.
+   */
+  private applyDurableCommitted(ready: Ready, batch: PersistBatch): void {
+    const firstNew = batch.entries[0];
+    const durableThrough = firstNew === undefined ? Number.POSITIVE_INFINITY : firstNew.index - 1;
+    for (const entry of ready.committedEntries) {
+      if (entry.index > durableThrough || this.stopped) return;
+      this.applyEntry(entry);
+    }
   }
 
   private afterPersist(ready: Ready, earlySent = false): void {
@@ -275,7 +326,6 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
     for (const [index, write] of this.writes) {
       if (index > snapshot.meta.index) continue;
       this.writes.delete(index);
-      this.components.clock.clearTimer(write.timer);
       write.callback({ ok: false, reason: 'unknown', detail: `index ${index} was covered by a snapshot` });
     }
   }
@@ -287,7 +337,6 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
     const write = this.writes.get(entry.index);
     if (write === undefined) return;
     this.writes.delete(entry.index);
-    this.components.clock.clearTimer(write.timer);
     if (entry.term === write.term) write.callback({ ok: true, index: entry.index, result });
     // Another leader's entry took this index: ours can never commit.
     else write.callback({ ok: false, reason: 'rejected', detail: `index ${entry.index} was taken by term ${entry.term}` });
@@ -305,7 +354,6 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
     const read = this.reads.get(requestId);
     if (read === undefined) return;
     this.reads.delete(requestId);
-    this.components.clock.clearTimer(read.timer);
     read.callback(outcome);
   }
 

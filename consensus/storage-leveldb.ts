@@ -557,8 +557,22 @@ export class LevelStorage implements RaftStorage {
     }
     this.writing = true;
     const startedMs = performance.now();
+    // A chained batch, not db.batch(array): abstract-level copies and re-checks
+    // each operation of an array, which cost about a third of the CPU of a
+    // group commit of ten entries (measured in docs/performance.md).
+    const batch = this.db.batch();
+    try {
+      for (const op of ops) {
+        if (op.type === 'put') batch.put(op.key, op.value);
+        else batch.del(op.key);
+      }
+    } catch (error) {
+      void batch.close();
+      queueMicrotask(() => this.writeFailed(group, error));
+      return;
+    }
     // A `done` that throws is a caller bug: it surfaces as an unhandled rejection.
-    void this.db.batch(ops, { sync: this.fsync }).then(
+    void batch.write({ sync: this.fsync }).then(
       () => this.written(group, entries, performance.now() - startedMs),
       (error: unknown) => this.writeFailed(group, error),
     );

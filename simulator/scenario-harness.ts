@@ -251,6 +251,8 @@ export function waitConverged(cluster: SimCluster, ids: readonly NodeId[], timeo
     const leader = cluster.leader();
     if (leader === null) return false;
     const commit = leader.raft.log.committed;
+    // A new leader knows the commit index only once it has committed an entry of its own term (Raft §5.4.2).
+    if (leader.raft.log.term(commit) !== leader.raft.term) return false;
     return ids.every((id) => cluster.node(id)?.machine.appliedIndex === commit) && converged(cluster, ids);
   }, timeoutMs);
 }

@@ -1,0 +1,111 @@
+// Goal: the driver answers a write that cannot be applied exactly once, as `unknown`, at the first tick after its deadline.
+import test from 'ava';
+import { RaftNode, type StateMachine, type WriteOutcome } from './raft-node.ts';
+import { defaultRaftConfig } from './raft.ts';
+import { bootstrapState, type PersistBatch, type RaftStorage } from './storage.ts';
+import { counterRandom } from './testing/network.ts';
+import type { Clock, Entry, LogIndex, NodeId, TimerHandle } from './types.ts';
+
+/** Timers fire only when the test advances time. */
+class ManualClock implements Clock {
+  private now = 0;
+  private nextId = 0;
+  private readonly timers = new Map<number, { atMs: number; callback: () => void }>();
+  nowMs(): number {
+    return this.now;
+  }
+  setTimer(delayMs: number, callback: () => void): TimerHandle {
+    this.nextId += 1;
+    this.timers.set(this.nextId, { atMs: this.now + delayMs, callback });
+    return this.nextId as unknown as TimerHandle;
+  }
+  clearTimer(handle: TimerHandle): void {
+    this.timers.delete(handle as unknown as number);
+  }
+  get pendingTimers(): number {
+    return this.timers.size;
+  }
+  advance(ms: number): void {
+    const until = this.now + ms;
+    for (;;) {
+      let next: [number, { atMs: number; callback: () => void }] | null = null;
+      for (const timer of this.timers) if (timer[1].atMs <= until && (next === null || timer[1].atMs < next[1].atMs)) next = timer;
+      if (next === null) break;
+      this.timers.delete(next[0]);
+      this.now = next[1].atMs;
+      next[1].callback();
+    }
+    this.now = until;
+  }
+}
+
+/** Completes writes at once until `hold` is set; then keeps them pending forever (a stuck disk). */
+class HoldingStorage implements RaftStorage {
+  hold = false;
+  held = 0;
+  persist(_batch: PersistBatch, done: (error: Error | null) => void): void {
+    if (this.hold) this.held += 1;
+    else done(null);
+  }
+}
+
+class CountingMachine implements StateMachine<number> {
+  appliedIndex = 0 as LogIndex;
+  applyEntry(entry: Entry): number {
+    this.appliedIndex = entry.index;
+    return entry.index;
+  }
+  snapshot(): Uint8Array {
+    return new Uint8Array();
+  }
+}
+
+const TICK_MS = 10;
+const REQUEST_TIMEOUT_MS = 1_000;
+
+function singleVoter(): { node: RaftNode<number, CountingMachine>; clock: ManualClock; storage: HoldingStorage } {
+  const clock = new ManualClock();
+  const storage = new HoldingStorage();
+  const id = 'n1' as NodeId;
+  const node = new RaftNode<number, CountingMachine>(
+    { clock, random: counterRandom(), storage, transport: { send: () => undefined } },
+    { raft: defaultRaftConfig(id), tickMs: TICK_MS, requestTimeoutMs: REQUEST_TIMEOUT_MS, pendingRequestsMax: 100 },
+    { empty: () => new CountingMachine(), restore: () => new CountingMachine() },
+    bootstrapState([id]),
+  );
+  node.start();
+  return { node, clock, storage };
+}
+
+test('a write stuck behind the disk is answered unknown once, at the first tick after its timeout, and no timer is left per write', (t) => {
+  const { node, clock, storage } = singleVoter();
+  clock.advance(100 * TICK_MS);
+  t.is(node.raft.role, 'leader');
+  storage.hold = true;
+  const outcomes: WriteOutcome<number>[] = [];
+  const timersBefore = clock.pendingTimers;
+  node.propose(new Uint8Array([1]), (outcome) => outcomes.push(outcome));
+  node.propose(new Uint8Array([2]), (outcome) => outcomes.push(outcome));
+  t.is(clock.pendingTimers, timersBefore, 'pending writes hold deadlines, not timers');
+  t.true(storage.held >= 1, 'the entries went to the disk');
+  clock.advance(REQUEST_TIMEOUT_MS - TICK_MS);
+  t.deepEqual(outcomes, [], 'not answered before the deadline');
+  clock.advance(2 * TICK_MS);
+  t.is(outcomes.length, 2);
+  for (const outcome of outcomes) t.like(outcome, { ok: false, reason: 'unknown' });
+  clock.advance(10 * REQUEST_TIMEOUT_MS);
+  t.is(outcomes.length, 2, 'each write is answered once');
+  node.stop();
+});
+
+test('stop answers every pending write unknown, once', (t) => {
+  const { node, clock, storage } = singleVoter();
+  clock.advance(100 * TICK_MS);
+  storage.hold = true;
+  const outcomes: WriteOutcome<number>[] = [];
+  node.propose(new Uint8Array([1]), (outcome) => outcomes.push(outcome));
+  node.stop();
+  clock.advance(10 * REQUEST_TIMEOUT_MS);
+  t.is(outcomes.length, 1);
+  t.like(outcomes[0], { ok: false, reason: 'unknown' });
+});
