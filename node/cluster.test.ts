@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
+import { Admin, Role, StatusRequestSchema } from '../proto/gen/admin_pb.ts';
 import { KV, PutRequestSchema } from '../proto/gen/kv_pb.ts';
 import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
 
@@ -91,12 +92,12 @@ class LocalCluster {
   }
 }
 
-async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | null>): Promise<T> {
+async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | null>, everyMs = 50): Promise<T> {
   const end = Date.now() + timeoutMs;
   while (Date.now() < end) {
     const value = await probe();
     if (value !== null) return value;
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
 }
@@ -121,19 +122,27 @@ test.serial('3 nodes from a seed list: any node takes writes; a killed leader is
   }
   const leader = cluster.members.find((m) => m.id === leaderId) as Member;
   const others = cluster.members.filter((m) => m !== leader);
-  const killedAt = Date.now();
+  // Failover measured from this process: Admin.Status of each survivor every 20 ms over
+  // connections opened before the kill, so that the figure is the cluster's, not a CLI's start-up.
+  const AdminClient = makeClientConstructor(Admin);
+  const admins = others.map((m) => new AdminClient(m.grpc, grpc.credentials.createInsecure()));
+  t.teardown(() => admins.forEach((client) => client.close()));
+  await Promise.all(admins.map((client) => callUnary(client, 'status', create(StatusRequestSchema, {}), { deadline: Date.now() + 5000 })));
+  const killedAt = performance.now();
   await cluster.kill(leader);
-  const newLeader = await until('a new leader', 10_000, async () => {
-    for (const member of others) {
-      const status = await cluster.status(member);
-      if (status !== null && status.leader !== '' && status.leader !== leaderId && status.role === 'leader') return status;
-    }
-    return null;
-  });
-  const failoverMs = Date.now() - killedAt;
-  t.log(`new leader ${newLeader.id} seen ${failoverMs} ms after SIGKILL of ${leaderId} (election timeout 400-800 ms; includes the status CLI's own start-up)`);
-  // Wide margin: the CLI used to poll spawns a process per probe on a shared 2-core machine.
-  t.true(failoverMs < 5000, `${failoverMs} ms`);
+  const newLeader = await until(
+    'a new leader',
+    10_000,
+    async () => {
+      const statuses = await Promise.all(admins.map((client) => callUnary(client, 'status', create(StatusRequestSchema, {}), { deadline: Date.now() + 500 }).catch(() => null)));
+      return statuses.find((status) => status !== null && status.role === Role.LEADER && status.id !== leaderId) ?? null;
+    },
+    20,
+  );
+  const failoverMs = Math.round(performance.now() - killedAt);
+  t.log(`new leader ${newLeader.id} (term ${newLeader.term}) seen ${failoverMs} ms after SIGKILL of ${leaderId} (election timeout 400-800 ms, polled every 20 ms)`);
+  // The issue asks for 1 s; the margin is wide because this 2-core machine is shared and loaded.
+  t.true(failoverMs < 3000, `${failoverMs} ms`);
   // Push the log well past the compaction point (50 entries) while the old leader is down.
   const KvClient = makeClientConstructor(KV);
   const client = new KvClient((others[0] as Member).grpc, grpc.credentials.createInsecure());

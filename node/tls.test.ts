@@ -1,0 +1,99 @@
+// Mutual TLS between nodes and clients: a 3-node cluster on certificates from one CA takes writes; clients without a cert, with another CA's cert, or in plaintext are refused.
+import test from 'ava';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import * as grpc from '@grpc/grpc-js';
+import { create } from '@bufbuild/protobuf';
+import { KV, RangeRequestSchema } from '../proto/gen/kv_pb.ts';
+import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
+import { quietIpServerNameWarning } from './cli-node.ts';
+import { LocalCluster, bin, type Member } from './local-cluster.ts';
+
+const run = promisify(execFile);
+const KvClient = makeClientConstructor(KV);
+
+/** A CA in `dir`, and `issue(name, usage)` for certificates it signs (valid for 127.0.0.1 and localhost). */
+async function makeCa(dir: string, name: string): Promise<{ cert: string; issue: (subject: string, usage: 'serverAuth,clientAuth' | 'clientAuth') => Promise<{ cert: string; key: string }> }> {
+  const caKey = join(dir, `${name}-ca.key`);
+  const caCert = join(dir, `${name}-ca.crt`);
+  await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', caKey, '-out', caCert, '-days', '2', '-subj', `/CN=${name} test CA`]);
+  const issue = async (subject: string, usage: 'serverAuth,clientAuth' | 'clientAuth') => {
+    const key = join(dir, `${name}-${subject}.key`);
+    const csr = join(dir, `${name}-${subject}.csr`);
+    const cert = join(dir, `${name}-${subject}.crt`);
+    const ext = join(dir, `${name}-${subject}.ext`);
+    await writeFile(ext, `subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=${usage}\nkeyUsage=digitalSignature,keyEncipherment\n`);
+    await run('openssl', ['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${subject}`]);
+    await run('openssl', ['x509', '-req', '-in', csr, '-CA', caCert, '-CAkey', caKey, '-CAcreateserial', '-out', cert, '-days', '2', '-extfile', ext]);
+    return { cert, key };
+  };
+  return { cert: caCert, issue };
+}
+
+test('mutual TLS: members and a client with a cert from the cluster CA work; no cert, a foreign CA, or plaintext are refused', async (t) => {
+  quietIpServerNameWarning();
+  const pki = await mkdtemp(join(tmpdir(), 'debughost-pki-'));
+  t.teardown(() => rm(pki, { recursive: true, force: true }));
+  const ca = await makeCa(pki, 'cluster');
+  const other = await makeCa(pki, 'other');
+  const nodeCert = await ca.issue('node', 'serverAuth,clientAuth');
+  const client = await ca.issue('client', 'clientAuth');
+  const stranger = await other.issue('stranger', 'clientAuth');
+  const caPem = await readFile(ca.cert);
+  const credentials = grpc.credentials.createSsl(caPem, await readFile(client.key), await readFile(client.cert));
+
+  const tlsFlags = ['--tls-cert', nodeCert.cert, '--tls-key', nodeCert.key, '--tls-ca', ca.cert];
+  const cluster = await LocalCluster.create(3, { extraArgs: tlsFlags, credentials });
+  t.teardown(() => cluster.stop());
+  for (const member of cluster.members) cluster.start(member);
+  // Forming the cluster needs the members to reach each other over mutual TLS.
+  const leader = await cluster.waitForLeader(30_000);
+  const [n1, n2, n3] = cluster.members as [Member, Member, Member];
+
+  const env = { ...process.env, DEBUGHOST_LOG_LEVEL: 'warn' };
+  const cli = (args: string[]) =>
+    run(process.execPath, [bin, ...args], { timeout: 20_000, env }).then(
+      ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+      (error: { code: number; stdout: string; stderr: string }) => error,
+    );
+  const clientFlags = ['--tls-cert', client.cert, '--tls-key', client.key, '--tls-ca', ca.cert];
+  const put = await cli(['kv', 'put', 'secure', 'yes', '--endpoints', n2.grpc, ...clientFlags]);
+  t.is(put.code, 0, put.stderr);
+  const get = await cli(['kv', 'get', 'secure', '--endpoints', n3.grpc, ...clientFlags]);
+  t.is(get.stdout.trim(), 'yes');
+  await cluster.put(n1, 'from-test', 'ok');
+  const status = await cli(['status', '--endpoints', leader.grpc, '--json', ...clientFlags]);
+  t.is(JSON.parse(status.stdout).leader, leader.id);
+
+  const rangeWith = async (creds: grpc.ChannelCredentials): Promise<grpc.ServiceError | null> => {
+    const kv = new KvClient(n1.grpc, creds);
+    try {
+      await callUnary(kv, 'range', create(RangeRequestSchema, { key: 'secure' }), { deadline: Date.now() + 3000 });
+      return null;
+    } catch (error) {
+      return error as grpc.ServiceError;
+    } finally {
+      kv.close();
+    }
+  };
+  t.is(await rangeWith(credentials), null, 'the cluster CA\'s client cert is accepted');
+  const noCert = await rangeWith(grpc.credentials.createSsl(caPem));
+  t.is(noCert?.code, grpc.status.UNAVAILABLE, 'a client without a certificate is refused');
+  const foreign = await rangeWith(grpc.credentials.createSsl(caPem, await readFile(stranger.key), await readFile(stranger.cert)));
+  t.is(foreign?.code, grpc.status.UNAVAILABLE, 'a certificate from another CA is refused');
+  const plaintext = await rangeWith(grpc.credentials.createInsecure());
+  t.is(plaintext?.code, grpc.status.UNAVAILABLE, 'plaintext is refused');
+  // The CLI says the same in one line.
+  const refused = await cli(['kv', 'get', 'secure', '--endpoints', n1.grpc, '--tls-cert', stranger.cert, '--tls-key', stranger.key, '--tls-ca', ca.cert]);
+  t.is(refused.code, 2);
+  t.is(refused.stderr.trim().split('\n').length, 1, refused.stderr);
+  t.log(`refused client: ${refused.stderr.trim()}`);
+  t.regex(refused.stderr, /cannot establish a connection with 127\.0\.0\.1:\d+ .*if the cluster runs mutual TLS, pass --tls-cert and --tls-key signed by its CA/);
+  // Half the flags: a usage error, not a silent plaintext fallback.
+  const half = await cli(['kv', 'get', 'secure', '--endpoints', n1.grpc, '--tls-ca', ca.cert]);
+  t.is(half.code, 2);
+  t.regex(half.stderr, /TLS needs all three of --tls-cert, --tls-key and --tls-ca/);
+});
