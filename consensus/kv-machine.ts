@@ -30,19 +30,27 @@ export class KvMachine implements StateMachine<KvResult> {
 export const memberKey = (node: string): string => `members/${node}`;
 
 /**
- * A configuration change also updates `members/<id>` in the same entry, so
- * every replica (and every snapshot) knows each member's address. Roles come
- * from the Raft configuration itself.
+ * Rewritten by every change of the actor ring's inputs (members, liveness);
+ * its modRevision is the ring epoch, the same on every replica at one index.
  */
-function memberCommand(change: ConfChange): KvCommand | null {
+export const RING_EPOCH_KEY = 'ring/epoch';
+
+/**
+ * A configuration change also updates `members/<id>` in the same entry, so
+ * every replica (and every snapshot) knows each member's address, and bumps
+ * the ring epoch in the same command. Roles come from the Raft configuration
+ * itself; a promotion changes no ring input.
+ */
+export function memberCommand(change: ConfChange): KvCommand | null {
+  const epoch = (reason: string): { type: 'put'; key: string; value: string } => ({ type: 'put', key: RING_EPOCH_KEY, value: reason });
   switch (change.type) {
     case 'addVoter':
     case 'addLearner':
-      return { type: 'put', key: memberKey(change.node), value: change.address ?? '' };
+      return { type: 'txn', compare: [], success: [{ type: 'put', key: memberKey(change.node), value: change.address ?? '' }, epoch(`join ${change.node}`)], failure: [] };
     case 'promote':
       return null;
     case 'remove':
-      return { type: 'delete', key: memberKey(change.node) };
+      return { type: 'txn', compare: [], success: [{ type: 'delete', key: memberKey(change.node) }, epoch(`leave ${change.node}`)], failure: [] };
     default: {
       const never: never = change.type;
       return never;

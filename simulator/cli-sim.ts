@@ -3,14 +3,18 @@ import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { UsageError, parseIntegerFlag } from '../node/usage-error.ts';
 import { ALL_FAULTS, parseFaultList, type FaultKind } from './faults.ts';
-import { MUTATIONS, isMutationName, mutatedRaftFactory } from './mutations.ts';
+import { ACTOR_MUTATIONS, MUTATIONS, isActorMutationName, isMutationName, mutatedRaftFactory, type ActorMutationName } from './mutations.ts';
+import { ACTOR_LIVENESS_MS_MAX_DEFAULT, ACTOR_SAFETY_MS_DEFAULT, runActorSeed } from './run-actor-seed.ts';
 import { LIVENESS_MS_MAX_DEFAULT, SAFETY_MS_DEFAULT, runSeed, type SeedResult } from './run-seed.ts';
 
 const HELP = `usage: debughost sim [--seeds N | --seed S] [--nodes K] [--faults LIST] [--json]
                     [--trace FILE] [--trace-hash] [--safety-ms MS] [--liveness-ms MS] [--mutation NAME]
+                    [--actors N]
 
 Runs the real Raft core and KV state machine on a virtual clock, network and
 disk. Each seed draws its own fault mix (swarm testing) and replays exactly.
+With --actors, every node also runs the actor layer (placement, forwarding,
+project and tenant actors) over a simulated runtime, under a project workload.
 
   --seeds N         run seeds 1..N (default 1)
   --seed S          run the one seed S
@@ -22,7 +26,10 @@ disk. Each seed draws its own fault mix (swarm testing) and replays exactly.
   --trace-hash      print the SHA-256 of each seed's trace (same seed, same hash)
   --safety-ms MS    virtual time under faults per seed (default ${SAFETY_MS_DEFAULT})
   --liveness-ms MS  bound to converge after healing a quorum (default ${LIVENESS_MS_MAX_DEFAULT})
-  --mutation NAME   run a deliberately broken core (${Object.keys(MUTATIONS).join(', ')}) to see the checks fail`;
+  --mutation NAME   run a deliberately broken core (${Object.keys(MUTATIONS).join(', ')}) or, with --actors,
+                    actor layer (${Object.keys(ACTOR_MUTATIONS).join(', ')}) to see the checks fail
+  --actors N        run the actor layer with N projects across tenants (default 0: Raft and KV only);
+                    then --safety-ms defaults to ${ACTOR_SAFETY_MS_DEFAULT} and --liveness-ms to ${ACTOR_LIVENESS_MS_MAX_DEFAULT}`;
 
 interface SimArgs {
   readonly seeds: number[];
@@ -34,7 +41,8 @@ interface SimArgs {
   readonly traceHash: boolean;
   readonly safetyMs: number;
   readonly livenessMs: number;
-  readonly mutation: keyof typeof MUTATIONS | null;
+  readonly mutation: keyof typeof MUTATIONS | ActorMutationName | null;
+  readonly actors: number;
 }
 
 export function parseSimArgs(argv: string[]): SimArgs | 'help' {
@@ -55,6 +63,7 @@ export function parseSimArgs(argv: string[]): SimArgs | 'help' {
         'safety-ms': { type: 'string' },
         'liveness-ms': { type: 'string' },
         mutation: { type: 'string' },
+        actors: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -79,9 +88,15 @@ export function parseSimArgs(argv: string[]): SimArgs | 'help' {
   if (!faults.ok) throw new UsageError(faults.error);
   if (v.trace !== undefined && v.seed === undefined) throw new UsageError('--trace needs --seed S (one seed per trace file)');
   const mutation = v.mutation ?? null;
-  if (mutation !== null && !isMutationName(mutation)) {
-    throw new UsageError(`unknown --mutation '${mutation}'; known: ${Object.keys(MUTATIONS).join(', ')}`);
+  const actors = parseIntegerFlag('actors', v.actors ?? '0', 0, 100_000);
+  if (mutation !== null && !isMutationName(mutation) && !isActorMutationName(mutation)) {
+    throw new UsageError(`unknown --mutation '${mutation}'; known: ${[...Object.keys(MUTATIONS), ...Object.keys(ACTOR_MUTATIONS)].join(', ')}`);
   }
+  if (mutation !== null && isActorMutationName(mutation) && actors === 0) {
+    throw new UsageError(`--mutation ${mutation} plants a bug in the actor layer; add --actors N`);
+  }
+  const safetyDefault = actors > 0 ? ACTOR_SAFETY_MS_DEFAULT : SAFETY_MS_DEFAULT;
+  const livenessDefault = actors > 0 ? ACTOR_LIVENESS_MS_MAX_DEFAULT : LIVENESS_MS_MAX_DEFAULT;
   return {
     seeds,
     nodes,
@@ -90,17 +105,19 @@ export function parseSimArgs(argv: string[]): SimArgs | 'help' {
     json: v.json === true,
     trace: v.trace ?? null,
     traceHash: v['trace-hash'] === true,
-    safetyMs: parseIntegerFlag('safety-ms', v['safety-ms'] ?? String(SAFETY_MS_DEFAULT), 100, 3_600_000),
-    livenessMs: parseIntegerFlag('liveness-ms', v['liveness-ms'] ?? String(LIVENESS_MS_MAX_DEFAULT), 100, 3_600_000),
+    safetyMs: parseIntegerFlag('safety-ms', v['safety-ms'] ?? String(safetyDefault), 100, 3_600_000),
+    livenessMs: parseIntegerFlag('liveness-ms', v['liveness-ms'] ?? String(livenessDefault), 100, 3_600_000),
     mutation,
+    actors,
   };
 }
 
 export function replayCommand(args: SimArgs, seed: number): string {
   const parts = ['debughost sim', `--seed ${seed}`, `--nodes ${args.nodes}`];
+  if (args.actors > 0) parts.push(`--actors ${args.actors}`);
   if (args.faultsText !== 'all') parts.push(`--faults ${args.faultsText}`);
-  if (args.safetyMs !== SAFETY_MS_DEFAULT) parts.push(`--safety-ms ${args.safetyMs}`);
-  if (args.livenessMs !== LIVENESS_MS_MAX_DEFAULT) parts.push(`--liveness-ms ${args.livenessMs}`);
+  if (args.safetyMs !== (args.actors > 0 ? ACTOR_SAFETY_MS_DEFAULT : SAFETY_MS_DEFAULT)) parts.push(`--safety-ms ${args.safetyMs}`);
+  if (args.livenessMs !== (args.actors > 0 ? ACTOR_LIVENESS_MS_MAX_DEFAULT : LIVENESS_MS_MAX_DEFAULT)) parts.push(`--liveness-ms ${args.livenessMs}`);
   if (args.mutation !== null) parts.push(`--mutation ${args.mutation}`);
   parts.push(`--trace sim-seed-${seed}.trace`);
   return parts.join(' ');
@@ -121,7 +138,8 @@ export async function simCommand(argv: string[]): Promise<number> {
   let simulatedMs = 0;
   let operations = 0;
   let unknownLinearizability = 0;
-  const createRaft = args.mutation === null ? undefined : mutatedRaftFactory(args.mutation);
+  if (args.actors > 0) return actorSimCommand(args, out, started);
+  const createRaft = args.mutation === null || !isMutationName(args.mutation) ? undefined : mutatedRaftFactory(args.mutation);
   for (const seed of args.seeds) {
     const result: SeedResult = runSeed({
       seed,
@@ -168,6 +186,70 @@ export async function simCommand(argv: string[]): Promise<number> {
         nodes: args.nodes,
         operations,
         linearizabilityUnknown: unknownLinearizability,
+      }),
+    );
+  }
+  return failed.length === 0 ? 0 : 1;
+}
+
+/** `debughost sim --actors N`: whole-cluster runs with the actor layer on every node. */
+function actorSimCommand(args: SimArgs, out: (line: string) => void, started: number): number {
+  const failed: number[] = [];
+  let violations = 0;
+  let simulatedMs = 0;
+  let calls = 0;
+  let ownerWrites = 0;
+  let moves = 0;
+  for (const seed of args.seeds) {
+    const result = runActorSeed({
+      seed,
+      nodes: args.nodes,
+      faults: args.faults,
+      actors: args.actors,
+      safetyMs: args.safetyMs,
+      livenessMsMax: args.livenessMs,
+      tracePath: args.trace,
+      traceHash: args.traceHash,
+      mutation: args.mutation !== null && isActorMutationName(args.mutation) ? args.mutation : null,
+    });
+    simulatedMs += result.simulatedMs;
+    const c = result.calls;
+    calls += c.ok + c.quota + c.notFound + c.unknown;
+    ownerWrites += result.ownerWrites;
+    moves += result.host.moves;
+    if (args.traceHash) out(`seed ${seed} trace-hash ${result.traceHash}`);
+    if (args.seeds.length === 1 && !args.json) {
+      out(`seed ${seed}: ${result.ok ? 'ok' : 'FAILED'}; ${result.faults}`);
+      out(`  calls ok ${c.ok}, quota errors ${c.quota}, not found ${c.notFound}, unknown ${c.unknown}; owner writes ${result.ownerWrites} over ${result.epochs} epochs; voters at the end ${result.voters}; ${JSON.stringify(result.host)}; ${JSON.stringify(result.stats)}`);
+    }
+    if (!result.ok) {
+      failed.push(seed);
+      violations += result.violations.length;
+      out(`seed ${seed} FAILED: ${result.violations[0] ?? ''}${result.violations.length > 1 ? ` (+${result.violations.length - 1} more)` : ''}`);
+      out(`  replay: ${replayCommand(args, seed)}`);
+    }
+  }
+  const wallSeconds = (performance.now() - started) / 1000;
+  const simulatedSeconds = simulatedMs / 1000;
+  const speedup = simulatedSeconds / Math.max(wallSeconds, 1e-9);
+  out(
+    `${args.seeds.length} seed(s), ${args.nodes} nodes, ${args.actors} projects: ${failed.length} failed, ${violations} violation(s); ` +
+      `${calls} project calls, ${ownerWrites} owner writes, ${moves} hand-offs; simulated ${simulatedSeconds.toFixed(1)} s in ${wallSeconds.toFixed(1)} s of wall time (${speedup.toFixed(0)}x real time)`,
+  );
+  if (args.json) {
+    out(
+      JSON.stringify({
+        seeds: args.seeds.length,
+        failed,
+        violations,
+        simulatedSeconds: Number(simulatedSeconds.toFixed(3)),
+        wallSeconds: Number(wallSeconds.toFixed(3)),
+        speedup: Number(speedup.toFixed(1)),
+        nodes: args.nodes,
+        actors: args.actors,
+        calls,
+        ownerWrites,
+        moves,
       }),
     );
   }

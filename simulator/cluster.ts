@@ -7,7 +7,7 @@ import { encodeCommand, type KvCommand, type KvResult } from '../consensus/kv-st
 import { RaftNode, type ReadOutcome, type WriteOutcome } from '../consensus/raft-node.ts';
 import { Raft, defaultRaftConfig } from '../consensus/raft.ts';
 import { bootstrapState, emptyPersistedState, type PersistedState } from '../consensus/storage.ts';
-import type { ConfChange, Message, NodeId, RaftConfig, Random } from '../consensus/types.ts';
+import type { ConfChange, Entry, Message, NodeId, RaftConfig, Random } from '../consensus/types.ts';
 import { SimDisk } from './disk.ts';
 import { drawFaultConfig, describeFaultConfig, type FaultConfig, type FaultKind, type TopologyFault } from './faults.ts';
 import type { Operation } from './history.ts';
@@ -31,6 +31,19 @@ export interface ClusterOptions {
   readonly spareNodes?: number;
   /** Override the drawn Raft limits (scenario tests). */
   readonly raftOverrides?: Partial<RaftConfig>;
+  /** Lets a layer above Raft (the actor hosts) follow each node's life. */
+  readonly hooks?: ClusterHooks;
+}
+
+export interface ClusterHooks {
+  /** A node (re)started with this Raft node. */
+  booted?(id: NodeId, node: RaftNode<KvResult, KvMachine>): void;
+  /** A node crashed or stopped; its timers are gone. */
+  stopped?(id: NodeId): void;
+  /** A node took a Raft message (after the core stepped it). */
+  received?(id: NodeId, message: Message): void;
+  /** A node applied a committed entry. */
+  applied?(id: NodeId, entry: Entry): void;
 }
 
 type SimRaftNode = RaftNode<KvResult, KvMachine>;
@@ -60,6 +73,7 @@ export class SimCluster {
   private readonly states = new Map<NodeId, NodeState>();
   private readonly raftConfig: Omit<RaftConfig, 'id'>;
   private readonly createRaft: ClusterOptions['createRaft'];
+  private readonly hooks: ClusterHooks;
   private nemesisHandles: EventHandle[] = [];
   private nemesisActive = false;
   readonly stats = { crashes: 0, crashesDuringSync: 0, restarts: 0, pauses: 0, topologyChanges: 0, snapshotsInstalled: 0, compactions: 0 };
@@ -69,6 +83,7 @@ export class SimCluster {
     this.prng = prngFromSeed(options.seed);
     this.trace = options.trace ?? null;
     this.createRaft = options.createRaft;
+    this.hooks = options.hooks ?? {};
     this.faults = drawFaultConfig(this.prng.fork('faults'), options.faults);
     this.ids = Array.from({ length: options.nodes }, (_, i) => `n${i + 1}` as NodeId);
     this.spareIds = Array.from({ length: options.spareNodes ?? 0 }, (_, i) => `n${options.nodes + i + 1}` as NodeId);
@@ -106,7 +121,12 @@ export class SimCluster {
       const drift = this.faults.clockDriftPpmMax > 0 ? driftStream.range(-this.faults.clockDriftPpmMax, this.faults.clockDriftPpmMax) : 0;
       this.scheduler.clockFor(id, drift);
       this.states.set(id, { id, disk, node: null, incarnation: 0, crashed: false });
-      this.network.register(id, (message) => this.states.get(id)?.node?.receive(message));
+      this.network.register(id, (message) => {
+        const node = this.states.get(id)?.node;
+        if (node === null || node === undefined) return;
+        node.receive(message);
+        this.hooks.received?.(id, message);
+      });
     }
     for (const id of [...this.ids, ...this.spareIds]) this.boot(id);
   }
@@ -157,6 +177,10 @@ export class SimCluster {
         transport: { send: (message) => this.network.send(message.from, message.to, message) },
         observer: {
           ...this.checker.observer,
+          applied: (node, entry) => {
+            this.checker.observer.applied?.(node, entry);
+            this.hooks.applied?.(node, entry);
+          },
           snapshotApplied: () => {
             this.stats.snapshotsInstalled += 1;
           },
@@ -182,6 +206,12 @@ export class SimCluster {
     this.checker.nodeStarted(node);
     this.record(id, 'start', `incarnation=${state.incarnation}`);
     node.start();
+    this.hooks.booted?.(id, node);
+  }
+
+  /** How many times the node has booted: an answer from an older incarnation is dropped. */
+  incarnation(id: NodeId): number {
+    return this.states.get(id)?.incarnation ?? 0;
   }
 
   /** kill -9: unsynced writes are lost, timers and in-flight work vanish. */
@@ -195,6 +225,7 @@ export class SimCluster {
     state.node = null;
     state.crashed = true;
     this.scheduler.clockFor(id).cancelAll();
+    this.hooks.stopped?.(id);
     if (this.scheduler.isPaused(id)) this.scheduler.resume(id);
     this.network.setDown(id, true);
     this.record(id, 'crash', `lostWrites=${lost}`);
@@ -341,7 +372,16 @@ export class SimCluster {
     for (const id of this.allIds()) {
       this.resume(id);
       if (this.states.get(id)?.crashed === true) this.restart(id);
+      // A node caught in a graceful restart comes back once its disk is synced (its own timer died with the nemesis).
+      else if (this.states.get(id)?.node === null) this.restartWhenSynced(id);
     }
+  }
+
+  private restartWhenSynced(id: NodeId): void {
+    const state = this.states.get(id) as NodeState;
+    if (state.node !== null) return;
+    if (state.disk.isSynced()) this.restart(id);
+    else this.scheduler.schedule(5, () => this.restartWhenSynced(id), 'heal');
   }
 
   /** Voters as the most advanced live node knows them (founding members when none is up). */
@@ -351,12 +391,26 @@ export class SimCluster {
     return best === null ? [...this.ids] : [...best.raft.confState().voters];
   }
 
+  /** A rolling restart outside the nemesis (after an actor drain): stop now, start again from disk once it is synced. */
+  restartGracefully(id: NodeId): void {
+    const state = this.states.get(id) as NodeState;
+    if (state.node === null) return;
+    state.node.stop();
+    state.node = null;
+    this.scheduler.clockFor(id).cancelAll();
+    this.hooks.stopped?.(id);
+    this.network.setDown(id, true);
+    this.record(id, 'stop', 'rolling');
+    this.scheduler.schedule(5, () => this.restartWhenSynced(id), 'restart');
+  }
+
   private gracefulRestart(id: NodeId): void {
     const state = this.states.get(id) as NodeState;
     if (state.node === null) return;
     state.node.stop();
     state.node = null;
     this.scheduler.clockFor(id).cancelAll();
+    this.hooks.stopped?.(id);
     this.network.setDown(id, true);
     this.record(id, 'stop', 'graceful');
     const waitSynced = (): void => {

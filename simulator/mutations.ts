@@ -38,6 +38,17 @@ export const MUTATIONS = {
 
 export type MutationName = keyof typeof MUTATIONS;
 
+/** Planted bugs in the actor layer (host options), for runs with --actors. */
+export const ACTOR_MUTATIONS = {
+  noFencing: 'owner writes omit the ring-epoch compare',
+} as const;
+
+export type ActorMutationName = keyof typeof ACTOR_MUTATIONS;
+
+export function isActorMutationName(name: string): name is ActorMutationName {
+  return Object.hasOwn(ACTOR_MUTATIONS, name);
+}
+
 export function isMutationName(name: string): name is MutationName {
   return Object.hasOwn(MUTATIONS, name);
 }

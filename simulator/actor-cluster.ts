@@ -1,0 +1,256 @@
+// The actor layer on every node of a simulated cluster: the real ActorHost,
+// ProjectActor and TenantActor over each node's RaftNode, with the simulated
+// runtime, an in-memory forwarder and proposal path over the simulated
+// network (partitions, drops and pauses apply), and client calls that reach
+// one node at a time as over a socket.
+import { rangePortAllocator, storeOutcome, type ActorStore, type ForwardOutcome, type StoreWriteOutcome } from '../actors/components.ts';
+import { ActorHost, hostOptionsDefault, type HostOptions } from '../actors/host.ts';
+import type { ActorKey, ActorRequest, ActorResponse } from '../actors/messages.ts';
+import type { KvMachine } from '../consensus/kv-machine.ts';
+import { encodeCommand, type KvCommand, type KvResult } from '../consensus/kv-state-machine.ts';
+import type { RaftNode, WriteOutcome } from '../consensus/raft-node.ts';
+import type { Entry, NodeId } from '../consensus/types.ts';
+import { SimCluster, type ClusterOptions } from './cluster.ts';
+import type { Prng } from './prng.ts';
+import { SimRuntime } from './runtime-sim.ts';
+
+type SimRaftNode = RaftNode<KvResult, KvMachine>;
+
+/** Timing of the actor layer in virtual ms, scaled to the simulator's 50 ms Raft tick. */
+export function simHostOptions(node: string, prng: Prng, fencing: boolean): HostOptions {
+  return {
+    ...hostOptionsDefault(node),
+    mailboxDepthMax: 16,
+    idleMs: prng.range(300, 3000),
+    turnMsMax: 6000,
+    callAttemptsMax: 6,
+    retryBackoffMs: 20,
+    leaseMs: 1500,
+    suspectMs: 3000,
+    pollMs: 50,
+    fullScanMs: 500,
+    movesInFlightMax: prng.range(1, 8),
+    stopGraceMs: 100,
+    applyWaitMsMax: 2000,
+    fencing,
+  };
+}
+
+export type ClientOutcome = { readonly delivered: true; readonly response: ActorResponse } | { readonly delivered: false; readonly reason: 'refused' | 'timeout' };
+
+/** A client waits this long past its deadline before it gives up on a node that went silent. */
+const CLIENT_GRACE_MS = 500;
+
+/** Extra delay of a message the lossy link dropped once (a TCP retransmission timeout). */
+const TCP_RESEND_MS = 200;
+
+/** How long a proposal forwarded to the leader may take before its outcome counts as unknown. */
+const PROPOSE_TIMEOUT_MS = 3000;
+
+export type RpcOutcome<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly reason: 'unreachable' | 'deadline' };
+
+export interface ActorClusterOptions extends Omit<ClusterOptions, 'hooks'> {
+  readonly fencing: boolean;
+}
+
+export class SimActorCluster {
+  readonly cluster: SimCluster;
+  readonly hosts = new Map<NodeId, ActorHost>();
+  readonly runtimes = new Map<NodeId, SimRuntime>();
+  private readonly pendingBoots: [NodeId, SimRaftNode][] = [];
+  private readonly appliedListeners: ((id: NodeId, node: SimRaftNode, entry: Entry) => void)[] = [];
+  private readonly prng: Prng;
+  private readonly fencing: boolean;
+  private ready = false;
+  readonly rpcStats = { sent: 0, lost: 0 };
+
+  constructor(options: ActorClusterOptions) {
+    this.fencing = options.fencing;
+    this.cluster = new SimCluster({
+      ...options,
+      hooks: {
+        booted: (id, node) => {
+          if (this.ready) this.boot(id, node);
+          else this.pendingBoots.push([id, node]);
+        },
+        stopped: (id) => this.shutdown(id),
+        received: (id, message) => this.hosts.get(id)?.raftMessageReceived(message.from),
+        applied: (id, entry) => {
+          if (!this.ready) return;
+          this.hosts.get(id)?.applied();
+          const node = this.cluster.node(id);
+          if (node !== null) for (const listener of this.appliedListeners) listener(id, node, entry);
+        },
+      },
+    });
+    this.prng = this.cluster.prng.fork('actors');
+    for (const id of this.cluster.allIds()) {
+      this.runtimes.set(id, new SimRuntime({ node: id, scheduler: this.cluster.scheduler, prng: this.prng.fork(`runtime:${id}`), startMsMax: 30, stopMsMax: 30 }));
+    }
+    this.ready = true;
+    for (const [id, node] of this.pendingBoots.splice(0)) this.boot(id, node);
+  }
+
+  /** Watch every applied entry (after the host heard of it). */
+  onApplied(listener: (id: NodeId, node: SimRaftNode, entry: Entry) => void): void {
+    this.appliedListeners.push(listener);
+  }
+
+  private boot(id: NodeId, node: SimRaftNode): void {
+    const scheduler = this.cluster.scheduler;
+    const host = new ActorHost(
+      {
+        clock: scheduler.clockFor(id),
+        store: this.storeFor(id, node),
+        raft: { isLeader: () => node.raft.role === 'leader', leader: () => node.raft.leader },
+        runtime: this.runtimes.get(id) as SimRuntime,
+        ports: rangePortAllocator(20_000, 20_999),
+        forwarder: {
+          forward: (owner, call, callback) => {
+            // Through JSON, as the gRPC forwarder carries it: proves the messages are plain data.
+            const wire = JSON.stringify(call);
+            this.rpc<string>(id, owner as NodeId, call.deadlineMs, (respond) => {
+              const target = this.hosts.get(owner as NodeId);
+              if (target === undefined) return;
+              target.serveForwarded(JSON.parse(wire) as typeof call, (response) => respond(JSON.stringify(response)));
+            }, (outcome) => callback(forwardOutcome(outcome, owner)));
+          },
+        },
+      },
+      simHostOptions(id, this.prng.fork(`host:${id}:${this.cluster.incarnation(id)}`), this.fencing),
+    );
+    this.hosts.set(id, host);
+    host.start();
+  }
+
+  private shutdown(id: NodeId): void {
+    this.hosts.get(id)?.stop();
+    this.hosts.delete(id);
+    this.runtimes.get(id)?.detach();
+  }
+
+  /** The store as one node sees it: its own applied state; proposals go to the leader it knows. */
+  private storeFor(id: NodeId, node: SimRaftNode): ActorStore {
+    return {
+      view: () => node.machine.kv,
+      propose: (command, callback) => this.propose(id, node, command, callback),
+    };
+  }
+
+  private propose(id: NodeId, node: SimRaftNode, command: KvCommand, callback: (outcome: StoreWriteOutcome) => void): void {
+    const data = encodeCommand(command);
+    if (node.raft.role === 'leader') {
+      // As a real client's deadline would: an answer the driver never gives (see docs/simulator.md) ends as unknown.
+      const clock = this.cluster.scheduler.clockFor(id);
+      let answered = false;
+      const timer = clock.setTimer(PROPOSE_TIMEOUT_MS, () => {
+        if (answered) return;
+        answered = true;
+        callback({ ok: false, reason: 'unknown', detail: `no answer from the local Raft node within ${PROPOSE_TIMEOUT_MS} ms` });
+      });
+      return node.propose(data, (outcome) => {
+        if (answered) return;
+        answered = true;
+        clock.clearTimer(timer);
+        callback(storeOutcome(outcome));
+      });
+    }
+    const leader = node.raft.leader;
+    if (leader === null || leader === id) return callback({ ok: false, reason: 'unavailable', detail: `node ${id} knows no leader` });
+    this.rpc<WriteOutcome<KvResult>>(id, leader, PROPOSE_TIMEOUT_MS, (respond) => {
+      const target = this.cluster.node(leader);
+      if (target === null) return;
+      target.propose(data, respond);
+    }, (outcome) => {
+      if (outcome.ok) return callback(storeOutcome(outcome.value));
+      callback(outcome.reason === 'unreachable' ? { ok: false, reason: 'unavailable', detail: `leader ${leader} is down` } : { ok: false, reason: 'unknown', detail: `no answer from leader ${leader}` });
+    });
+  }
+
+  /**
+   * One request and its answer between two node processes. A request to a
+   * down node is refused; across a cut link it is lost and the caller's
+   * deadline decides; a random drop only delays it (TCP resends). Events
+   * belong to the receiving node, so a paused node answers late; answers to a
+   * crashed incarnation are dropped.
+   */
+  rpc<T>(from: NodeId, to: NodeId, timeoutMs: number, serve: (respond: (value: T) => void) => void, done: (outcome: RpcOutcome<T>) => void): void {
+    const scheduler = this.cluster.scheduler;
+    const network = this.cluster.network;
+    const fromIncarnation = this.cluster.incarnation(from);
+    this.rpcStats.sent += 1;
+    let settled = false;
+    const settle = (outcome: RpcOutcome<T>): void => {
+      if (settled) return;
+      settled = true;
+      clock.clearTimer(timer);
+      done(outcome);
+    };
+    const clock = scheduler.clockFor(from);
+    const timer = clock.setTimer(Math.max(1, timeoutMs), () => settle({ ok: false, reason: 'deadline' }));
+    // A stream over TCP does not lose a message on a lossy link: it resends it, late. Only a cut link loses it.
+    const latency = (): number => {
+      const faults = network.getFaults();
+      const resend = this.prng.chance(faults.dropProbability) ? TCP_RESEND_MS : 0;
+      return faults.latencyMsBase + this.prng.float() * faults.latencyMsJitter + resend;
+    };
+    const lost = (a: NodeId, b: NodeId): boolean => !network.connected(a, b);
+    if (network.isDown(to)) {
+      scheduler.scheduleCall(scheduler.nowMs() + latency(), from, () => {
+        if (this.cluster.incarnation(from) === fromIncarnation) settle({ ok: false, reason: 'unreachable' });
+      }, undefined, 'rpc-refused');
+      return;
+    }
+    if (lost(from, to)) {
+      this.rpcStats.lost += 1;
+      return;
+    }
+    scheduler.scheduleCall(scheduler.nowMs() + latency(), to, () => {
+      const toIncarnation = this.cluster.incarnation(to);
+      if (this.cluster.node(to) === null) return;
+      let answered = false;
+      serve((value) => {
+        if (answered || this.cluster.incarnation(to) !== toIncarnation || this.cluster.node(to) === null) return;
+        answered = true;
+        if (lost(to, from)) {
+          this.rpcStats.lost += 1;
+          return;
+        }
+        scheduler.scheduleCall(scheduler.nowMs() + latency(), from, () => {
+          if (this.cluster.incarnation(from) === fromIncarnation && this.cluster.node(from) !== null) settle({ ok: true, value });
+        }, undefined, 'rpc-answer');
+      });
+    }, undefined, 'rpc');
+  }
+
+  /**
+   * A client's call reaching node `id` as over a socket: refused if the node
+   * is down, late if paused; if the node dies before answering, the client
+   * gives up a little after its deadline.
+   */
+  clientCall(id: NodeId, key: ActorKey, request: ActorRequest, deadlineMs: number, requestId: string, callback: (outcome: ClientOutcome) => void): void {
+    const scheduler = this.cluster.scheduler;
+    let settled = false;
+    const settle = (outcome: ClientOutcome): void => {
+      if (settled) return;
+      settled = true;
+      scheduler.cancel(timeout);
+      callback(outcome);
+    };
+    const timeout = scheduler.schedule(deadlineMs + CLIENT_GRACE_MS, () => settle({ delivered: false, reason: 'timeout' }), 'client-timeout');
+    scheduler.scheduleCall(scheduler.nowMs() + 0.2, id, () => {
+      const host = this.hosts.get(id);
+      if (host === undefined) return settle({ delivered: false, reason: 'refused' });
+      const incarnation = this.cluster.incarnation(id);
+      host.call(key, request, { deadlineMs, requestId }, (response) => {
+        if (this.cluster.incarnation(id) === incarnation) settle({ delivered: true, response });
+      });
+    }, undefined, 'client');
+  }
+}
+
+
+function forwardOutcome(outcome: RpcOutcome<string>, owner: string): ForwardOutcome {
+  if (outcome.ok) return { ok: true, response: JSON.parse(outcome.value) as ActorResponse };
+  return { ok: false, reason: outcome.reason, detail: outcome.reason === 'unreachable' ? `node ${owner} refused the connection` : `node ${owner} did not answer in time` };
+}

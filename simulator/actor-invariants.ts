@@ -1,0 +1,110 @@
+// The actor layer's invariants, checked on the committed log and at the end:
+// every owner write accepted at an epoch came from that epoch's owner (so no
+// project has two owners that both commit at one epoch); a tenant's running
+// projects never exceed its quota and its usage counter matches them; after
+// healing, each desired-running project runs exactly once and each other
+// nowhere; no acknowledged desired state is lost.
+import { RING_EPOCH_KEY } from '../consensus/kv-machine.ts';
+import { decodeCommand, prefixEnd, type KvStateMachine } from '../consensus/kv-state-machine.ts';
+import type { NodeId } from '../consensus/types.ts';
+import { parseRecord, usageKey, quotaKey, type ProjectRecord, type ProjectStatusRecord, type TenantQuota, type TenantUsage } from '../actors/messages.ts';
+import { Placement, readRingInputs } from '../actors/placement.ts';
+import type { SimActorCluster } from './actor-cluster.ts';
+import type { ActorWorkload, ProjectFate } from './actor-workload.ts';
+
+export class ActorInvariants {
+  /** Indexes already checked (every replica applies the same entry; the first is enough). */
+  private checkedIndex = 0;
+  /** `${project}@${epoch}` -> the node that wrote its status at that epoch. */
+  private readonly writers = new Map<string, string>();
+  private placement: Placement | null = null;
+  readonly stats = { ownerWrites: 0, epochs: new Set<number>() };
+
+  constructor(
+    private readonly actors: SimActorCluster,
+    private readonly violation: (text: string) => void,
+  ) {
+    actors.onApplied((_id, node, entry) => {
+      if (entry.index <= this.checkedIndex) return;
+      this.checkedIndex = entry.index;
+      if (entry.type !== 'normal') return;
+      this.checkEntry(node.machine.kv, entry.data);
+    });
+  }
+
+  private placementAt(kv: KvStateMachine): Placement {
+    const epoch = kv.get(RING_EPOCH_KEY)?.modRevision ?? 0;
+    if (this.placement === null || this.placement.epoch !== epoch) this.placement = new Placement(readRingInputs(kv));
+    return this.placement;
+  }
+
+  /** `kv` is the state right after the entry applied. */
+  private checkEntry(kv: KvStateMachine, data: Uint8Array): void {
+    const command = decodeCommand(data);
+    if (command === null || command.type !== 'txn') return;
+    const tenants = new Set<string>();
+    for (const op of command.success) {
+      if (op.type !== 'put' && op.type !== 'delete') continue;
+      const parts = op.key.split('/');
+      if ((parts[0] === 'projects' || parts[0] === 'status' || parts[0] === 'tenants') && parts[1] !== undefined) tenants.add(parts[1]);
+      if (op.type !== 'put' || parts[0] !== 'status') continue;
+      const stored = kv.get(op.key);
+      // Written by this entry only if the txn's success branch ran: the key's last put is this revision.
+      if (stored === null || stored.modRevision !== kv.revision || stored.value !== op.value) continue;
+      const status = parseRecord<ProjectStatusRecord>(op.value);
+      if (status === null) continue;
+      this.ownerWrite(kv, `projects/${parts[1]}/${parts[2]}`, status);
+    }
+    for (const tenant of tenants) this.checkQuota(kv, tenant);
+  }
+
+  private ownerWrite(kv: KvStateMachine, project: string, status: ProjectStatusRecord): void {
+    const placement = this.placementAt(kv);
+    const epoch = placement.epoch;
+    this.stats.ownerWrites += 1;
+    this.stats.epochs.add(epoch);
+    const owner = placement.owner(project);
+    if (status.epoch !== epoch) this.violation(`fencing: ${status.node} wrote ${project} as owner at epoch ${status.epoch}, accepted at epoch ${epoch} (owner ${owner ?? 'none'})`);
+    else if (owner !== status.node) this.violation(`fencing: ${status.node} wrote ${project} at epoch ${epoch}, whose owner is ${owner ?? 'none'}`);
+    const slot = `${project}@${epoch}`;
+    const first = this.writers.get(slot);
+    if (first === undefined) this.writers.set(slot, status.node);
+    else if (first !== status.node) this.violation(`two owners: ${first} and ${status.node} both committed writes to ${project} at epoch ${epoch}`);
+  }
+
+  private checkQuota(kv: KvStateMachine, tenant: string): void {
+    const quota = parseRecord<TenantQuota>(kv.get(quotaKey(tenant))?.value);
+    const usage = parseRecord<TenantUsage>(kv.get(usageKey(tenant))?.value) ?? { projects: 0, ports: 0, memoryBytes: 0 };
+    const prefix = `projects/${tenant}/`;
+    let running = 0;
+    for (const entry of kv.range(prefix, prefixEnd(prefix))) if (parseRecord<ProjectRecord>(entry.value)?.desired === 'running') running += 1;
+    if (usage.projects !== running) this.violation(`quota: tenant ${tenant} usage says ${usage.projects} running projects, the store holds ${running}`);
+    if (quota !== null && running > quota.projects) this.violation(`quota: tenant ${tenant} runs ${running} projects over its quota of ${quota.projects}`);
+  }
+
+  /** Desired fates in `kv` against what the runtimes run; null when they match exactly once. */
+  static exactlyOnceProblem(actors: SimActorCluster, kv: KvStateMachine, projects: readonly string[]): string | null {
+    const runningOn = new Map<string, NodeId[]>();
+    for (const [id, runtime] of actors.runtimes) for (const key of runtime.activeKeys()) runningOn.set(key, [...(runningOn.get(key) ?? []), id]);
+    for (const key of projects) {
+      const desired = parseRecord<ProjectRecord>(kv.get(key)?.value)?.desired ?? 'absent';
+      const nodes = runningOn.get(key) ?? [];
+      if (desired === 'running' && nodes.length !== 1) return `${key} is desired running but runs on ${nodes.length} nodes {${nodes.join(',')}}`;
+      if (desired !== 'running' && nodes.length > 0) return `${key} is ${desired} but runs on {${nodes.join(',')}}`;
+    }
+    return null;
+  }
+
+  /** Every project's final fate is its last acknowledged one or that of a write with an unknown outcome. */
+  static lostStates(kv: KvStateMachine, workload: ActorWorkload): string[] {
+    const problems: string[] = [];
+    for (const project of workload.projects) {
+      const record = parseRecord<ProjectRecord>(kv.get(`projects/${project.tenant}/${project.name}`)?.value);
+      const fate: ProjectFate = record?.desired ?? 'absent';
+      if (fate !== project.lastAcked && !project.maybe.has(fate)) {
+        problems.push(`projects/${project.tenant}/${project.name} is ${fate}; last acknowledged ${project.lastAcked}, unknown outcomes {${[...project.maybe].join(',')}}`);
+      }
+    }
+    return problems;
+  }
+}

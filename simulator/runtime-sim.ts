@@ -1,0 +1,132 @@
+// The simulator's Runtime: workloads that start and stop after seeded virtual
+// delays. Like Docker containers, they outlive a crash of their node (the
+// restarted node finds and reconciles them) and keep running while the node
+// is paused; answers to the node are held while it is paused and dropped once
+// it crashed. It also tells the invariant checker what runs where.
+import type { RuntimeDriver, RuntimeOutcome } from '../actors/components.ts';
+import { projectKey, type ProjectRef, type RuntimeEvent, type WorkloadSpec, type WorkloadStatus } from '../actors/runtime.ts';
+import type { NodeId } from '../consensus/types.ts';
+import type { Prng } from './prng.ts';
+import type { Scheduler } from './scheduler.ts';
+
+interface Workload {
+  status: WorkloadStatus;
+  spec: WorkloadSpec;
+  /** Bumped by every start or stop, so a slower earlier transition does not overwrite a later one. */
+  operation: number;
+}
+
+export interface SimRuntimeOptions {
+  readonly node: NodeId;
+  readonly scheduler: Scheduler;
+  readonly prng: Prng;
+  /** Virtual time to launch or stop a workload, drawn in [1, max]. */
+  readonly startMsMax: number;
+  readonly stopMsMax: number;
+}
+
+export class SimRuntime implements RuntimeDriver {
+  readonly kind = 'sim';
+  readonly node: NodeId;
+  private readonly workloads = new Map<string, Workload>();
+  private listeners = new Set<(event: RuntimeEvent) => void>();
+  /** Bumped when the node crashes or stops: answers meant for the old process are dropped. */
+  private attachment = 0;
+  private nextPid = 1;
+  readonly stats = { starts: 0, stops: 0 };
+
+  constructor(private readonly options: SimRuntimeOptions) {
+    this.node = options.node;
+  }
+
+  /** The node process went away: forget its listeners and pending answers; workloads stay. */
+  detach(): void {
+    this.attachment += 1;
+    this.listeners = new Set();
+  }
+
+  start(spec: WorkloadSpec, callback: (outcome: RuntimeOutcome<WorkloadStatus>) => void): void {
+    const key = projectKey(spec.project);
+    const existing = this.workloads.get(key);
+    const operation = (existing?.operation ?? 0) + 1;
+    const restarts = existing === undefined ? 0 : existing.status.restarts + (existing.status.state === 'running' ? 1 : 0);
+    const starting: WorkloadStatus = { ...this.blank(spec.project), state: 'starting', restarts };
+    const workload: Workload = { status: starting, spec, operation };
+    this.workloads.set(key, workload);
+    this.stats.starts += 1;
+    const delay = this.options.prng.range(1, this.options.startMsMax);
+    this.options.scheduler.schedule(delay, () => {
+      if (workload.operation === operation && this.workloads.get(key) === workload) {
+        workload.status = { ...workload.status, state: 'running', pid: this.nextPid++, startedAtMs: this.options.scheduler.nowMs() };
+        this.emit({ type: 'status', status: workload.status });
+      }
+      this.answer(() => callback({ ok: true, value: this.workloads.get(key)?.status ?? workload.status }));
+    }, 'runtime');
+  }
+
+  stop(project: ProjectRef, _graceMs: number, callback: (outcome: RuntimeOutcome<WorkloadStatus | null>) => void): void {
+    const key = projectKey(project);
+    const workload = this.workloads.get(key);
+    if (workload === undefined) return this.answer(() => callback({ ok: true, value: null }));
+    workload.operation += 1;
+    const operation = workload.operation;
+    this.stats.stops += 1;
+    const delay = this.options.prng.range(1, this.options.stopMsMax);
+    this.options.scheduler.schedule(delay, () => {
+      if (workload.operation === operation && this.workloads.get(key) === workload) {
+        workload.status = { ...workload.status, state: 'stopped', pid: null, exitedAtMs: this.options.scheduler.nowMs(), signal: 'SIGTERM' };
+        this.emit({ type: 'status', status: workload.status });
+      }
+      this.answer(() => callback({ ok: true, value: this.workloads.get(key)?.status ?? null }));
+    }, 'runtime');
+  }
+
+  remove(project: ProjectRef, callback: (outcome: RuntimeOutcome<null>) => void): void {
+    this.stop(project, 0, () => {
+      this.workloads.delete(projectKey(project));
+      callback({ ok: true, value: null });
+    });
+  }
+
+  status(project: ProjectRef): WorkloadStatus | null {
+    return this.workloads.get(projectKey(project))?.status ?? null;
+  }
+
+  list(): WorkloadStatus[] {
+    return [...this.workloads.values()].map((workload) => workload.status);
+  }
+
+  subscribe(listener: (event: RuntimeEvent) => void): () => void {
+    const listeners = this.listeners;
+    listeners.add(listener);
+    return () => listeners.delete(listener);
+  }
+
+  /** Keys of workloads that count as running (starting, running), for the exactly-once check. */
+  activeKeys(): string[] {
+    const out: string[] = [];
+    for (const [key, workload] of this.workloads) if (workload.status.state === 'starting' || workload.status.state === 'running') out.push(key);
+    return out;
+  }
+
+  /** Deliver an answer to the node: held while it is paused, dropped if it crashed since. */
+  private answer(deliver: () => void): void {
+    const attachment = this.attachment;
+    this.options.scheduler.scheduleCall(this.options.scheduler.nowMs(), this.node, () => {
+      if (this.attachment === attachment) deliver();
+    }, undefined, 'runtime-answer');
+  }
+
+  private emit(event: RuntimeEvent): void {
+    const attachment = this.attachment;
+    const listeners = [...this.listeners];
+    this.options.scheduler.scheduleCall(this.options.scheduler.nowMs(), this.node, () => {
+      if (this.attachment !== attachment) return;
+      for (const listener of listeners) listener(event);
+    }, undefined, 'runtime-event');
+  }
+
+  private blank(project: ProjectRef): WorkloadStatus {
+    return { project, state: 'stopped', pid: null, containerId: null, exitCode: null, signal: null, restarts: 0, startedAtMs: null, exitedAtMs: null, error: null };
+  }
+}
