@@ -55,10 +55,22 @@ export type RuntimeEvent =
   | { readonly type: 'status'; readonly status: WorkloadStatus }
   | { readonly type: 'log'; readonly project: ProjectRef; readonly stream: 'stdout' | 'stderr'; readonly line: string; readonly timeMs: number };
 
+export type RuntimeErrorName =
+  | 'CommandNotFoundError'
+  | 'ImageMissingError'
+  | 'PortInUseError'
+  | 'RuntimeUnavailableError'
+  | 'InvalidSpecError'
+  | 'NotFoundError'
+  /** The spec's cwd does not exist or is not a directory. */
+  | 'CwdMissingError'
+  /** No free port is left in the node's configured range. */
+  | 'PortsExhaustedError';
+
 /** One class per condition, with a stable name; messages say what to do next. */
 export class RuntimeError extends Error {
   constructor(
-    override readonly name: 'CommandNotFoundError' | 'ImageMissingError' | 'PortInUseError' | 'RuntimeUnavailableError' | 'InvalidSpecError' | 'NotFoundError',
+    override readonly name: RuntimeErrorName,
     message: string,
     options?: { cause?: unknown },
   ) {
@@ -81,4 +93,27 @@ export interface Runtime {
   subscribe(listener: (event: RuntimeEvent) => void): () => void;
   /** Stop everything this runtime started (node shutdown). */
   close(): Promise<void>;
+  /**
+   * After a node restart, once the desired state is known: stop and forget every workload this
+   * runtime holds for this node that is not in `wanted` (Docker: labelled containers found at open).
+   * Returns the projects it removed. Optional: a runtime that adopts nothing need not have it.
+   */
+  removeOrphans?(wanted: readonly ProjectRef[]): Promise<ProjectRef[]>;
+}
+
+/** Runs actions per project one at a time, in call order (two starts of one project must not both launch). */
+export class PerProjectQueue {
+  readonly #queues = new Map<string, Promise<unknown>>();
+
+  run<T>(project: ProjectRef, action: () => Promise<T>): Promise<T> {
+    const key = projectKey(project);
+    const previous = this.#queues.get(key) ?? Promise.resolve();
+    const next = previous.then(action, action);
+    const settled = next.catch(() => undefined);
+    this.#queues.set(key, settled);
+    void settled.then(() => {
+      if (this.#queues.get(key) === settled) this.#queues.delete(key);
+    });
+    return next;
+  }
 }

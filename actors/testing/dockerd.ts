@@ -1,0 +1,109 @@
+// Docker for tests: uses the engine at /var/run/docker.sock if it answers, otherwise
+// starts dockerd in the background (its own pid, stopped afterwards only if we started
+// it), and builds a tiny busybox image locally with `docker import` (no registry).
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Docker from 'dockerode';
+
+export const DOCKER_SOCKET = '/var/run/docker.sock';
+export const TEST_IMAGE = 'debughost-test/busybox:1';
+const BUSYBOX = '/bin/busybox';
+const APPLETS = ['sh', 'echo', 'sleep', 'httpd', 'cat', 'mkdir', 'true', 'false', 'ls', 'head', 'dd', 'yes', 'kill', 'ps', 'id', 'env'];
+
+export interface TestDocker {
+  readonly socketPath: string;
+  readonly docker: Docker;
+  /** Removes the test image if this helper imported it, and stops dockerd if this helper started it. */
+  cleanUp(): Promise<void>;
+}
+
+async function answers(socketPath: string): Promise<boolean> {
+  if (!existsSync(socketPath)) return false;
+  try {
+    await new Docker({ socketPath, timeout: 3000 }).ping();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+function exited(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+/** A Docker engine and the test image, or a reason to skip (logged by the caller). */
+export async function testDocker(): Promise<TestDocker | { skip: string }> {
+  // The image is busybox alone, with no libc: it must be the static build.
+  if (!existsSync(BUSYBOX) || spawnSync('ldd', [BUSYBOX], { encoding: 'utf8' }).stdout?.includes('=>') === true) {
+    return { skip: `${BUSYBOX} is missing or dynamically linked; the test image needs a static one (apt-get install -y busybox-static)` };
+  }
+  let startedPid: number | null = null;
+  let logDir: string | null = null;
+  if (!(await answers(DOCKER_SOCKET))) {
+    if (spawnSync('which', ['dockerd']).status !== 0) return { skip: 'dockerd is not installed (apt-get install -y docker.io)' };
+    logDir = mkdtempSync(join(tmpdir(), 'debughost-dockerd-'));
+    const log = openSync(join(logDir, 'dockerd.log'), 'a');
+    const child = spawn('dockerd', [], { detached: true, stdio: ['ignore', log, log] });
+    closeSync(log);
+    child.unref();
+    startedPid = child.pid ?? null;
+    const deadline = performance.now() + 60_000;
+    while (!(await answers(DOCKER_SOCKET))) {
+      if (performance.now() > deadline || (startedPid !== null && exited(startedPid) && !existsSync(DOCKER_SOCKET))) {
+        const logTail = readFileSync(join(logDir, 'dockerd.log'), 'utf8').trim().split('\n').slice(-3).join(' | ');
+        if (startedPid !== null && !exited(startedPid)) process.kill(startedPid, 'SIGKILL');
+        rmSync(logDir, { recursive: true, force: true });
+        return { skip: `dockerd did not answer on ${DOCKER_SOCKET} within 60 s; its last log lines: ${logTail}` };
+      }
+      await sleep(200);
+    }
+    // Another process may have won the race and started its own: then ours exited and is not ours to stop.
+    if (startedPid !== null && exited(startedPid)) startedPid = null;
+  }
+  const docker = new Docker({ socketPath: DOCKER_SOCKET });
+  let imported = false;
+
+  try {
+    await docker.getImage(TEST_IMAGE).inspect();
+  } catch {
+    importBusybox();
+    imported = true;
+  }
+  return {
+    socketPath: DOCKER_SOCKET,
+    docker,
+    async cleanUp() {
+      if (imported) await docker.getImage(TEST_IMAGE).remove({ force: true }).catch(() => undefined);
+      if (startedPid !== null) {
+        process.kill(startedPid, 'SIGTERM');
+        for (let waitedMs = 0; waitedMs < 20_000 && !exited(startedPid); waitedMs += 100) await sleep(100);
+        if (!exited(startedPid)) process.kill(startedPid, 'SIGKILL');
+      }
+      if (logDir !== null) rmSync(logDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** rootfs = busybox + applet symlinks, imported as a one-layer image. */
+function importBusybox(): void {
+  const root = mkdtempSync(join(tmpdir(), 'debughost-rootfs-'));
+  try {
+    mkdirSync(join(root, 'bin'));
+    mkdirSync(join(root, 'tmp'));
+    copyFileSync(BUSYBOX, join(root, 'bin', 'busybox'));
+    for (const applet of APPLETS) symlinkSync('busybox', join(root, 'bin', applet));
+    const result = spawnSync('/bin/sh', ['-c', `tar -C "$1" -c . | docker -H unix://${DOCKER_SOCKET} import - "$2"`, 'import', root, TEST_IMAGE], { encoding: 'utf8' });
+    if (result.status !== 0) throw new Error(`docker import of ${TEST_IMAGE} failed: ${result.stderr.trim()}`);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,117 @@
+// `npm run bench -- runtime [--json]`: what the process runtime costs, with real processes:
+// start() to running, start to a python3 dev server answering HTTP, stop (SIGTERM), and how
+// long a workload outlives a SIGKILLed node (the supervisor's pipe). Docker start/stop too
+// when an engine answers at /var/run/docker.sock and the test image is present.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import Docker from 'dockerode';
+import { checkHttp, checkTcp, waitFor } from '../actors/health.ts';
+import { LogStore } from '../actors/logs.ts';
+import { PortRegistry } from '../actors/ports.ts';
+import { DockerRuntime } from '../actors/runtime-docker.ts';
+import { ProcessRuntime } from '../actors/runtime-process.ts';
+import type { WorkloadSpec } from '../actors/runtime.ts';
+import { TEST_IMAGE } from '../actors/testing/dockerd.ts';
+import { eventually, groupMembers, realClock } from '../actors/testing/real.ts';
+
+const ROUNDS = 10;
+
+const median = (values: number[]): number => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return Number((sorted[Math.floor(sorted.length / 2)] ?? 0).toFixed(1));
+};
+const max = (values: number[]): number => Number(Math.max(...values).toFixed(1));
+
+export async function runtimeBench(): Promise<Record<string, number | string>> {
+  const dir = mkdtempSync(join(tmpdir(), 'debughost-bench-runtime-'));
+  const logs = new LogStore({ dir: join(dir, 'logs'), wallNowMs: () => Date.now() });
+  const runtime = await ProcessRuntime.open({ node: 'bench', stateDir: join(dir, 'state'), logs, clock: realClock, wallNowMs: () => Date.now() });
+  const ports = new PortRegistry({ node: 'bench', rangeStart: 25000, rangeEnd: 25999 });
+  const result: Record<string, number | string> = { benchmark: 'runtime', rounds: ROUNDS };
+  try {
+    const started: number[] = [];
+    const healthy: number[] = [];
+    const stopped: number[] = [];
+    for (let round = 0; round < ROUNDS; round += 1) {
+      const owner = `projects/bench/web${round}`;
+      const allocated = await ports.allocate(owner, ['default']);
+      const spec: WorkloadSpec = { project: { tenant: 'bench', name: `web${round}` }, command: 'exec python3 -m http.server "$PORT" --bind 127.0.0.1', env: {}, ports: allocated, restart: 'never', node: 'bench' };
+      const begin = performance.now();
+      await runtime.start(spec);
+      started.push(performance.now() - begin);
+      const ready = await waitFor(() => checkHttp(allocated.default as number, '/'), { timeoutMs: 20_000, clock: realClock, intervalMs: 10 });
+      if (!ready.ok) throw new Error(`python3 http.server did not answer: ${ready.detail}`);
+      healthy.push(performance.now() - begin);
+      const stopBegin = performance.now();
+      await runtime.stop(spec.project, 5000);
+      stopped.push(performance.now() - stopBegin);
+      await runtime.remove(spec.project);
+      await ports.release(owner);
+    }
+    Object.assign(result, {
+      processStartMsMedian: median(started),
+      processStartMsMax: max(started),
+      pythonHttpReadyMsMedian: median(healthy),
+      processStopMsMedian: median(stopped),
+      processStopMsMax: max(stopped),
+      orphanKillMs: await orphanKillMs(dir),
+    });
+    Object.assign(result, await dockerFigures(dir));
+    return result;
+  } finally {
+    await runtime.close();
+    await logs.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** SIGKILL a node process that runs one workload; time until the workload's group is gone. */
+async function orphanKillMs(dir: string): Promise<number> {
+  const node = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'actors', 'testing', 'runtime-node.ts'), join(dir, 'orphan'), 'while :; do sleep 1; done'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  node.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+  const line = await eventually('the node script', 30_000, () => (out.includes('\n') ? out.split('\n')[0] : null));
+  const { pgid } = JSON.parse(line as string) as { pgid: number };
+  const begin = performance.now();
+  node.kill('SIGKILL');
+  await eventually('the orphaned group to die', 20_000, () => groupMembers(pgid).length === 0);
+  return Number((performance.now() - begin).toFixed(1));
+}
+
+async function dockerFigures(dir: string): Promise<Record<string, number | string>> {
+  const docker = new Docker({ socketPath: '/var/run/docker.sock' });
+  try {
+    await docker.ping();
+    await docker.getImage(TEST_IMAGE).inspect();
+  } catch {
+    return { docker: `skipped: no engine at /var/run/docker.sock or no image ${TEST_IMAGE} (run the docker tests' setup first)` };
+  }
+  const logs = new LogStore({ dir: join(dir, 'docker-logs'), wallNowMs: () => Date.now() });
+  const runtime = await DockerRuntime.open({ node: 'bench', logs, clock: realClock, wallNowMs: () => Date.now() });
+  const ports = new PortRegistry({ node: 'bench', rangeStart: 25000, rangeEnd: 25999 });
+  const started: number[] = [];
+  const stopped: number[] = [];
+  try {
+    for (let round = 0; round < 5; round += 1) {
+      const allocated = await ports.allocate('projects/bench/c', ['default']);
+      const project = { tenant: 'bench', name: `c${round}` };
+      const begin = performance.now();
+      await runtime.start({ project, image: TEST_IMAGE, command: 'exec httpd -f -p "$PORT" -h /', env: {}, ports: allocated, restart: 'never', node: 'bench' });
+      const ready = await waitFor(() => checkTcp(allocated.default as number), { timeoutMs: 20_000, clock: realClock, intervalMs: 10 });
+      if (!ready.ok) throw new Error(`container did not listen: ${ready.detail}`);
+      started.push(performance.now() - begin);
+      const stopBegin = performance.now();
+      await runtime.stop(project, 1000);
+      stopped.push(performance.now() - stopBegin);
+      await runtime.remove(project);
+      await ports.release('projects/bench/c');
+    }
+  } finally {
+    await runtime.removeOrphans([]);
+    await logs.close();
+  }
+  return { dockerStartToListenMsMedian: median(started), dockerStopMsMedian: median(stopped) };
+}
