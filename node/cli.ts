@@ -18,12 +18,16 @@ const commands: Record<string, { readonly summary: string; readonly load: () => 
     load: async () => (await import('./cli-node.ts')).statusCommand,
   },
   kv: {
-    summary: 'get | put | del | txn against the replicated KV store',
+    summary: 'get | put | del | txn | watch against the replicated KV store',
     load: async () => (await import('./cli-node.ts')).kvCommand,
   },
   leave: {
     summary: 'remove a node from its cluster (it stops by itself)',
     load: async () => (await import('./cli-node.ts')).leaveCommand,
+  },
+  chaos: {
+    summary: 'run a real cluster in network namespaces under faults and check it (root)',
+    load: async () => (await import('../chaos/cli-chaos.ts')).chaosCommand,
   },
   sim: {
     summary: 'run the deterministic cluster simulator over seeds',

@@ -1,0 +1,197 @@
+// Goal: short real runs of every nemesis on network-namespaced nodes pass all checks, planted faults make the checkers fail, and no run leaves anything behind.
+import { spawn } from 'node:child_process';
+import { readdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import test, { type ExecutionContext } from 'ava';
+import { leftovers, newRunPrefix, sweep } from './hosts.ts';
+import { runChaos, type ChaosOptions, type ChaosResult } from './run.ts';
+import { PARTITION_SHAPES, planSchedule, type NemesisKind } from './schedule.ts';
+
+// Namespaces and iptables need root; CI runs as root. Elsewhere these show as skipped, not passed.
+const isRoot = process.getuid?.() === 0;
+const realTest = isRoot ? test.serial : test.serial.skip;
+
+const prefixes = new Set<string>();
+
+test.after.always('remove whatever a failed run left', async () => {
+  for (const prefix of prefixes) await sweep(prefix);
+});
+
+async function leftTempDirs(prefix: string): Promise<string[]> {
+  return (await readdir(tmpdir())).filter((name) => name.startsWith(`debughost-${prefix}-`));
+}
+
+/** The first seed from `from` whose schedule uses every kind asked for, so each test really exercises them. */
+function seedCovering(kinds: readonly NemesisKind[], durationMs: number, nodeCount: number, from: number): number {
+  for (let seed = from; seed < from + 1000; seed++) {
+    const used = new Set(planSchedule({ seed, durationMs, kinds, nodeCount }).flatMap((window) => window.faults.map((fault) => fault.kind)));
+    if (kinds.every((kind) => used.has(kind))) return seed;
+  }
+  throw new Error(`no seed from ${from} covers ${kinds.join(',')}`);
+}
+
+async function chaos(t: ExecutionContext, options: Partial<ChaosOptions> & Pick<ChaosOptions, 'kinds' | 'durationMs' | 'nodeCount'>): Promise<ChaosResult> {
+  const prefix = newRunPrefix();
+  prefixes.add(prefix);
+  const seed = options.seed ?? seedCovering(options.kinds, options.durationMs, options.nodeCount, 1000);
+  const lines: string[] = [];
+  try {
+    return await runChaos(
+      { seed, clients: 6, keys: 3, opTimeoutMs: 2000, fsync: true, unsafeAckBeforeCommit: false, reportPath: null, prefix, log: (line) => lines.push(line), ...options },
+      new AbortController().signal,
+    );
+  } finally {
+    t.log(lines.join('\n'));
+    t.deepEqual(await leftovers(prefix), [], 'the run left namespaces, links or processes');
+    t.deepEqual(await leftTempDirs(prefix), [], 'the run left its temp dir');
+  }
+}
+
+function assertHealthy(t: ExecutionContext, result: ChaosResult, kinds: readonly NemesisKind[]): void {
+  const struck = new Set(result.windows.flatMap((window) => window.faults.map((fault) => fault.kind)));
+  t.deepEqual([...struck].sort(), [...kinds].sort(), 'every nemesis asked for struck');
+  t.true(result.ops > 200, `only ${result.ops} ops`);
+  t.is(result.lost, 0);
+  t.is(result.duplicates, 0);
+  t.is(result.linearizable, true);
+  t.not(result.recoverySeconds, null);
+  t.true(result.ok, result.verdicts.flatMap((v) => v.findings).join('\n'));
+}
+
+realTest('partitions (isolate leader, halves, bridge, ring, one-way) on 5 nodes', async (t) => {
+  const kinds: NemesisKind[] = ['partition'];
+  // Every shape once, 2.5 s each with 2 s between: a seeded schedule this short would not draw all five.
+  const schedule = PARTITION_SHAPES.map((shape, i) => ({ startMs: 3000 + i * 4500, endMs: 5500 + i * 4500, faults: [{ kind: 'partition', shape, order: [3, 0, 4, 2, 1] } as const] }));
+  const result = await chaos(t, { kinds, durationMs: 26_500, nodeCount: 5, schedule });
+  assertHealthy(t, result, kinds);
+  t.deepEqual(
+    result.windows.map((window) => (window.faults[0]?.kind === 'partition' ? window.faults[0].shape : '')),
+    [...PARTITION_SHAPES],
+  );
+});
+
+realTest('SIGKILL with restart, and SIGSTOP pauses longer than the election timeout', async (t) => {
+  const kinds: NemesisKind[] = ['kill', 'pause'];
+  const result = await chaos(t, { kinds, durationMs: 20_000, nodeCount: 3 });
+  assertHealthy(t, result, kinds);
+  // A paused or killed node makes some calls fail or time out: the faults were felt.
+  t.true(result.calls.some((call) => call.outcome !== 'ok'));
+});
+
+realTest('random packet loss, and clock skew through libfaketime', async (t) => {
+  const kinds: NemesisKind[] = ['loss', 'skew'];
+  const result = await chaos(t, { kinds, durationMs: 20_000, nodeCount: 3 });
+  assertHealthy(t, result, kinds);
+  t.true(result.windows.some((window) => window.details.some((detail) => /wall clock [+-]\d+ s/.test(detail))), 'a node ran with a skewed clock');
+});
+
+realTest('rolling restart under load', async (t) => {
+  const kinds: NemesisKind[] = ['restart'];
+  // One window: a rolling restart of three nodes.
+  const result = await chaos(t, { kinds, durationMs: 12_000, nodeCount: 3 });
+  assertHealthy(t, result, kinds);
+});
+
+// Known node bug found by this suite (reported; not chaos code): a node that joins a running
+// cluster sometimes never catches up (commit 0) yet is promoted to voter, and calls through it
+// never succeed. It does not happen every run, so it would make CI flaky: this test runs only
+// with DEBUGHOST_CHAOS_KNOWN_BUGS=1 until the node is fixed, then becomes a plain realTest.
+(isRoot && process.env.DEBUGHOST_CHAOS_KNOWN_BUGS === '1' ? test.serial : test.serial.skip)('member removal under load and a fresh node joining through the seeds', async (t) => {
+  const kinds: NemesisKind[] = ['member'];
+  const result = await chaos(t, { kinds, durationMs: 20_000, nodeCount: 3 });
+  assertHealthy(t, result, kinds);
+});
+
+realTest('planted faults fail the checks: writes acknowledged before commit are lost, stale reads are not linearizable', async (t) => {
+  // Nodes ack before commit (--unsafe-ack-before-commit) and clients read serializably; the leader is cut off three times.
+  const isolate = (startMs: number) => ({ startMs, endMs: startMs + 3000, faults: [{ kind: 'partition', shape: 'isolate-leader', order: [0, 1, 2] } as const] });
+  const result = await chaos(t, {
+    seed: 7,
+    kinds: ['partition'],
+    durationMs: 20_000,
+    nodeCount: 3,
+    clients: 16,
+    opTimeoutMs: 500,
+    unsafeAckBeforeCommit: true,
+    staleReads: true,
+    mix: { read: 0.2, write: 0.2, cas: 0, insert: 0.6 },
+    schedule: [isolate(3000), isolate(8000), isolate(13_000)],
+  });
+  t.true(result.lost > 0, `lost ${result.lost}`);
+  t.is(result.linearizable, false);
+  t.false(result.ok);
+});
+
+realTest('without fsync, SIGKILL of every node at once loses nothing: the OS page cache outlives the processes', async (t) => {
+  // Why "--no-fsync and kill" is no plant: LevelDB hands writes to the OS without fsync; only a machine crash loses them.
+  const killAll = (startMs: number) => ({ startMs, endMs: startMs + 2500, faults: [{ kind: 'kill', targets: [0, 1, 2].map((slot) => ({ type: 'slot', slot }) as const) } as const] });
+  const result = await chaos(t, { seed: 11, kinds: ['kill'], durationMs: 20_000, nodeCount: 3, fsync: false, schedule: [killAll(3000), killAll(9000)] });
+  t.true(result.windows.every((window) => window.details[0] === 'kill n1, n2, n3'));
+  assertHealthy(t, result, ['kill']);
+});
+
+realTest('SIGTERM in the middle of a run tears down everything it made', async (t) => {
+  const child = spawn(process.execPath, ['bin/debughost.js', 'chaos', '--time', '60', '--nodes', '3', '--nemesis', 'pause', '--seed', '5', '--no-report'], {
+    cwd: new URL('..', import.meta.url).pathname,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  const prefix = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no 'cluster up' within 60 s:\n${output}`)), 60_000);
+    child.stdout.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      const name = /chaos: run (dhc[0-9a-f]{6})/.exec(output)?.[1];
+      if (name !== undefined) prefixes.add(name);
+      // Interrupt once nodes run and the first fault has struck, so there is something to tear down.
+      if (name !== undefined && /pause n\d/.test(output)) {
+        clearTimeout(timer);
+        resolve(name);
+      }
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+  });
+  t.true((await leftovers(prefix)).length > 0, 'the run had made namespaces');
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  process.kill(child.pid as number, 'SIGTERM');
+  const code = await exited;
+  t.log(output);
+  t.is(code, 1);
+  t.regex(output, /interrupted/);
+  t.deepEqual(await leftovers(prefix), []);
+  t.deepEqual(await leftTempDirs(prefix), []);
+});
+
+realTest('after a SIGKILL of the runner itself, `debughost chaos --sweep PREFIX` removes what it left', async (t) => {
+  const root = new URL('..', import.meta.url).pathname;
+  const child = spawn(process.execPath, ['bin/debughost.js', 'chaos', '--time', '60', '--nodes', '3', '--nemesis', 'partition', '--seed', '6', '--no-report'], { cwd: root, stdio: ['ignore', 'pipe', 'ignore'] });
+  let output = '';
+  const prefix = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no 'cluster up' within 60 s:\n${output}`)), 60_000);
+    child.stdout.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      const name = /chaos: run (dhc[0-9a-f]{6})/.exec(output)?.[1];
+      if (name !== undefined) prefixes.add(name);
+      if (name !== undefined && /start partition/.test(output)) {
+        clearTimeout(timer);
+        resolve(name);
+      }
+    });
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  process.kill(child.pid as number, 'SIGKILL');
+  await exited;
+  const left = await leftovers(prefix);
+  t.true(left.some((thing) => thing.startsWith('process ')), `orphaned nodes expected, found: ${left.join('; ')}`);
+  const sweeper = spawn(process.execPath, ['bin/debughost.js', 'chaos', '--sweep', prefix], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  let swept = '';
+  sweeper.stdout.on('data', (chunk: Buffer) => {
+    swept += chunk.toString();
+  });
+  const code = await new Promise<number | null>((resolve) => sweeper.once('exit', resolve));
+  t.is(code, 0, swept);
+  t.regex(swept, /nothing left/);
+  t.deepEqual(await leftovers(prefix), []);
+  t.deepEqual(await leftTempDirs(prefix), []);
+});

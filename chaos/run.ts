@@ -1,0 +1,243 @@
+// One chaos run from start to end: hosts and nodes up, workload and nemesis
+// side by side, recovery measured, checks, report, and teardown of everything
+// the run made, whatever happened.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { create } from '@bufbuild/protobuf';
+import * as grpc from '@grpc/grpc-js';
+import { KV, PutRequestSchema } from '../proto/gen/kv_pb.ts';
+import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
+import { recoveryPerWindow } from './checker.ts';
+import { ChaosCluster, OBSERVER_CHANNEL_OPTIONS } from './cluster.ts';
+import { Hosts, newRunPrefix } from './hosts.ts';
+import { runNemesis, type TimelineEvent, type WindowRecord } from './nemesis.ts';
+import { renderReport } from './report.ts';
+import { describeFault, planSchedule, type NemesisKind, type Window } from './schedule.ts';
+import type { CallRecord, WorkloadVerdict } from './workload.ts';
+import { KvWorkload, type OpMix } from './workload-kv.ts';
+
+export interface ChaosOptions {
+  readonly seed: number;
+  readonly durationMs: number;
+  readonly nodeCount: number;
+  readonly kinds: readonly NemesisKind[];
+  readonly clients: number;
+  readonly keys: number;
+  readonly opTimeoutMs: number;
+  readonly fsync: boolean;
+  /** Planted fault for tests: nodes acknowledge writes before commit. */
+  readonly unsafeAckBeforeCommit: boolean;
+  /** Where the HTML report goes; null: none. */
+  readonly reportPath: string | null;
+  /** A schedule to play instead of the one drawn from the seed (planted-fault tests). */
+  readonly schedule?: readonly Window[];
+  /** The run's name prefix; drawn at random unless given (tests give it to check teardown). */
+  readonly prefix?: string;
+  /** Operation weights of the KV workload (tests); the workload's default otherwise. */
+  readonly mix?: OpMix;
+  /** Planted client bug for tests: possibly stale (serializable) reads. */
+  readonly staleReads?: boolean;
+  readonly log: (line: string) => void;
+}
+
+export interface ChaosResult {
+  readonly ok: boolean;
+  readonly seed: number;
+  readonly prefix: string;
+  readonly ops: number;
+  readonly unknown: number;
+  readonly failed: number;
+  readonly lost: number;
+  readonly duplicates: number;
+  readonly linearizable: boolean | null;
+  /** From the end of the last fault until a write succeeded through every node; null if that never happened. */
+  readonly recoverySeconds: number | null;
+  /** Nodes that had to be SIGKILLed because they did not exit after SIGTERM or removal. */
+  readonly stuckStops: readonly string[];
+  /** Nodes that exited without being asked to. */
+  readonly crashes: readonly string[];
+  readonly windows: readonly WindowRecord[];
+  readonly verdicts: readonly WorkloadVerdict[];
+  /** Every workload call, for tests and further analysis. */
+  readonly calls: readonly CallRecord[];
+  readonly reportPath: string | null;
+}
+
+/** Bound on waiting for a first leader and on the final recovery probe. */
+const LEADER_WAIT_MS_MAX = 60_000;
+const RECOVERY_MS_MAX = 60_000;
+const PROBE_TIMEOUT_MS = 1_000;
+
+export class ChaosRunError extends Error {
+  override readonly name = 'ChaosRunError';
+}
+
+export async function runChaos(options: ChaosOptions, signal: AbortSignal): Promise<ChaosResult> {
+  const prefix = options.prefix ?? newRunPrefix();
+  const { log } = options;
+  const windows = options.schedule ?? planSchedule({ seed: options.seed, durationMs: options.durationMs, kinds: options.kinds, nodeCount: options.nodeCount });
+  log(`chaos: run ${prefix}, seed ${options.seed}, ${options.nodeCount} nodes, ${options.durationMs / 1000} s, nemesis ${options.kinds.join(',')}`);
+  for (const window of windows) log(`  plan ${(window.startMs / 1000).toFixed(1)}–${(window.endMs / 1000).toFixed(1)} s: ${window.faults.map(describeFault).join(' + ')}`);
+  const hosts = await Hosts.create(prefix);
+  const workDir = await mkdtemp(join(tmpdir(), `debughost-${prefix}-`));
+  let cluster: ChaosCluster | null = null;
+  // Process events (exits, stuck stops) before the nemesis clock starts go to the log only.
+  const events = { push: (text: string): void => log(`  ${text}`) };
+  let workload: KvWorkload | null = null;
+  try {
+    log(`chaos: hosts on ${hosts.subnet}.0/24 (namespaces ${prefix}-*), data and logs in ${workDir}`);
+    cluster = new ChaosCluster({
+      hosts,
+      nodeCount: options.nodeCount,
+      dataRoot: join(workDir, 'data'),
+      logDir: workDir,
+      fsync: options.fsync,
+      unsafeAckBeforeCommit: options.unsafeAckBeforeCommit,
+      onEvent: (text) => events.push(text),
+    });
+    const started = performance.now();
+    await cluster.startAll();
+    await waitForLeader(cluster, signal);
+    log(`chaos: cluster up in ${((performance.now() - started) / 1000).toFixed(1)} s; seeds ${cluster.seeds}`);
+    const t0 = performance.now();
+    const now = (): number => performance.now() - t0;
+    const live = cluster;
+    workload = new KvWorkload({
+      seed: options.seed,
+      clients: options.clients,
+      keys: options.keys,
+      opTimeoutMs: options.opTimeoutMs,
+      now,
+      ...(options.mix === undefined ? {} : { mix: options.mix }),
+      staleReads: options.staleReads === true,
+      targets: {
+        members: () => live.members.map((node) => ({ id: node.id, address: node.address })),
+        running: () => live.members.filter((node) => node.state === 'running').map((node) => ({ id: node.id, address: node.address })),
+      },
+    });
+    const stopWorkload = new AbortController();
+    const onAbort = (): void => stopWorkload.abort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    const clients = workload.run(stopWorkload.signal);
+    let nemesis: { records: WindowRecord[]; timeline: TimelineEvent[] };
+    try {
+      nemesis = await runNemesis(windows, { cluster, hosts, now, signal, event: (text) => log(`  ${(now() / 1000).toFixed(1)} s  ${text}`) });
+    } catch (error) {
+      stopWorkload.abort();
+      await clients;
+      throw error;
+    }
+    const healedMs = now();
+    const recoveryMs = await measureRecovery(cluster, now, signal);
+    const recoverySeconds = recoveryMs === null ? null : Math.round(recoveryMs - healedMs) / 1000;
+    log(`chaos: ${recoverySeconds === null ? 'writes did NOT succeed through every node' : `writes succeed through every node ${recoverySeconds} s`} after the last fault`);
+    if (recoveryMs === null) for (const line of await cluster.describe()) log(`chaos: status ${line}`);
+    // The tail: the workload goes on against the healed cluster until the run's time is up.
+    await sleepUntil(Math.max(options.durationMs, now()), now, signal);
+    stopWorkload.abort();
+    await clients;
+    signal.removeEventListener('abort', onAbort);
+    if (signal.aborted) throw new ChaosRunError('interrupted; everything the run made was removed');
+    const verdict = await workload.verdict(signal);
+    for (const line of verdict.findings) log(`chaos: ${line}`);
+    const calls = workload.calls;
+    const ops = calls.length;
+    const unknown = calls.filter((call) => call.outcome === 'unknown').length;
+    const failed = calls.filter((call) => call.outcome === 'fail').length;
+    const ok = verdict.ok && recoverySeconds !== null && cluster.crashes.length === 0;
+    if (cluster.crashes.length > 0) log(`chaos: nodes exited by themselves: ${cluster.crashes.join(', ')}`);
+    if (cluster.stuckStops.length > 0) log(`chaos: ${cluster.stuckStops.length} graceful stops hung and needed SIGKILL (${cluster.stuckStops.join(', ')})`);
+    const perWindow = recoveryPerWindow(nemesis.records, writeSuccesses(calls), cluster.members.map((node) => node.id));
+    let reportPath: string | null = null;
+    if (options.reportPath !== null) {
+      const html = renderReport({
+        seed: options.seed,
+        prefix,
+        nodes: options.nodeCount,
+        kinds: options.kinds,
+        durationMs: options.durationMs,
+        calls,
+        windows: nemesis.records,
+        perWindowRecoveryMs: perWindow,
+        timeline: nemesis.timeline,
+        verdicts: [verdict],
+        summary: { ok, ops, unknown, failed, lost: verdict.lost, duplicates: verdict.duplicates, linearizable: verdict.linearizable, recoverySeconds, stuckStops: cluster.stuckStops.length, crashes: cluster.crashes.length },
+        registerExplanation: workload.explainRegisters(),
+      });
+      await writeFile(options.reportPath, html);
+      reportPath = options.reportPath;
+      log(`chaos: report written to ${reportPath}`);
+    }
+    return {
+      ok,
+      seed: options.seed,
+      prefix,
+      ops,
+      unknown,
+      failed,
+      lost: verdict.lost,
+      duplicates: verdict.duplicates,
+      linearizable: verdict.linearizable,
+      recoverySeconds,
+      stuckStops: [...cluster.stuckStops],
+      crashes: [...cluster.crashes],
+      windows: nemesis.records,
+      verdicts: [verdict],
+      calls,
+      reportPath,
+    };
+  } finally {
+    workload?.close();
+    await cluster?.stopAll();
+    const problems = await hosts.destroy();
+    await rm(workDir, { recursive: true, force: true });
+    if (problems.length > 0) log(`chaos: teardown problems: ${problems.join('; ')}`);
+  }
+}
+
+async function waitForLeader(cluster: ChaosCluster, signal: AbortSignal): Promise<void> {
+  const until = performance.now() + LEADER_WAIT_MS_MAX;
+  while (performance.now() < until && !signal.aborted) {
+    if ((await cluster.leaderSlot()) !== null) return;
+    await sleep(200);
+  }
+  throw new ChaosRunError(`no leader within ${LEADER_WAIT_MS_MAX / 1000} s of starting the nodes; see the node logs`);
+}
+
+/** When (ms since start) a fresh write had succeeded through every running member; null past the bound. */
+async function measureRecovery(cluster: ChaosCluster, now: () => number, signal: AbortSignal): Promise<number | null> {
+  const KvClient = makeClientConstructor(KV);
+  const startMs = now();
+  const results = await Promise.all(
+    cluster.members.map(async (node) => {
+      const client = new KvClient(node.address, grpc.credentials.createInsecure(), OBSERVER_CHANNEL_OPTIONS);
+      try {
+        while (now() - startMs < RECOVERY_MS_MAX && !signal.aborted) {
+          try {
+            await callUnary(client, 'put', create(PutRequestSchema, { key: `chaos/probe/${node.id}`, value: String(Math.round(now())) }), { deadline: new Date(Date.now() + PROBE_TIMEOUT_MS) });
+            return now();
+          } catch {
+            await sleep(50);
+          }
+        }
+        return null;
+      } finally {
+        client.close();
+      }
+    }),
+  );
+  if (results.some((at) => at === null)) return null;
+  return Math.max(startMs, ...(results as number[]));
+}
+
+function writeSuccesses(calls: readonly CallRecord[]): { node: string; startMs: number; endMs: number }[] {
+  return calls.filter((call) => call.outcome === 'ok' && (call.op === 'write' || call.op === 'insert' || call.op === 'cas')).map((call) => ({ node: call.node, startMs: call.startMs, endMs: call.endMs }));
+}
+
+async function sleepUntil(atMs: number, now: () => number, signal: AbortSignal): Promise<void> {
+  while (!signal.aborted && now() < atMs) await sleep(Math.min(100, atMs - now()));
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
