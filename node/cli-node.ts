@@ -7,7 +7,18 @@ import { parseArgs } from 'node:util';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { Admin, MemberRemoveRequestSchema, Role, StatusRequestSchema } from '../proto/gen/admin_pb.ts';
-import { DeleteRangeRequestSchema, KV, PutRequestSchema, RangeRequestSchema, TxnRequestSchema, type TxnRequest } from '../proto/gen/kv_pb.ts';
+import {
+  DeleteRangeRequestSchema,
+  EventType,
+  KV,
+  PutRequestSchema,
+  RangeRequestSchema,
+  TxnRequestSchema,
+  WatchRequestSchema,
+  type TxnRequest,
+  type WatchRequest,
+  type WatchResponse,
+} from '../proto/gen/kv_pb.ts';
 import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
 import { prefixEnd } from '../consensus/kv-state-machine.ts';
 import { StorageCorruptError, StorageLockedError } from '../consensus/storage-leveldb.ts';
@@ -37,12 +48,20 @@ export function parseAddress(flag: string, text: string | undefined): { host: st
 const NODE_HELP = `usage: debughost node --id ID --grpc HOST:PORT --mcp HOST:PORT --seeds HOST:PORT,... --data-dir DIR
                       [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] [--no-fsync]
                       [--tick-ms MS] [--snapshot-entries N] [--seed-wait-ms MS]
+                      [--ports FROM-TO] [--docker auto|off]
+                      [--unsafe-ack-before-commit]   (TEST-ONLY: loses acknowledged writes)
 
 Starts one member. Nodes started with the same --seeds list, each listed in it,
 form a new cluster; a node not in the list (or whose seeds already form a
 cluster) joins as a learner and is promoted once it has caught up. Restarting
 with the same --data-dir rejoins. Stop with Ctrl-C or SIGTERM: a leader hands
-leadership over first.`;
+leadership over first and hands its projects to the other nodes.
+
+--ports     the range projects' ports are allocated from on this node (default 20000-29999)
+--docker    auto (default): run projects with an image in Docker when an engine answers; off: processes only`;
+
+/** A stopped node exits by itself after this long even if a library left a connection open. */
+const STOPPED_EXIT_GRACE_MS = 1_000;
 
 export async function nodeCommand(argv: string[]): Promise<number> {
   const { values } = parse(
@@ -61,6 +80,9 @@ export async function nodeCommand(argv: string[]): Promise<number> {
       'tick-ms': { type: 'string' },
       'snapshot-entries': { type: 'string' },
       'seed-wait-ms': { type: 'string' },
+      'unsafe-ack-before-commit': { type: 'boolean' },
+      ports: { type: 'string' },
+      docker: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     'node',
@@ -78,6 +100,7 @@ export async function nodeCommand(argv: string[]): Promise<number> {
   const dataDir = values['data-dir'];
   if (dataDir === undefined || dataDir === '') throw new UsageError('--data-dir needs a directory for this node\'s data');
   const tls = readTls(values['tls-cert'], values['tls-key'], values['tls-ca']);
+  if (tls !== null) quietIpServerNameWarning();
   const loopback = (host: string): boolean => host === '127.0.0.1' || host === 'localhost' || host === '[::1]';
   if ((!loopback(grpcAddress.host) || !loopback(http.host)) && tls === null && values.insecure !== true) {
     throw new UsageError('bound to a non-loopback address without TLS: give --tls-cert, --tls-key and --tls-ca, or --insecure to accept unauthenticated peers');
@@ -85,6 +108,9 @@ export async function nodeCommand(argv: string[]): Promise<number> {
   const tickMs = parseIntegerFlag('tick-ms', values['tick-ms'] ?? String(TICK_MS_DEFAULT), 5, 1000);
   const snapshotEntries = parseIntegerFlag('snapshot-entries', values['snapshot-entries'] ?? '10000', 10, 10_000_000);
   const seedWaitMs = parseIntegerFlag('seed-wait-ms', values['seed-wait-ms'] ?? '60000', 100, 3_600_000);
+  const ports = parsePortRange(values.ports ?? '20000-29999');
+  const docker = values.docker ?? 'auto';
+  if (docker !== 'auto' && docker !== 'off') throw new UsageError(`--docker is auto or off, got '${docker}'`);
   const log = createLogger(id);
   let node: DebughostNode;
   try {
@@ -100,6 +126,9 @@ export async function nodeCommand(argv: string[]): Promise<number> {
       log,
       seedWaitMs,
       snapshotEntries,
+      // The chaos suite's planted fault; see plantAckBeforeCommit in node.ts.
+      unsafeAckBeforeCommit: values['unsafe-ack-before-commit'] === true,
+      actors: { portRangeStart: ports.from, portRangeEnd: ports.to, docker },
     });
   } catch (error) {
     if (error instanceof NodeStartError || error instanceof StorageCorruptError || error instanceof StorageLockedError) throw new UsageError(error.message);
@@ -137,7 +166,21 @@ export async function nodeCommand(argv: string[]): Promise<number> {
   }
   process.stdout.write(`debughost node ${id} ready: grpc ${grpcAddress.address}, mcp http://${http.address}/mcp, cluster ${node.clusterId}\n`);
   await done;
-  return process.exitCode === 1 ? 1 : 0;
+  const code = process.exitCode === 1 ? 1 : 0;
+  // With channelz off, grpc-js 1.14's forceShutdown closes the listener but not
+  // the connections already accepted (it only destroys channelz-tracked
+  // sessions): they would keep a stopped node's process alive, still answering.
+  setTimeout(() => process.exit(code), STOPPED_EXIT_GRACE_MS).unref();
+  return code;
+}
+
+/** FROM-TO, both unprivileged ports. */
+export function parsePortRange(text: string): { from: number; to: number } {
+  const match = /^(\d{4,5})-(\d{4,5})$/.exec(text);
+  const from = Number(match?.[1]);
+  const to = Number(match?.[2]);
+  if (match === null || from < 1024 || to > 65535 || from > to) throw new UsageError(`--ports needs FROM-TO with 1024 <= FROM <= TO <= 65535 (for example 20000-20999), got '${text}'`);
+  return { from, to };
 }
 
 function readTls(cert: string | undefined, key: string | undefined, ca: string | undefined): TlsFiles | null {
@@ -157,7 +200,9 @@ const UP_HELP = `usage: debughost up [--nodes N] [--data-dir DIR] [--base-port P
 
 Starts a local cluster of N nodes (default 3) on 127.0.0.1, data under DIR
 (default ./data), node i serving MCP on port P+i and gRPC on P+100+i
-(P default 2600). Ctrl-C or SIGTERM stops them all.`;
+(P default 2600). Node i allocates projects' ports from 20000+1000·i up to
+999 more, so that nodes on one host never hand out the same port. Ctrl-C or
+SIGTERM stops them all, and every project they run.`;
 
 export async function upCommand(argv: string[]): Promise<number> {
   const { values } = parse(argv, { nodes: { type: 'string' }, 'data-dir': { type: 'string' }, 'base-port': { type: 'string' }, 'no-fsync': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, 'up');
@@ -169,6 +214,7 @@ export async function upCommand(argv: string[]): Promise<number> {
   const basePort = parseIntegerFlag('base-port', values['base-port'] ?? '2600', 1024, 65_000);
   const dataDir = resolvePath(values['data-dir'] ?? 'data');
   const nodes = Array.from({ length: count }, (_, i) => ({
+    index: i + 1,
     id: `n${i + 1}`,
     grpc: `127.0.0.1:${basePort + 100 + i + 1}`,
     mcp: `127.0.0.1:${basePort + i + 1}`,
@@ -189,6 +235,7 @@ export async function upCommand(argv: string[]): Promise<number> {
   for (const n of nodes) {
     const args = [bin, 'node', '--id', n.id, '--grpc', n.grpc, '--mcp', n.mcp, '--seeds', seeds, '--data-dir', `${dataDir}/${n.id}`];
     if (values['no-fsync'] === true) args.push('--no-fsync');
+    args.push('--ports', `${20_000 + 1000 * n.index}-${20_000 + 1000 * n.index + 999}`);
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DEBUGHOST_LOG_LEVEL: process.env.DEBUGHOST_LOG_LEVEL ?? 'warn' } });
     children.push(child);
     child.stderr?.on('data', (chunk: Buffer) => process.stderr.write(chunk));
@@ -226,6 +273,32 @@ export async function upCommand(argv: string[]): Promise<number> {
 const AdminClient = makeClientConstructor(Admin);
 const KvClient = makeClientConstructor(KV);
 
+/** Flags every client command takes to reach a cluster that runs mutual TLS. */
+const CLIENT_TLS_FLAGS = { 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' }, 'tls-ca': { type: 'string' } } as const;
+
+/**
+ * grpc-js passes the target host as the TLS server name, and Node warns
+ * (DEP0123) when that is an IP address, as member addresses usually are. The
+ * warning is about SNI only, certificate checks still use the IP SAN, so this
+ * one warning is dropped instead of printed on every start and CLI call.
+ */
+export function quietIpServerNameWarning(): void {
+  const emit = process.emitWarning.bind(process) as (...args: unknown[]) => void;
+  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+    const code = typeof rest[0] === 'object' && rest[0] !== null ? (rest[0] as { code?: string }).code : rest[1];
+    if (code === 'DEP0123') return;
+    emit(warning, ...rest);
+  }) as typeof process.emitWarning;
+}
+
+/** Insecure without flags; with them, TLS that checks the server against the CA and presents the client cert. */
+function clientCredentials(values: { 'tls-cert'?: string | undefined; 'tls-key'?: string | undefined; 'tls-ca'?: string | undefined }): grpc.ChannelCredentials {
+  const tls = readTls(values['tls-cert'], values['tls-key'], values['tls-ca']);
+  if (tls === null) return grpc.credentials.createInsecure();
+  quietIpServerNameWarning();
+  return grpc.credentials.createSsl(tls.ca, tls.key, tls.cert);
+}
+
 function endpointsOf(text: string | undefined): string[] {
   return (text ?? '127.0.0.1:2701').split(',').map((e) => parseAddress('endpoints', e.trim()).address);
 }
@@ -242,18 +315,30 @@ async function withEndpoint<T>(endpoints: string[], call: (address: string) => P
       if (code !== grpc.status.UNAVAILABLE && code !== grpc.status.DEADLINE_EXCEEDED) break;
     }
   }
-  const error = last as grpc.ServiceError;
-  if (error?.code === grpc.status.UNAVAILABLE && /ECONNREFUSED|No connection established|connect/i.test(error.details ?? '')) {
-    throw new UsageError(`no debughost node answers at ${endpoints.join(', ')}; start one (npm start) or pass --endpoints HOST:PORT`);
+  throw endpointError(endpoints, last);
+}
+
+/** One line for a call that no endpoint answered: refused connection, TLS trouble, or the server's own message. */
+function endpointError(endpoints: string[], last: unknown): UsageError {
+  const error = last as grpc.ServiceError | null;
+  const details = (error?.details ?? String(last)).split('\n')[0] ?? '';
+  if (error?.code === grpc.status.UNAVAILABLE && /ECONNREFUSED/.test(details)) {
+    return new UsageError(`no debughost node answers at ${endpoints.join(', ')}; start one (npm start) or pass --endpoints HOST:PORT`);
   }
-  throw new UsageError(error?.details ?? String(last));
+  if (error?.code === grpc.status.UNAVAILABLE && /No connection established|Connection dropped|handshake|certificate|ssl|tls|alert/i.test(details)) {
+    return new UsageError(
+      `cannot establish a connection with ${endpoints.join(', ')} (${details.replace(/^No connection established\. /, '')}); if the cluster runs mutual TLS, pass --tls-cert and --tls-key signed by its CA and --tls-ca with that CA`,
+    );
+  }
+  return new UsageError(details);
 }
 
 export async function statusCommand(argv: string[]): Promise<number> {
-  const { values } = parse(argv, { endpoints: { type: 'string' }, json: { type: 'boolean' } }, 'status');
+  const { values } = parse(argv, { endpoints: { type: 'string' }, json: { type: 'boolean' }, ...CLIENT_TLS_FLAGS }, 'status');
   const endpoints = endpointsOf(values.endpoints);
+  const credentials = clientCredentials(values);
   const status = await withEndpoint(endpoints, (address) => {
-    const client = new AdminClient(address, grpc.credentials.createInsecure());
+    const client = new AdminClient(address, credentials);
     return callUnary(client, 'status', create(StatusRequestSchema, {}), { deadline: deadlineIn(3000) }).finally(() => client.close());
   });
   const role = Role[status.role]?.toLowerCase() ?? 'unknown';
@@ -268,12 +353,26 @@ export async function statusCommand(argv: string[]): Promise<number> {
 }
 
 export async function kvCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { endpoints: { type: 'string' }, 'if-version': { type: 'string' }, prefix: { type: 'boolean' } }, 'kv', true);
+  const { values, positionals } = parse(
+    argv,
+    {
+      endpoints: { type: 'string' },
+      'if-version': { type: 'string' },
+      prefix: { type: 'boolean' },
+      rev: { type: 'string' },
+      'prev-kv': { type: 'boolean' },
+      count: { type: 'string' },
+      ...CLIENT_TLS_FLAGS,
+    },
+    'kv',
+    true,
+  );
   const [verb, key, value] = positionals;
   const endpoints = endpointsOf(values.endpoints);
+  const credentials = clientCredentials(values);
   const kv = <T>(call: (client: InstanceType<typeof KvClient>) => Promise<T>): Promise<T> =>
     withEndpoint(endpoints, (address) => {
-      const client = new KvClient(address, grpc.credentials.createInsecure());
+      const client = new KvClient(address, credentials);
       return call(client).finally(() => client.close());
     });
   const deadline = () => ({ deadline: deadlineIn(10_000) });
@@ -312,9 +411,67 @@ export async function kvCommand(argv: string[]): Promise<number> {
       process.stdout.write(`${response.succeeded ? 'SUCCESS' : 'FAILURE'} revision ${response.header?.revision ?? 0n}\n`);
       return response.succeeded ? 0 : 1;
     }
+    case 'watch': {
+      if (key === undefined) throw new UsageError('usage: debughost kv watch KEY [--prefix] [--rev N] [--prev-kv] [--count N]');
+      const startRevision = BigInt(parseIntegerFlag('rev', values.rev ?? '0', 0, Number.MAX_SAFE_INTEGER));
+      const count = values.count === undefined ? null : parseIntegerFlag('count', values.count, 1, Number.MAX_SAFE_INTEGER);
+      const request = create(WatchRequestSchema, { key, rangeEnd: values.prefix === true ? prefixEndOf(key) : '', startRevision, prevKv: values['prev-kv'] === true });
+      return watchKeys(endpoints, credentials, request, count);
+    }
     default:
-      throw new UsageError(`unknown kv verb '${verb ?? ''}'; use get, put, del or txn`);
+      throw new UsageError(`unknown kv verb '${verb ?? ''}'; use get, put, del, txn or watch`);
   }
+}
+
+/**
+ * Print each event as one line until Ctrl-C, the stream ends, or `count`
+ * events: `PUT key value rev=N version=V` or `DELETE key rev=N` (with
+ * `prev=VALUE` when asked). Watches through the first endpoint that answers.
+ */
+async function watchKeys(endpoints: string[], credentials: grpc.ChannelCredentials, request: WatchRequest, count: number | null): Promise<number> {
+  let lastError: grpc.ServiceError | null = null;
+  for (const address of endpoints) {
+    const client = new KvClient(address, credentials);
+    try {
+      const outcome = await new Promise<{ ok: true } | { ok: false; error: grpc.ServiceError; opened: boolean }>((resolve) => {
+        const stream = client.watch(request);
+        let seen = 0;
+        let opened = false;
+        const stop = (): void => stream.cancel();
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+        const done = (result: { ok: true } | { ok: false; error: grpc.ServiceError; opened: boolean }): void => {
+          process.removeListener('SIGINT', stop);
+          process.removeListener('SIGTERM', stop);
+          resolve(result);
+        };
+        stream.on('data', (response: WatchResponse) => {
+          if (!opened) {
+            opened = true;
+            process.stderr.write(`watching from revision ${(response.header?.revision ?? 0n) + 1n} through ${response.header?.memberId ?? address}\n`);
+          }
+          for (const event of response.events) {
+            const kv = event.kv;
+            if (kv === undefined) continue;
+            const prev = request.prevKv && event.prevKv !== undefined ? ` prev=${event.prevKv.value}` : '';
+            const line = event.type === EventType.DELETE ? `DELETE ${kv.key} rev=${kv.modRevision}${prev}` : `PUT ${kv.key} ${kv.value} rev=${kv.modRevision} version=${kv.version}${prev}`;
+            process.stdout.write(`${line}\n`);
+            seen += 1;
+            if (count !== null && seen >= count) stream.cancel();
+          }
+        });
+        stream.on('error', (error: grpc.ServiceError) => done(error.code === grpc.status.CANCELLED ? { ok: true } : { ok: false, error, opened }));
+        stream.on('end', () => done({ ok: true }));
+      });
+      if (outcome.ok) return 0;
+      lastError = outcome.error;
+      // Only an endpoint that never answered is worth trying the next one for.
+      if (outcome.opened || (outcome.error.code !== grpc.status.UNAVAILABLE && outcome.error.code !== grpc.status.DEADLINE_EXCEEDED)) break;
+    } finally {
+      client.close();
+    }
+  }
+  throw lastError === null ? new UsageError('the watch ended') : endpointError(endpoints, lastError);
 }
 
 /** The gRPC range end for a prefix; etcd's "\0" means to the last key. */
@@ -352,15 +509,16 @@ function parseTxn(text: string): TxnRequest {
 }
 
 export async function leaveCommand(argv: string[]): Promise<number> {
-  const { values } = parse(argv, { endpoints: { type: 'string' }, id: { type: 'string' } }, 'leave');
+  const { values } = parse(argv, { endpoints: { type: 'string' }, id: { type: 'string' }, ...CLIENT_TLS_FLAGS }, 'leave');
   const endpoints = endpointsOf(values.endpoints);
+  const credentials = clientCredentials(values);
   const status = await withEndpoint(endpoints, (address) => {
-    const client = new AdminClient(address, grpc.credentials.createInsecure());
+    const client = new AdminClient(address, credentials);
     return callUnary(client, 'status', create(StatusRequestSchema, {}), { deadline: deadlineIn(3000) }).finally(() => client.close());
   });
   const id = values.id ?? status.id;
   await withEndpoint(endpoints, (address) => {
-    const client = new AdminClient(address, grpc.credentials.createInsecure());
+    const client = new AdminClient(address, credentials);
     return callUnary(client, 'memberRemove', create(MemberRemoveRequestSchema, { id }), { deadline: deadlineIn(15_000) }).finally(() => client.close());
   });
   process.stdout.write(`removed ${id} from cluster ${status.clusterId}; it stops by itself\n`);

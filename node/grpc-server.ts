@@ -8,6 +8,8 @@ import { encodeCommand, validateCommand, type Compare, type KeyValue, type KvCom
 import type { KvMachine } from '../consensus/kv-machine.ts';
 import type { ReadOutcome, WriteOutcome } from '../consensus/raft-node.ts';
 import { raftStreamHandler } from '../consensus/transport-grpc.ts';
+import { addActorsService } from './actor-forwarding.ts';
+import { actorsServiceHandlers } from './node-actors.ts';
 import type { NodeId } from '../consensus/types.ts';
 import {
   Admin,
@@ -42,6 +44,7 @@ import { addService, callUnary } from '../proto/grpc.ts';
 import { MESSAGE_BYTES_MAX } from '../consensus/transport-grpc.ts';
 import { type DebughostNode, waitUntil } from './node.ts';
 import { deadlineIn } from './peer-clients.ts';
+import { serveWatch } from './watch-service.ts';
 
 /** A failure with the status code and the one-line message a client sees. */
 export class RpcError extends Error {
@@ -159,6 +162,9 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
     'grpc.max_receive_message_length': MESSAGE_BYTES_MAX,
     'grpc.max_send_message_length': MESSAGE_BYTES_MAX,
     'grpc.keepalive_permit_without_calls': 1,
+    // Channelz bookkeeping costs several percent of CPU per call; nothing reads it.
+    'grpc.enable_channelz': 0,
+    interceptors: [node.metrics.grpcInterceptor()],
   });
   const log = node.options.log;
   const header = () =>
@@ -244,11 +250,13 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
   };
   const refuseJoin = (error: string) => create(JoinResponseSchema, { ok: false, error });
 
+  addActorsService(server, actorsServiceHandlers(node));
+
   addService(server, Raft, {
     send: (call, callback) => {
       const handle = raftStreamHandler(
         () => node.clusterId,
-        (message) => node.raft?.receive(message),
+        (message) => node.receiveRaft(message),
         (error) => log.debug({ error: error.message }, 'bad peer message'),
       );
       let count = 0;
@@ -260,7 +268,7 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
       call.on('error', () => undefined);
     },
     sendOne: unary(async (batch) => {
-      raftStreamHandler(() => node.clusterId, (message) => node.raft?.receive(message), () => undefined)(batch);
+      raftStreamHandler(() => node.clusterId, (message) => node.receiveRaft(message), () => undefined)(batch);
       return create(SendAckSchema, { messages: BigInt(batch.messages.length) });
     }),
     join: unary(async (request) => {
@@ -328,9 +336,7 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
       const result = await proposeLocal(command);
       return create(TxnResponseSchema, { header: header(), succeeded: result.succeeded === true, responses: (result.results ?? []).map(responseOp) });
     }),
-    watch: (call) => {
-      call.emit('error', { code: grpc.status.UNIMPLEMENTED, details: 'watch is not implemented yet; poll with range' });
-    },
+    watch: (call) => serveWatch(node, call),
   });
 
   const statusResponse = (): StatusResponse => {
@@ -379,7 +385,10 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
         const target = node.members().find((m) => m.id !== node.id && !m.learner);
         if (target === undefined) throw new RpcError(grpc.status.FAILED_PRECONDITION, 'cannot remove the last voter');
         raftNode().transferLeadership(target.id as NodeId);
-        if (!(await waitUntil(() => !isLeader(), 3000))) throw new RpcError(grpc.status.UNAVAILABLE, 'could not hand leadership over before leaving; retry');
+        // Until the new leader's first message arrives, this node knows no leader to forward to.
+        if (!(await waitUntil(() => !isLeader() && raftNode().raft.leader !== null, 3000))) {
+          throw new RpcError(grpc.status.UNAVAILABLE, 'could not hand leadership over before leaving; retry');
+        }
         return callUnary(node.peers.adminAt(leaderAddress()), 'memberRemove', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
       }
       await changeAtLeader({ type: 'remove', node: request.id as NodeId });

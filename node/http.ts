@@ -1,29 +1,29 @@
-// The HTTP side of a node: /health, /ready, /metrics and the MCP endpoint at
-// /mcp (Streamable HTTP). Until the project tools arrive, MCP serves
-// `cluster_status`, which answers from whichever node the client reached.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
-import { z } from 'zod';
+// The HTTP side of a node: /health, /ready, /status, /metrics (Prometheus) and the MCP endpoint at
+// /mcp (Streamable HTTP with sessions; the tools are in mcp.ts). Every node
+// serves every project: calls are forwarded to the project's owner.
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import { McpEndpoint } from './mcp.ts';
+import { ProjectApiError, type ProjectApi } from './project-api.ts';
 import type { DebughostNode } from './node.ts';
 
-const BODY_BYTES_MAX = 1024 * 1024;
+/** Tenant of MCP calls that name none: a cluster on loopback needs no token. */
+export const DEFAULT_TENANT = 'default';
 
-const memberShape = z.object({ id: z.string(), address: z.string(), learner: z.boolean() });
-const clusterStatusShape = {
-  node: z.string().describe('the node that answered'),
-  clusterId: z.string(),
-  role: z.string(),
-  term: z.number(),
-  leader: z.string().nullable(),
-  commitIndex: z.number(),
-  appliedIndex: z.number(),
-  lastIndex: z.number(),
-  snapshotIndex: z.number(),
-  members: z.array(memberShape),
-};
+export interface ClusterStatus {
+  /** The node that answered. */
+  readonly node: string;
+  readonly clusterId: string;
+  readonly role: string;
+  readonly term: number;
+  readonly leader: string | null;
+  readonly commitIndex: number;
+  readonly appliedIndex: number;
+  readonly lastIndex: number;
+  readonly snapshotIndex: number;
+  readonly members: readonly { id: string; address: string; learner: boolean }[];
+}
 
-export function clusterStatus(node: DebughostNode): z.infer<z.ZodObject<typeof clusterStatusShape>> {
+export function clusterStatus(node: DebughostNode): ClusterStatus {
   const raft = node.raft;
   const status = raft?.raft.status();
   return {
@@ -40,39 +40,48 @@ export function clusterStatus(node: DebughostNode): z.infer<z.ZodObject<typeof c
   };
 }
 
-function mcpServerFor(node: DebughostNode): McpServer {
-  const server = new McpServer({ name: 'debughost', version: '0.1.0' });
-  server.registerTool(
-    'cluster_status',
-    {
-      title: 'Cluster status',
-      description: 'Members, leader, term, commit and apply index of the debughost cluster, as the node you reached sees it.',
-      inputSchema: {},
-      outputSchema: clusterStatusShape,
-    },
-    async () => {
-      const status = clusterStatus(node);
-      const lines = [
-        `node ${status.node} (${status.role}) of cluster ${status.clusterId || '(not formed yet)'}; leader ${status.leader ?? 'unknown'}, term ${status.term}`,
-        `commit ${status.commitIndex}, applied ${status.appliedIndex}, last ${status.lastIndex}, snapshot ${status.snapshotIndex}`,
-        ...status.members.map((m) => `  ${m.id} ${m.address}${m.learner ? ' (learner)' : ''}${m.id === status.leader ? ' (leader)' : ''}`),
-      ];
-      return { content: [{ type: 'text', text: lines.join('\n') }], structuredContent: status };
-    },
-  );
-  return server;
+/** The project API of a node, or a clear "starting" error until its actor layer runs. */
+function projectsOf(node: DebughostNode): ProjectApi {
+  const api = (): ProjectApi => {
+    if (node.projects === null) throw new ProjectApiError('UnavailableError', `node ${node.id} is still starting (joining the cluster, opening its runtimes); retry in a few seconds`);
+    return node.projects;
+  };
+  return {
+    start: (input, progress, signal) => api().start(input, progress, signal),
+    stop: (ref) => api().stop(ref),
+    restart: (ref, progress, signal) => api().restart(ref, progress, signal),
+    remove: (ref) => api().remove(ref),
+    status: (ref) => api().status(ref),
+    list: (tenant) => api().list(tenant),
+    logs: (input) => api().logs(input),
+    wait: (input, progress, signal) => api().wait(input, progress, signal),
+    exec: (input, signal) => api().exec(input, signal),
+    http: (input, signal) => api().http(input, signal),
+    usage: (tenant) => api().usage(tenant),
+    setQuota: (tenant, quota) => api().setQuota(tenant, quota),
+    followLogs: (ref, listener) => api().followLogs(ref, listener),
+  };
 }
 
-async function readBody(request: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of request) {
-    size += (chunk as Buffer).byteLength;
-    if (size > BODY_BYTES_MAX) throw new Error(`request body over ${BODY_BYTES_MAX} bytes`);
-    chunks.push(chunk as Buffer);
+/** cluster_status: Raft's view plus the actor ring (epoch, live members, projects per owner). */
+function clusterStatusTool(node: DebughostNode): { text: string; structured: Record<string, unknown> } {
+  const status = clusterStatus(node);
+  const placement = node.actors?.host.placement() ?? null;
+  const owners: Record<string, number> = {};
+  if (node.actors !== null && placement !== null) {
+    for (const kv of node.actors.store.view().range('projects/', 'projects0')) {
+      const owner = placement.owner(kv.key) ?? 'none';
+      owners[owner] = (owners[owner] ?? 0) + 1;
+    }
   }
-  if (size === 0) return undefined;
-  return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  const ring = placement === null ? null : { epoch: placement.epoch, live: [...placement.live], projectsByOwner: owners };
+  const lines = [
+    `node ${status.node} (${status.role}) of cluster ${status.clusterId || '(not formed yet)'}; leader ${status.leader ?? 'unknown'}, term ${status.term}`,
+    `commit ${status.commitIndex}, applied ${status.appliedIndex}, last ${status.lastIndex}, snapshot ${status.snapshotIndex}`,
+    ...status.members.map((m) => `  ${m.id} ${m.address}${m.learner ? ' (learner)' : ''}${m.id === status.leader ? ' (leader)' : ''}${ring !== null && !ring.live.includes(m.id) ? ' (not live)' : ''}`),
+    ring === null ? 'actor ring: starting' : `actor ring epoch ${ring.epoch}; projects by owner: ${Object.entries(owners).map(([n, c]) => `${n} ${c}`).join(', ') || 'none'}`,
+  ];
+  return { text: lines.join('\n'), structured: { ...status, ring } };
 }
 
 function sendJson(response: ServerResponse, status: number, body: unknown): void {
@@ -82,6 +91,14 @@ function sendJson(response: ServerResponse, status: number, body: unknown): void
 
 export function startHttpServer(node: DebughostNode, host: string, port: number): Promise<Server> {
   const allowedHosts = [`${host}:${port}`, `localhost:${port}`, `127.0.0.1:${port}`, host, 'localhost', '127.0.0.1'];
+  const mcp = new McpEndpoint({
+    api: projectsOf(node),
+    clusterStatus: () => clusterStatusTool(node),
+    defaultTenant: DEFAULT_TENANT,
+    allowedHosts,
+    allowedOrigins: allowedHosts.flatMap((h) => [`http://${h}`, `https://${h}`]),
+    log: node.options.log,
+  });
   const server = createServer((request, response) => {
     const url = new URL(request.url ?? '/', 'http://localhost');
     if (url.pathname === '/health') return sendJson(response, 200, { ok: true, node: node.id });
@@ -91,27 +108,20 @@ export function startHttpServer(node: DebughostNode, host: string, port: number)
       return sendJson(response, ready ? 200 : 503, { ready, leader: status.leader, role: status.role });
     }
     if (url.pathname === '/status') return sendJson(response, 200, clusterStatus(node));
-    if (url.pathname !== '/mcp') return sendJson(response, 404, { error: `no such path ${url.pathname}; MCP is served at /mcp` });
-    if (request.method !== 'POST') {
-      // Stateless mode: no server-initiated stream to open, no session to end.
-      return sendJson(response, 405, { jsonrpc: '2.0', error: { code: -32000, message: 'use POST for MCP requests' }, id: null });
+    if (url.pathname === '/metrics') {
+      void node.metrics.scrape().then(
+        ({ contentType, body }) => {
+          response.writeHead(200, { 'content-type': contentType });
+          response.end(body);
+        },
+        (error: unknown) => sendJson(response, 500, { error: `collecting metrics failed: ${(error as Error).message}` }),
+      );
+      return;
     }
-    void (async () => {
-      const mcp = mcpServerFor(node);
-      const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableDnsRebindingProtection: true, allowedHosts });
-      response.on('close', () => {
-        void transport.close();
-        void mcp.close();
-      });
-      try {
-        const body = await readBody(request);
-        await mcp.connect(transport);
-        await transport.handleRequest(request, response, body);
-      } catch (error) {
-        if (!response.headersSent) sendJson(response, 400, { jsonrpc: '2.0', error: { code: -32700, message: (error as Error).message }, id: null });
-      }
-    })();
+    if (url.pathname !== '/mcp') return sendJson(response, 404, { error: `no such path ${url.pathname}; MCP is served at /mcp` });
+    void mcp.handle(request, response);
   });
+  server.on('close', () => mcp.close());
   return new Promise((resolve, reject) => {
     server.once('error', (error: NodeJS.ErrnoException) => {
       reject(

@@ -5,17 +5,22 @@ import { createHash } from 'node:crypto';
 import { mkdir, open, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { KvMachine, kvMachineFactory, memberKey } from '../consensus/kv-machine.ts';
+import { KvMachine, memberKey } from '../consensus/kv-machine.ts';
 import type { KvResult } from '../consensus/kv-state-machine.ts';
 import { RaftNode, type WriteOutcome } from '../consensus/raft-node.ts';
 import { defaultRaftConfig } from '../consensus/raft.ts';
 import { bootstrapState, emptyPersistedState, type PersistedState } from '../consensus/storage.ts';
 import { LevelStorage } from '../consensus/storage-leveldb.ts';
 import { GrpcTransport, MESSAGE_BYTES_MAX } from '../consensus/transport-grpc.ts';
-import type { ConfChange, NodeId } from '../consensus/types.ts';
+import type { ConfChange, LogIndex, NodeId } from '../consensus/types.ts';
 import { systemClock, systemRandom } from './system.ts';
 import { PeerClients } from './peer-clients.ts';
 import type { Logger } from './log.ts';
+import { NodeMetrics } from './metrics.ts';
+import { WatchHub, watchedKvMachineFactory } from './watch-hub.ts';
+import { NodeActors, type ActorNodeOptions } from './node-actors.ts';
+import { ClusterProjectApi } from './project-service.ts';
+import type { Message } from '../consensus/types.ts';
 
 export interface NodeOptions {
   readonly id: string;
@@ -33,7 +38,16 @@ export interface NodeOptions {
   readonly seedWaitMs: number;
   /** Snapshot and compact the log after this many applied entries. */
   readonly snapshotEntries: number;
+  /** TEST-ONLY fault plant for the chaos suite: acknowledge writes before they commit (loses acknowledged writes). */
+  readonly unsafeAckBeforeCommit?: boolean;
+  /** The actor layer (ports, Docker, host timing); defaults when absent. */
+  readonly actors?: ActorNodeOptions;
 }
+
+/** What a node runs projects with unless told otherwise. */
+export const ACTOR_OPTIONS_DEFAULT: ActorNodeOptions = { portRangeStart: 20_000, portRangeEnd: 29_999, docker: 'auto' };
+/** Longest a graceful stop waits for this node's projects to move to other nodes. */
+const DRAIN_MS_MAX = 5_000;
 
 export interface TlsFiles {
   readonly ca: Buffer;
@@ -51,6 +65,25 @@ export class NodeStartError extends Error {
 
 export type KvNode = RaftNode<KvResult, KvMachine>;
 
+/** The Raft driver, counting every proposal's outcome for /metrics. */
+class MeteredRaftNode extends RaftNode<KvResult, KvMachine> {
+  metrics: NodeMetrics | null = null;
+
+  override propose(data: Uint8Array, callback: (outcome: WriteOutcome<KvResult>) => void): void {
+    super.propose(data, (outcome) => {
+      this.metrics?.proposal('command', outcome);
+      callback(outcome);
+    });
+  }
+
+  override proposeConfChange(change: ConfChange, callback: (outcome: WriteOutcome<KvResult>) => void): void {
+    super.proposeConfChange(change, (outcome) => {
+      this.metrics?.proposal('membership', outcome);
+      callback(outcome);
+    });
+  }
+}
+
 export class DebughostNode {
   raft: KvNode | null = null;
   clusterId = '';
@@ -58,17 +91,30 @@ export class DebughostNode {
   private promoteTimer: NodeJS.Timeout | null = null;
   /** The learner whose promotion is in flight (one change at a time). */
   private promoting: string | null = null;
+  /**
+   * Addresses learnt outside the log (from the join response). A joining node
+   * has applied nothing yet, so without them it could not answer the leader.
+   */
+  private readonly joinAddresses = new Map<string, string>();
+  private removalCheckRunning = false;
+  private removalCheckedAtMs = 0;
   /** Seen itself in the configuration: from then on, absence means it was removed. */
   private everMember = false;
   private stopping = false;
   readonly peers: PeerClients;
+  /** Events of applied writes, for KV.Watch. */
+  readonly watches = new WatchHub();
   /** Called once when this node learns it was removed from the cluster. */
   onRemoved: (() => void) | null = null;
+  /** The actor layer and the project API over it, once Raft runs. */
+  actors: NodeActors | null = null;
+  projects: ClusterProjectApi | null = null;
 
   private constructor(
     readonly options: NodeOptions,
     readonly storage: LevelStorage,
     readonly credentials: grpc.ChannelCredentials,
+    readonly metrics: NodeMetrics,
   ) {
     this.peers = new PeerClients(credentials);
   }
@@ -86,7 +132,15 @@ export class DebughostNode {
         `data dir ${options.dataDir} belongs to node '${identity.nodeId}' of cluster ${identity.clusterId}, not '${options.id}'; start with --id ${identity.nodeId} or use another --data-dir`,
       );
     }
-    const storage = await LevelStorage.open(join(options.dataDir, 'raft'), { fsync: options.fsync });
+    // The gauges read the node once it exists; the storage feeds the fsync histogram from the first write.
+    const view = { node: null as DebughostNode | null };
+    const metrics = new NodeMetrics(options.id, {
+      status: () => view.node?.raft?.raft.status() ?? null,
+      appliedIndex: () => view.node?.raft?.machine.appliedIndex ?? 0,
+      droppedMessages: () => view.node?.transport?.droppedTotal ?? 0,
+      watchers: () => view.node?.watches.watcherCount ?? 0,
+    });
+    const storage = await LevelStorage.open(join(options.dataDir, 'raft'), { fsync: options.fsync, onSync: (ms, entries) => metrics.sync(ms, entries) });
     const meta = storage.readMeta();
     if (meta !== null && meta.nodeId !== options.id) {
       await storage.close();
@@ -96,7 +150,8 @@ export class DebughostNode {
     }
     const credentials =
       options.tls === null ? grpc.credentials.createInsecure() : grpc.credentials.createSsl(options.tls.ca, options.tls.key, options.tls.cert);
-    const node = new DebughostNode(options, storage, credentials);
+    const node = new DebughostNode(options, storage, credentials, metrics);
+    view.node = node;
     if (meta !== null) node.clusterId = meta.clusterId;
     return node;
   }
@@ -180,6 +235,8 @@ export class DebughostNode {
             continue;
           }
           this.clusterId = status.clusterId;
+          for (const member of response.members) if (member.address !== '') this.joinAddresses.set(member.id, member.address);
+          if (response.leaderId !== '' && response.leaderAddress !== '') this.joinAddresses.set(response.leaderId, response.leaderAddress);
           await this.writeIdentity();
           this.options.log.info({ clusterId: this.clusterId, seed }, 'joined as a learner');
           this.startRaft(emptyPersistedState());
@@ -229,16 +286,25 @@ export class DebughostNode {
       credentials: this.credentials,
       messageBytesMax: MESSAGE_BYTES_MAX,
       queuedMessagesMax: 10_000,
-      onError: (peer, error) => this.options.log.debug({ peer, error: error.message }, 'peer stream broke'),
+      onError: (peer, error) => {
+        this.metrics.peerStreamError(peer);
+        this.options.log.debug({ peer, error: error.message }, 'peer stream broke');
+      },
     });
     this.transport = transport;
-    this.raft = new RaftNode(
+    const raft = new MeteredRaftNode(
       {
         clock: systemClock,
         random: systemRandom,
         storage: this.storage,
         transport,
+        // Proposals of one event-loop turn share one ready and one disk write.
+        defer: (callback) => setImmediate(callback),
         observer: {
+          // A new leader shows up in what gets persisted (its term, its first entry) on every node.
+          persisted: () => this.metrics.observeLeader(this.raft?.raft.leader ?? null),
+          applied: () => this.actors?.host.applied(),
+          snapshotApplied: () => this.actors?.host.applied(),
           fatal: (_node, error) => {
             this.options.log.fatal({ error: error.message }, 'storage failed; stopping');
             process.exitCode = 1;
@@ -258,19 +324,50 @@ export class DebughostNode {
         requestTimeoutMs: 5_000,
         pendingRequestsMax: 50_000,
       },
-      kvMachineFactory,
+      watchedKvMachineFactory(this.watches),
       persisted,
     );
+    raft.metrics = this.metrics;
+    this.raft = raft;
+    if (this.options.unsafeAckBeforeCommit === true) {
+      this.options.log.warn('--unsafe-ack-before-commit: writes are acknowledged before they commit; acknowledged writes WILL be lost (test-only)');
+      plantAckBeforeCommit(this.raft);
+    }
     this.raft.start();
+    void this.openActors();
     // The leader promotes learners once they have caught up, and notices its own removal.
     this.promoteTimer = setInterval(() => this.housekeeping(), 200);
+  }
+
+  private async openActors(): Promise<void> {
+    try {
+      const actors = await NodeActors.open(this, this.options.actors ?? ACTOR_OPTIONS_DEFAULT);
+      if (this.stopping) {
+        await actors.close();
+        return;
+      }
+      this.actors = actors;
+      this.projects = new ClusterProjectApi(actors, this.id, (node) => hostOf(this.addressOf(node)));
+    } catch (error) {
+      this.options.log.fatal({ error: (error as Error).message }, 'the actor layer could not start; stopping');
+      process.exitCode = 1;
+      this.onRemoved?.();
+    }
+  }
+
+  /** A Raft message from a peer: to the Raft driver, and to the actor layer's failure detector and lease. */
+  receiveRaft(message: Message): void {
+    this.raft?.receive(message);
+    this.actors?.host.raftMessageReceived(message.from);
   }
 
   addressOf(id: NodeId | string): string | null {
     const raft = this.raft;
     if (raft === null) return null;
     const value = raft.machine.kv.get(memberKey(id))?.value;
-    return value === undefined || value === '' ? null : value;
+    if (value !== undefined && value !== '') return value;
+    // Until the joiner's own log holds the member keys.
+    return this.joinAddresses.get(id) ?? null;
   }
 
   members(): { id: string; address: string; learner: boolean }[] {
@@ -295,12 +392,14 @@ export class DebughostNode {
       this.onRemoved?.();
       return;
     }
+    if (this.everMember && raft.raft.leader === null) void this.askWhetherRemoved();
     if (raft.raft.role !== 'leader' || this.promoting !== null) return;
     const status = raft.raft.status();
     for (const progress of status.progress) {
       if (!progress.learner) continue;
-      // Caught up: within a few entries of the leader's log.
-      if (progress.match + 16 < status.lastIndex) continue;
+      // Caught up: within a few entries of the leader's log (and has acknowledged something: in a
+      // short log, match 0 is also "within a few entries").
+      if (progress.match === 0 || progress.match + 16 < status.lastIndex) continue;
       this.promoting = progress.id;
       raft.proposeConfChange({ type: 'promote', node: progress.id }, (outcome) => {
         this.promoting = null;
@@ -310,11 +409,51 @@ export class DebughostNode {
     }
   }
 
-  /** Propose a membership change through this node: here when leader, else at the leader. */
-  changeMembership(change: ConfChange): Promise<WriteOutcome<KvResult>> {
+  /**
+   * A removed member often never learns of its removal: the leader stops
+   * sending to it once the change is in the log, before it commits. Left alone
+   * it would campaign forever. So a member without a leader asks the others:
+   * one that knows a leader and has applied a configuration without this node
+   * proves the removal committed (only committed entries are applied).
+   */
+  private async askWhetherRemoved(): Promise<void> {
+    const now = Date.now();
+    if (this.removalCheckRunning || now - this.removalCheckedAtMs < REMOVAL_CHECK_INTERVAL_MS) return;
+    this.removalCheckRunning = true;
+    this.removalCheckedAtMs = now;
+    try {
+      for (const member of this.members()) {
+        if (member.id === this.id || member.address === '' || this.stopping) continue;
+        const status = await this.peers.status(member.address, 1000).catch(() => null);
+        if (status === null || status.clusterId !== this.clusterId || status.leaderId === '') continue;
+        if (status.members.length > 0 && !status.members.some((m) => m.id === this.id)) {
+          this.options.log.info({ by: status.id, leader: status.leaderId }, 'this node was removed from the cluster (learnt from a member); stopping');
+          this.onRemoved?.();
+        }
+        return;
+      }
+    } finally {
+      this.removalCheckRunning = false;
+    }
+  }
+
+  /**
+   * Propose a membership change on this node (the leader). A new leader refuses
+   * changes until it has committed an entry of its term, and any leader while
+   * another change is unapplied: both pass within a few heartbeats, so they are
+   * retried here for up to `transientWaitMs` instead of failing the caller.
+   */
+  async changeMembership(change: ConfChange, transientWaitMs = 5_000): Promise<WriteOutcome<KvResult>> {
     const raft = this.raft;
-    if (raft === null) return Promise.resolve({ ok: false, reason: 'rejected', detail: 'this node has not started Raft yet' });
-    return new Promise((resolve) => raft.proposeConfChange(change, resolve));
+    if (raft === null) return { ok: false, reason: 'rejected', detail: 'this node has not started Raft yet' };
+    const deadline = Date.now() + transientWaitMs;
+    for (;;) {
+      const outcome = await new Promise<WriteOutcome<KvResult>>((resolve) => raft.proposeConfChange(change, resolve));
+      // The driver folds the core's reasons into 'rejected'; the two transient ones advise a retry.
+      const transient = !outcome.ok && outcome.reason === 'rejected' && /; retry (shortly|after it)$/.test(outcome.detail);
+      if (!transient || Date.now() >= deadline || this.stopping) return outcome;
+      await sleep(50);
+    }
   }
 
   async stop(options: { transferLeadership: boolean }): Promise<void> {
@@ -329,12 +468,50 @@ export class DebughostNode {
         this.options.log.info({ to: target.id, done: raft.raft.role !== 'leader' }, 'transferred leadership before stopping');
       }
     }
+    const actors = this.actors;
+    if (actors !== null) {
+      // Projects move to the other nodes while Raft still runs here, then whatever is left stops.
+      const drained = options.transferLeadership ? await actors.drain(DRAIN_MS_MAX) : false;
+      this.options.log.info({ drained }, drained ? 'handed every project off before stopping' : 'stopping this node\'s projects');
+      await actors.close();
+    }
     if (this.promoteTimer !== null) clearInterval(this.promoteTimer);
     raft?.stop();
     this.transport?.close();
     this.peers.close();
     await this.storage.close();
   }
+}
+
+/**
+ * TEST-ONLY fault plant (`--unsafe-ack-before-commit`): answer every proposal
+ * the leader accepts at once, before a quorum holds it, and forget the real
+ * outcome. The chaos suite runs it to prove its checkers catch lost writes; a
+ * refusal (not leader, overloaded) still comes back as it is.
+ */
+function plantAckBeforeCommit(raft: KvNode): void {
+  const propose = raft.propose.bind(raft);
+  raft.propose = (data, callback) => {
+    let answered = false;
+    propose(data, (outcome) => {
+      if (answered) return;
+      answered = true;
+      callback(outcome);
+    });
+    if (answered) return;
+    answered = true;
+    callback({ ok: true, index: 0 as LogIndex, result: { ok: true, revision: raft.machine.kv.revision } });
+  };
+}
+
+/** How often a member without a leader asks the others whether it was removed. */
+const REMOVAL_CHECK_INTERVAL_MS = 1_000;
+
+/** The host part of HOST:PORT (brackets of an IPv6 address removed). */
+function hostOf(address: string | null): string | null {
+  if (address === null) return null;
+  const host = address.slice(0, address.lastIndexOf(':'));
+  return host.startsWith('[') ? host.slice(1, -1) : host;
 }
 
 const sortMembers = <T extends { id: string }>(members: readonly T[]): T[] => [...members].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));

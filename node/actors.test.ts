@@ -1,0 +1,142 @@
+// Projects survive their node on real processes: SIGKILL of an owner moves its projects to the others, which start them;
+// the killed node rejoins without any project running twice; a fourth node takes over about a quarter with a hand-off.
+// "Running" is counted from /proc: every workload carries a marker in its environment.
+import { readdirSync, readFileSync } from 'node:fs';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import test from 'ava';
+import { LocalCluster, until, sleep, type Member } from './local-cluster.ts';
+
+const PROJECTS = 12;
+const MARK = `DH_ACTORS_TEST_${process.pid}`;
+type Result = { isError?: boolean; content: { text: string }[]; structuredContent?: Record<string, unknown> };
+
+let cluster: LocalCluster;
+const clients = new Map<string, Client>();
+
+async function clientOf(member: Member): Promise<Client> {
+  const existing = clients.get(member.id);
+  if (existing !== undefined) return existing;
+  const client = new Client({ name: 'actors-test', version: '1' });
+  await client.connect(new StreamableHTTPClientTransport(new URL(`http://${member.mcp}/mcp`)));
+  clients.set(member.id, client);
+  return client;
+}
+
+async function call(member: Member, name: string, args: Record<string, unknown>): Promise<Result> {
+  return (await (await clientOf(member)).callTool({ name, arguments: args }, undefined, { timeout: 60_000 })) as Result;
+}
+
+/** Live processes per project, from the marker in each workload's environment. */
+function runningByProject(): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let environ: string;
+    let stat: string;
+    try {
+      environ = readFileSync(`/proc/${entry}/environ`, 'utf8');
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
+    if (/^\d+ \(.*\) Z/.test(stat)) continue;
+    // Only the workload itself (sleep), not the shells around it.
+    if (!stat.includes('(sleep)')) continue;
+    const match = new RegExp(`${MARK}=(p\\d+)`).exec(environ);
+    if (match?.[1] !== undefined) counts.set(match[1], (counts.get(match[1]) ?? 0) + 1);
+  }
+  return counts;
+}
+
+const names = Array.from({ length: PROJECTS }, (_, i) => `p${i + 1}`);
+
+async function owners(via: Member): Promise<Map<string, string>> {
+  const list = await call(via, 'project_list', {});
+  const out = new Map<string, string>();
+  for (const project of list.structuredContent?.projects as { name: string; owner: string | null; state: string }[]) out.set(project.name, project.owner ?? '');
+  return out;
+}
+
+/** Every project runs exactly once, counted on this host. */
+function exactlyOnce(): boolean {
+  const counts = runningByProject();
+  return names.every((name) => counts.get(name) === 1) && counts.size === names.length;
+}
+
+test.before(async () => {
+  cluster = await LocalCluster.create(3, { extraArgs: ['--docker', 'off'] });
+  for (const member of cluster.members) cluster.start(member);
+  await cluster.waitForLeader(30_000);
+});
+
+test.after.always(async () => {
+  for (const client of clients.values()) await client.close().catch(() => {});
+  await cluster?.stop();
+  // Workloads die with their nodes; this asserts the test left none behind.
+  await until('no workload left', 10_000, () => (runningByProject().size === 0 ? true : null)).catch(() => {});
+});
+
+test.serial('killing an owner moves its projects; it rejoins without duplicates; a fourth node takes a share with a hand-off', async (t) => {
+  const [n1, n2, n3] = cluster.members as [Member, Member, Member];
+  for (const name of names) {
+    const started = await call(n1, 'project_start', { name, command: `exec sleep 600`, env: { [MARK]: name }, ports: [], restart: 'always' });
+    t.falsy(started.isError, started.content[0]?.text);
+  }
+  await until('every project running once', 20_000, () => (exactlyOnce() ? true : null));
+  const before = await owners(n1);
+  // The node that owns the most projects dies.
+  const victim = [n1, n2, n3].map((m) => ({ m, count: [...before.values()].filter((o) => o === m.id).length })).sort((a, b) => b.count - a.count)[0]?.m as Member;
+  const moved = names.filter((name) => before.get(name) === victim.id);
+  t.log(`owners before: ${JSON.stringify(Object.fromEntries(before))}; killing ${victim.id} with ${moved.length} projects`);
+  t.true(moved.length > 0);
+  const survivor = [n1, n2, n3].find((m) => m !== victim) as Member;
+  const killedAt = performance.now();
+  await cluster.kill(victim, 'SIGKILL');
+  // Its workloads die with it (the supervisor watches a pipe from the node)...
+  await until('the victim\'s workloads gone', 10_000, () => (moved.every((name) => (runningByProject().get(name) ?? 0) === 0) ? true : null));
+  // ...and the others start them again.
+  await until('moved projects running elsewhere', 60_000, () => (exactlyOnce() ? true : null), 100);
+  const failoverMs = performance.now() - killedAt;
+  t.log(`all ${moved.length} projects of ${victim.id} ran again elsewhere ${Math.round(failoverMs)} ms after SIGKILL`);
+  const after = await owners(survivor);
+  for (const name of moved) t.not(after.get(name), victim.id, `${name} moved away from ${victim.id}`);
+
+  cluster.start(victim);
+  await until('the victim back in the ring', 60_000, async () => {
+    const status = await call(survivor, 'cluster_status', {});
+    const ring = status.structuredContent?.ring as { live: string[] } | null;
+    return ring?.live.includes(victim.id) === true ? true : null;
+  });
+  // Hand-off back to the rejoined node: never two copies at once for long, exactly one at the end.
+  const samples: number[] = [];
+  const settleUntil = Date.now() + 8_000;
+  while (Date.now() < settleUntil) {
+    samples.push(Math.max(0, ...runningByProject().values()));
+    await sleep(100);
+  }
+  await until('exactly once after the rejoin', 30_000, () => (exactlyOnce() ? true : null));
+  t.log(`most copies of one project seen during the rejoin: ${Math.max(...samples)}`);
+
+  const fourth = await cluster.addMember();
+  cluster.start(fourth);
+  await until('the fourth node in the ring', 60_000, async () => {
+    const status = await call(survivor, 'cluster_status', {});
+    const ring = status.structuredContent?.ring as { live: string[] } | null;
+    return ring?.live.includes(fourth.id) === true ? true : null;
+  });
+  await until('projects on the fourth node running once', 30_000, async () => {
+    const current = await owners(survivor);
+    return exactlyOnce() && [...current.values()].some((owner) => owner === fourth.id) ? current : null;
+  });
+  const final = await owners(survivor);
+  const onFourth = names.filter((name) => final.get(name) === fourth.id).length;
+  t.log(`the fourth node took ${onFourth} of ${PROJECTS} projects`);
+  t.true(onFourth >= 1 && onFourth <= PROJECTS * 0.6, `about a quarter moved, got ${onFourth}`);
+  for (const name of names) {
+    const status = await call(fourth, 'project_status', { name });
+    t.is(status.structuredContent?.state, 'running', `${name} runs (${status.content[0]?.text})`);
+  }
+  for (const name of names) await call(survivor, 'project_remove', { name });
+  await until('nothing left running', 20_000, () => (runningByProject().size === 0 ? true : null));
+});
