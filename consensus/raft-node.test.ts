@@ -1,10 +1,10 @@
 // Goal: the driver answers a write that cannot be applied exactly once, as `unknown`, at the first tick after its deadline.
 import test from 'ava';
 import { RaftNode, type StateMachine, type WriteOutcome } from './raft-node.ts';
-import { defaultRaftConfig } from './raft.ts';
+import { defaultRaftConfig, Raft } from './raft.ts';
 import { bootstrapState, type PersistBatch, type RaftStorage } from './storage.ts';
 import { counterRandom } from './testing/network.ts';
-import type { Clock, Entry, LogIndex, NodeId, TimerHandle } from './types.ts';
+import type { Clock, Entry, LogIndex, NodeId, Term, TimerHandle } from './types.ts';
 
 /** Timers fire only when the test advances time. */
 class ManualClock implements Clock {
@@ -108,4 +108,34 @@ test('stop answers every pending write unknown, once', (t) => {
   clock.advance(10 * REQUEST_TIMEOUT_MS);
   t.is(outcomes.length, 1);
   t.like(outcomes[0], { ok: false, reason: 'unknown' });
+});
+
+test('a write whose index is proposed again (leadership lost and regained before it applied) is answered rejected, not dropped', (t) => {
+  // The core is asked twice and answers the same index with a newer term, as after a truncation by another leader.
+  const clock = new ManualClock();
+  const id = 'n1' as NodeId;
+  let term = 1;
+  const node = new RaftNode<number, CountingMachine>(
+    {
+      clock,
+      random: counterRandom(),
+      storage: new HoldingStorage(),
+      transport: { send: () => undefined },
+      createRaft: (config, random, persisted) => {
+        const raft = new Raft(config, random, persisted);
+        raft.propose = () => ({ ok: true, index: 99 as LogIndex, term: term++ as Term });
+        return raft;
+      },
+    },
+    { raft: defaultRaftConfig(id), tickMs: TICK_MS, requestTimeoutMs: REQUEST_TIMEOUT_MS, pendingRequestsMax: 100 },
+    { empty: () => new CountingMachine(), restore: () => new CountingMachine() },
+    bootstrapState([id]),
+  );
+  const first: WriteOutcome<number>[] = [];
+  node.propose(new Uint8Array([1]), (outcome) => first.push(outcome));
+  t.is(first.length, 0);
+  node.propose(new Uint8Array([2]), () => undefined);
+  t.is(first.length, 1, 'the displaced caller is answered once');
+  t.like(first[0], { ok: false, reason: 'rejected' });
+  node.stop();
 });
