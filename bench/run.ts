@@ -3,8 +3,14 @@
 import { performance } from 'node:perf_hooks';
 import { ALL_FAULTS } from '../simulator/faults.ts';
 import { runSeed } from '../simulator/run-seed.ts';
+import { actorsBench } from './actors.ts';
+import { logsBench } from './logs.ts';
+import { mcpBench } from './mcp.ts';
+import { raftBench } from './raft.ts';
+import { runtimeBench } from './runtime.ts';
+import { BenchUsageError } from './raft-stats.ts';
 
-type Bench = (args: string[]) => Record<string, number | string>;
+type Bench = (args: string[]) => Record<string, number | string> | Promise<Record<string, number | string>>;
 
 const median = (values: number[]): number => {
   const sorted = [...values].sort((a, b) => a - b);
@@ -36,9 +42,9 @@ const sim: Bench = () => {
   };
 };
 
-const benches: Record<string, Bench> = { sim };
+const benches: Record<string, Bench> = { sim, raft: raftBench, logs: logsBench, runtime: runtimeBench, actors: actorsBench, mcp: mcpBench };
 
-function main(argv: string[]): number {
+async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv.filter((arg) => arg !== '--json');
   const json = argv.includes('--json');
   const bench = name === undefined ? undefined : benches[name];
@@ -46,10 +52,17 @@ function main(argv: string[]): number {
     process.stderr.write(`bench: unknown benchmark '${name ?? ''}'; known: ${Object.keys(benches).join(', ')}\n`);
     return 2;
   }
-  const result = bench(rest);
+  let result: Record<string, number | string>;
+  try {
+    result = await bench(rest);
+  } catch (error) {
+    if (!(error instanceof BenchUsageError)) throw error;
+    process.stderr.write(`bench ${name}: ${error.message}\n`);
+    return 2;
+  }
   for (const [key, value] of Object.entries(result)) process.stdout.write(`${key.padEnd(24)} ${String(value)}\n`);
   if (json) process.stdout.write(`${JSON.stringify(result)}\n`);
   return 0;
 }
 
-process.exitCode = main(process.argv.slice(2));
+process.exitCode = await main(process.argv.slice(2));
