@@ -2,7 +2,7 @@
 import * as grpc from '@grpc/grpc-js';
 import test from 'ava';
 import type { Operation } from '../simulator/history.ts';
-import { checkRegisters, checkSet, classifyWriteError, recoveryPerWindow } from './checker.ts';
+import { allowedFinal, checkExactlyOnce, checkRegisters, checkSet, classifyWriteError, recoveryPerWindow, type FinalDesired, type ProjectCall } from './checker.ts';
 import { escapeHtml, renderReport } from './report.ts';
 
 test('a refused write failed; a timed-out or cut-off one is unknown', (t) => {
@@ -105,4 +105,29 @@ test('the report is one self-contained page: an SVG with a shaded band per windo
   t.true(html.includes('pause &#60;n2&#62;'));
   t.false(/<script|src=|href=/.test(html));
   t.is(escapeHtml(`a<b>"c"&'`), 'a&#60;b&#62;&#34;c&#34;&#38;&#39;');
+});
+
+const call = (intent: ProjectCall['intent'], outcome: ProjectCall['outcome'], startMs: number, endMs: number): ProjectCall => ({ project: 'p', intent, outcome, startMs, endMs });
+
+test('the final desired state of a project: the last acknowledged change, either of two concurrent ones, or any unknown one', (t) => {
+  t.deepEqual([...allowedFinal([])], ['absent']);
+  t.deepEqual([...allowedFinal([call('running', 'ok', 0, 10), call('stopped', 'ok', 20, 30), call(null, 'ok', 40, 50)])], ['stopped']);
+  // Overlapping acknowledged calls may be applied in either order.
+  t.deepEqual([...allowedFinal([call('running', 'ok', 0, 30), call('stopped', 'ok', 20, 25)])].sort(), ['running', 'stopped']);
+  // A failed change took no effect; an unknown one may have, even after later acknowledged ones.
+  t.deepEqual([...allowedFinal([call('running', 'unknown', 0, 5), call('stopped', 'ok', 20, 30), call('running', 'fail', 40, 50)])].sort(), ['running', 'stopped']);
+  t.deepEqual([...allowedFinal([call('running', 'unknown', 0, 5)])].sort(), ['absent', 'running']);
+});
+
+test('exactly once: duplicates, missing and orphaned projects are told apart; a matching host has none', (t) => {
+  const desired = new Map<string, FinalDesired>([
+    ['a', 'running'],
+    ['b', 'running'],
+    ['c', 'stopped'],
+    ['d', 'absent'],
+    ['e', 'running'],
+  ]);
+  t.deepEqual(checkExactlyOnce(desired, new Map([['a', 1], ['b', 1], ['e', 1]])), { duplicates: [], missing: [], orphans: [] });
+  // Planted: a runs twice, b nowhere, c and d although stopped or removed, and f nobody ever asked for.
+  t.deepEqual(checkExactlyOnce(desired, new Map([['a', 2], ['c', 1], ['d', 1], ['e', 1], ['f', 1]])), { duplicates: ['a'], missing: ['b'], orphans: ['c', 'd', 'f'] });
 });

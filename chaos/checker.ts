@@ -106,3 +106,72 @@ export function recoveryPerWindow(
     return latest - window.endMs;
   });
 }
+
+// ---- MCP projects: exactly once ------------------------------------------------------------
+
+/** What a project call asks for: its desired run state afterwards, or nothing (status). */
+export type ProjectIntent = 'running' | 'stopped' | null;
+
+/** One project call as the client saw it (ms since the run started). */
+export interface ProjectCall {
+  readonly project: string;
+  readonly intent: ProjectIntent;
+  readonly outcome: Outcome;
+  readonly startMs: number;
+  readonly endMs: number;
+}
+
+/** The final desired state as the store says it: `absent` = the project was never created. */
+export type FinalDesired = 'running' | 'stopped' | 'absent';
+
+/**
+ * The final desired states the history allows for one project: an
+ * acknowledged change that no other acknowledged change followed in real time
+ * (concurrent ones may be ordered either way), or any unknown change (it may
+ * take effect at any time). `absent` only when no change was acknowledged.
+ */
+export function allowedFinal(calls: readonly ProjectCall[]): Set<FinalDesired> {
+  const changes = calls.filter((call) => call.intent !== null);
+  const acked = changes.filter((call) => call.outcome === 'ok');
+  const allowed = new Set<FinalDesired>();
+  if (acked.length === 0) allowed.add('absent');
+  const lastInvokeMs = Math.max(-Infinity, ...acked.map((call) => call.startMs));
+  for (const call of acked) if (call.endMs >= lastInvokeMs) allowed.add(call.intent as FinalDesired);
+  for (const call of changes) if (call.outcome === 'unknown') allowed.add(call.intent as FinalDesired);
+  return allowed;
+}
+
+export interface ExactlyOnceVerdict {
+  /** Desired running, more than one copy running. */
+  readonly duplicates: string[];
+  /** Desired running, no copy running. */
+  readonly missing: string[];
+  /** Desired stopped (or never created), running somewhere. */
+  readonly orphans: string[];
+}
+
+/** Compare what should run (the store's desired state) with what runs on the host (copies per project). */
+export function checkExactlyOnce(desired: ReadonlyMap<string, FinalDesired>, copies: ReadonlyMap<string, number>): ExactlyOnceVerdict {
+  const duplicates: string[] = [];
+  const missing: string[] = [];
+  const orphans: string[] = [];
+  for (const project of new Set([...desired.keys(), ...copies.keys()])) {
+    const count = copies.get(project) ?? 0;
+    const state = desired.get(project) ?? 'absent';
+    switch (state) {
+      case 'running':
+        if (count > 1) duplicates.push(project);
+        if (count === 0) missing.push(project);
+        break;
+      case 'stopped':
+      case 'absent':
+        if (count > 0) orphans.push(project);
+        break;
+      default: {
+        const never: never = state;
+        throw new Error(`unexpected desired state ${String(never)}`);
+      }
+    }
+  }
+  return { duplicates: duplicates.sort(), missing: missing.sort(), orphans: orphans.sort() };
+}

@@ -8,19 +8,21 @@ import { join, resolve as resolvePath } from 'node:path';
 import { parseArgs } from 'node:util';
 import { UsageError, parseIntegerFlag } from '../node/usage-error.ts';
 import { leftovers, sweep } from './hosts.ts';
-import { runChaos } from './run.ts';
+import { ChaosRunError, mcpFigures, parseWorkloads, runChaos } from './run.ts';
 import { NEMESIS_KINDS, ScheduleError, parseKinds } from './schedule.ts';
 
-const HELP = `usage: debughost chaos [--time S] [--nodes N] [--nemesis KINDS] [--seed S] [--json]
+const HELP = `usage: debughost chaos [--time S] [--nodes N] [--nemesis KINDS] [--workload kv,mcp] [--seed S] [--json]
                        [--report FILE | --no-report] [--clients N] [--keys N] [--op-timeout-ms MS]
                        [--no-fsync] [--unsafe-ack-before-commit]
        debughost chaos --sweep PREFIX
 
 Runs N real nodes (default 5), each in its own network namespace, for S seconds
 (default 60) under faults drawn from the seed (printed at the start; give it
-again to replay the schedule), with concurrent KV clients; then checks the
-history (linearizable registers, no acknowledged insert lost or applied twice)
-and measures recovery. Needs root, iproute2 and iptables. Everything the run
+again to replay the schedule), with concurrent KV clients and MCP clients
+starting and stopping projects (--workload, default kv,mcp); then checks the
+history (linearizable registers, no acknowledged insert lost or applied twice,
+every project wanted running runs exactly once on the host, every other
+nowhere) and measures recovery. Needs root, iproute2 and iptables. Everything the run
 makes is removed at the end, also on Ctrl-C; if the runner itself was
 SIGKILLed, --sweep PREFIX (the dhcXXXXXX printed at the start) removes what
 that run left.
@@ -40,6 +42,7 @@ export async function chaosCommand(argv: string[]): Promise<number> {
         time: { type: 'string' },
         nodes: { type: 'string' },
         nemesis: { type: 'string' },
+        workload: { type: 'string' },
         seed: { type: 'string' },
         json: { type: 'boolean' },
         report: { type: 'string' },
@@ -71,6 +74,13 @@ export async function chaosCommand(argv: string[]): Promise<number> {
     if (error instanceof ScheduleError) throw new UsageError(error.message);
     throw error;
   }
+  let workloads;
+  try {
+    workloads = parseWorkloads(values.workload ?? 'kv,mcp');
+  } catch (error) {
+    if (error instanceof ChaosRunError) throw new UsageError(error.message);
+    throw error;
+  }
   const reportPath = values['no-report'] === true ? null : resolvePath(values.report ?? `chaos-report-${seed}.html`);
   const abort = new AbortController();
   const interrupt = (): void => {
@@ -85,6 +95,7 @@ export async function chaosCommand(argv: string[]): Promise<number> {
       durationMs: seconds * 1000,
       nodeCount,
       kinds,
+      workloads,
       clients: parseIntegerFlag('clients', values.clients ?? '6', 1, 64),
       keys: parseIntegerFlag('keys', values.keys ?? '3', 1, 100),
       opTimeoutMs: parseIntegerFlag('op-timeout-ms', values['op-timeout-ms'] ?? '2000', 100, 60_000),
@@ -99,7 +110,7 @@ export async function chaosCommand(argv: string[]): Promise<number> {
     process.removeListener('SIGTERM', interrupt);
   });
   process.stdout.write(
-    `chaos: ${result.ok ? 'OK' : 'FAILED'} — ${result.ops} ops (${result.unknown} unknown, ${result.failed} failed), lost ${result.lost}, duplicates ${result.duplicates}, linearizable ${String(result.linearizable)}, recovery ${result.recoverySeconds ?? 'never'} s (seed ${seed})\n`,
+    `chaos: ${result.ok ? 'OK' : 'FAILED'} — ${result.ops} ops (${result.unknown} unknown, ${result.failed} failed), lost ${result.lost}, duplicates ${result.duplicates}, linearizable ${String(result.linearizable)}${result.mcp === null ? '' : `, projects: ${result.mcp.duplicates} duplicated, ${result.mcp.missing} missing, ${result.mcp.orphans} orphaned`}, recovery ${result.recoverySeconds ?? 'never'} s (seed ${seed})\n`,
   );
   if (values.json === true) {
     const json = {
@@ -108,12 +119,14 @@ export async function chaosCommand(argv: string[]): Promise<number> {
       nodes: nodeCount,
       time: seconds,
       nemesis: kinds,
+      workloads,
       ops: result.ops,
       unknown: result.unknown,
       failed: result.failed,
       lost: result.lost,
       duplicates: result.duplicates,
       linearizable: result.linearizable,
+      ...(result.mcp === null ? {} : { mcp: mcpFigures(result.mcp) }),
       recoverySeconds: result.recoverySeconds,
       stuckStops: result.stuckStops.length,
       crashes: result.crashes.length,

@@ -104,7 +104,8 @@ export class ChaosCluster {
     if (node.child !== null && node.child.exitCode === null && node.child.signalCode === null) throw new NodeProcessError(`node ${node.id} is still running`);
     const { hosts } = this.options;
     const dataDir = join(this.options.dataRoot, `${node.id}`);
-    const nodeArgs = [BIN, 'node', '--id', node.id, '--grpc', node.address, '--mcp', `${hosts.address(slot)}:${MCP_PORT}`, '--seeds', this.seeds, '--data-dir', dataDir, '--insecure'];
+    // Processes only (--docker off): the MCP workload counts its projects in this host's /proc.
+    const nodeArgs = [BIN, 'node', '--id', node.id, '--grpc', node.address, '--mcp', `${hosts.address(slot)}:${MCP_PORT}`, '--seeds', this.seeds, '--data-dir', dataDir, '--insecure', '--docker', 'off'];
     if (!this.options.fsync) nodeArgs.push('--no-fsync');
     if (this.options.unsafeAckBeforeCommit) nodeArgs.push('--unsafe-ack-before-commit');
     this.faketimeOffsetSeconds.set(slot, faketimeOffsetSeconds);

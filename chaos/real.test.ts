@@ -6,6 +6,7 @@ import test, { type ExecutionContext } from 'ava';
 import { leftovers, newRunPrefix, sweep } from './hosts.ts';
 import { runChaos, type ChaosOptions, type ChaosResult } from './run.ts';
 import { PARTITION_SHAPES, planSchedule, type NemesisKind } from './schedule.ts';
+import { countMarked } from './workload-mcp.ts';
 
 // Namespaces and iptables need root; CI runs as root. Elsewhere these show as skipped, not passed.
 const isRoot = process.getuid?.() === 0;
@@ -37,7 +38,7 @@ async function chaos(t: ExecutionContext, options: Partial<ChaosOptions> & Pick<
   const lines: string[] = [];
   try {
     return await runChaos(
-      { seed, clients: 6, keys: 3, opTimeoutMs: 2000, fsync: true, unsafeAckBeforeCommit: false, reportPath: null, prefix, log: (line) => lines.push(line), ...options },
+      { seed, workloads: ['kv'], clients: 6, keys: 3, opTimeoutMs: 2000, fsync: true, unsafeAckBeforeCommit: false, reportPath: null, prefix, log: (line) => lines.push(line), ...options },
       new AbortController().signal,
     );
   } finally {
@@ -92,14 +93,31 @@ realTest('rolling restart under load', async (t) => {
   assertHealthy(t, result, kinds);
 });
 
-// Known node bug found by this suite (reported; not chaos code): a node that joins a running
-// cluster sometimes never catches up (commit 0) yet is promoted to voter, and calls through it
-// never succeed. It does not happen every run, so it would make CI flaky: this test runs only
-// with DEBUGHOST_CHAOS_KNOWN_BUGS=1 until the node is fixed, then becomes a plain realTest.
-(isRoot && process.env.DEBUGHOST_CHAOS_KNOWN_BUGS === '1' ? test.serial : test.serial.skip)('member removal under load and a fresh node joining through the seeds', async (t) => {
+// Once a known node bug (a joining node that never caught up); fixed in node/node.ts, so a plain test again.
+realTest('member removal under load and a fresh node joining through the seeds', async (t) => {
   const kinds: NemesisKind[] = ['member'];
   const result = await chaos(t, { kinds, durationMs: 20_000, nodeCount: 3 });
   assertHealthy(t, result, kinds);
+});
+
+realTest('MCP projects under SIGKILL and partitions: at the end each project wanted running runs exactly once, the rest nowhere', async (t) => {
+  const kinds: NemesisKind[] = ['kill', 'partition'];
+  const result = await chaos(t, { kinds, workloads: ['mcp'], durationMs: 30_000, nodeCount: 3 });
+  const struck = new Set(result.windows.flatMap((window) => window.faults.map((fault) => fault.kind)));
+  t.deepEqual([...struck].sort(), [...kinds].sort(), 'every nemesis asked for struck');
+  const mcp = result.mcp;
+  if (mcp === null) return t.fail('the mcp workload gave no verdict');
+  const changes = result.calls.filter((call) => call.op !== 'project_status' && call.outcome === 'ok').length;
+  t.true(changes > 30, `only ${changes} acknowledged project changes`);
+  t.is(mcp.duplicates, 0);
+  t.is(mcp.missing, 0);
+  t.is(mcp.orphans, 0);
+  t.is(mcp.contradicted, 0);
+  t.not(mcp.settleSeconds, null);
+  t.true(result.ok, result.verdicts.flatMap((v) => v.findings).join('\n'));
+  // Every project was removed at the end, and the teardown left no workload of this run on the host.
+  t.is(mcp.leftAfterRemove, 0);
+  t.deepEqual([...countMarked(`DH_CHAOS_MARK_${result.prefix}`).entries()], []);
 });
 
 realTest('planted faults fail the checks: writes acknowledged before commit are lost, stale reads are not linearizable', async (t) => {

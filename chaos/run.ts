@@ -15,14 +15,33 @@ import { Hosts, newRunPrefix } from './hosts.ts';
 import { runNemesis, type TimelineEvent, type WindowRecord } from './nemesis.ts';
 import { renderReport } from './report.ts';
 import { describeFault, planSchedule, type NemesisKind, type Window } from './schedule.ts';
-import type { CallRecord, WorkloadVerdict } from './workload.ts';
+import type { CallRecord, Workload, WorkloadVerdict } from './workload.ts';
 import { KvWorkload, type OpMix } from './workload-kv.ts';
+import { McpWorkload, type McpVerdict } from './workload-mcp.ts';
+
+export const WORKLOAD_KINDS = ['kv', 'mcp'] as const;
+export type WorkloadKind = (typeof WORKLOAD_KINDS)[number];
+/** Projects the MCP workload's clients share, and how many clients: few, so that calls often meet on one project. */
+export const MCP_PROJECTS = 6;
+export const MCP_CLIENTS = 3;
+/** A project call may wait for the owner to record and launch it; longer than a KV call. */
+const MCP_OP_TIMEOUT_MS_MIN = 5_000;
+
+/** `kv,mcp` → the kinds; a clear error for anything else. */
+export function parseWorkloads(text: string): WorkloadKind[] {
+  const kinds = text.split(',').map((kind) => kind.trim()).filter((kind) => kind !== '');
+  const unknown = kinds.filter((kind) => !(WORKLOAD_KINDS as readonly string[]).includes(kind));
+  if (unknown.length > 0 || kinds.length === 0) throw new ChaosRunError(`--workload takes a comma list of ${WORKLOAD_KINDS.join(', ')}; got '${text}'`);
+  return [...new Set(kinds)] as WorkloadKind[];
+}
 
 export interface ChaosOptions {
   readonly seed: number;
   readonly durationMs: number;
   readonly nodeCount: number;
   readonly kinds: readonly NemesisKind[];
+  /** Which workloads run side by side (kv registers and inserts; mcp projects). */
+  readonly workloads: readonly WorkloadKind[];
   readonly clients: number;
   readonly keys: number;
   readonly opTimeoutMs: number;
@@ -52,6 +71,8 @@ export interface ChaosResult {
   readonly lost: number;
   readonly duplicates: number;
   readonly linearizable: boolean | null;
+  /** The MCP workload's exactly-once figures; null when it did not run. */
+  readonly mcp: McpVerdict | null;
   /** From the end of the last fault until a write succeeded through every node; null if that never happened. */
   readonly recoverySeconds: number | null;
   /** Nodes that had to be SIGKILLed because they did not exit after SIGTERM or removal. */
@@ -85,7 +106,7 @@ export async function runChaos(options: ChaosOptions, signal: AbortSignal): Prom
   let cluster: ChaosCluster | null = null;
   // Process events (exits, stuck stops) before the nemesis clock starts go to the log only.
   const events = { push: (text: string): void => log(`  ${text}`) };
-  let workload: KvWorkload | null = null;
+  const workloads: Workload[] = [];
   try {
     log(`chaos: hosts on ${hosts.subnet}.0/24 (namespaces ${prefix}-*), data and logs in ${workDir}`);
     cluster = new ChaosCluster({
@@ -104,7 +125,11 @@ export async function runChaos(options: ChaosOptions, signal: AbortSignal): Prom
     const t0 = performance.now();
     const now = (): number => performance.now() - t0;
     const live = cluster;
-    workload = new KvWorkload({
+    const targets = {
+      members: () => live.members.map((node) => ({ id: node.id, address: node.address })),
+      running: () => live.members.filter((node) => node.state === 'running').map((node) => ({ id: node.id, address: node.address })),
+    };
+    const kv = !options.workloads.includes('kv') ? null : new KvWorkload({
       seed: options.seed,
       clients: options.clients,
       keys: options.keys,
@@ -112,15 +137,25 @@ export async function runChaos(options: ChaosOptions, signal: AbortSignal): Prom
       now,
       ...(options.mix === undefined ? {} : { mix: options.mix }),
       staleReads: options.staleReads === true,
-      targets: {
-        members: () => live.members.map((node) => ({ id: node.id, address: node.address })),
-        running: () => live.members.filter((node) => node.state === 'running').map((node) => ({ id: node.id, address: node.address })),
-      },
+      targets,
     });
+    const mcp = !options.workloads.includes('mcp')
+      ? null
+      : new McpWorkload({
+          seed: options.seed,
+          clients: MCP_CLIENTS,
+          projects: MCP_PROJECTS,
+          mark: `DH_CHAOS_MARK_${prefix}`,
+          opTimeoutMs: Math.max(options.opTimeoutMs, MCP_OP_TIMEOUT_MS_MIN),
+          targets,
+          now,
+        });
+    if (kv !== null) workloads.push(kv);
+    if (mcp !== null) workloads.push(mcp);
     const stopWorkload = new AbortController();
     const onAbort = (): void => stopWorkload.abort();
     signal.addEventListener('abort', onAbort, { once: true });
-    const clients = workload.run(stopWorkload.signal);
+    const clients = Promise.all(workloads.map((workload) => workload.run(stopWorkload.signal)));
     let nemesis: { records: WindowRecord[]; timeline: TimelineEvent[] };
     try {
       nemesis = await runNemesis(windows, { cluster, hosts, now, signal, event: (text) => log(`  ${(now() / 1000).toFixed(1)} s  ${text}`) });
@@ -140,13 +175,21 @@ export async function runChaos(options: ChaosOptions, signal: AbortSignal): Prom
     await clients;
     signal.removeEventListener('abort', onAbort);
     if (signal.aborted) throw new ChaosRunError('interrupted; everything the run made was removed');
-    const verdict = await workload.verdict(signal);
-    for (const line of verdict.findings) log(`chaos: ${line}`);
-    const calls = workload.calls;
+    const verdicts: WorkloadVerdict[] = [];
+    for (const workload of workloads) {
+      const verdict = await workload.verdict(signal);
+      for (const line of verdict.findings) log(`chaos: ${workload.name}: ${line}`);
+      verdicts.push(verdict);
+    }
+    const mcpVerdict = (verdicts.find((verdict) => verdict.workload === 'mcp') as McpVerdict | undefined) ?? null;
+    const lost = verdicts.reduce((sum, verdict) => sum + verdict.lost, 0);
+    const duplicates = verdicts.reduce((sum, verdict) => sum + verdict.duplicates, 0);
+    const linearizable = verdicts.find((verdict) => verdict.workload === 'kv')?.linearizable ?? null;
+    const calls = workloads.flatMap((workload) => workload.calls).sort((a, b) => a.startMs - b.startMs);
     const ops = calls.length;
     const unknown = calls.filter((call) => call.outcome === 'unknown').length;
     const failed = calls.filter((call) => call.outcome === 'fail').length;
-    const ok = verdict.ok && recoverySeconds !== null && cluster.crashes.length === 0;
+    const ok = verdicts.every((verdict) => verdict.ok) && recoverySeconds !== null && cluster.crashes.length === 0;
     if (cluster.crashes.length > 0) log(`chaos: nodes exited by themselves: ${cluster.crashes.join(', ')}`);
     if (cluster.stuckStops.length > 0) log(`chaos: ${cluster.stuckStops.length} graceful stops hung and needed SIGKILL (${cluster.stuckStops.join(', ')})`);
     const perWindow = recoveryPerWindow(nemesis.records, writeSuccesses(calls), cluster.members.map((node) => node.id));
@@ -162,9 +205,22 @@ export async function runChaos(options: ChaosOptions, signal: AbortSignal): Prom
         windows: nemesis.records,
         perWindowRecoveryMs: perWindow,
         timeline: nemesis.timeline,
-        verdicts: [verdict],
-        summary: { ok, ops, unknown, failed, lost: verdict.lost, duplicates: verdict.duplicates, linearizable: verdict.linearizable, recoverySeconds, stuckStops: cluster.stuckStops.length, crashes: cluster.crashes.length },
-        registerExplanation: workload.explainRegisters(),
+        verdicts,
+        summary: {
+          ok,
+          workloads: options.workloads,
+          ops,
+          unknown,
+          failed,
+          lost,
+          duplicates,
+          linearizable,
+          ...(mcpVerdict === null ? {} : { mcp: mcpFigures(mcpVerdict) }),
+          recoverySeconds,
+          stuckStops: cluster.stuckStops.length,
+          crashes: cluster.crashes.length,
+        },
+        registerExplanation: kv === null ? 'no register workload in this run' : kv.explainRegisters(),
       });
       await writeFile(options.reportPath, html);
       reportPath = options.reportPath;
@@ -177,19 +233,20 @@ export async function runChaos(options: ChaosOptions, signal: AbortSignal): Prom
       ops,
       unknown,
       failed,
-      lost: verdict.lost,
-      duplicates: verdict.duplicates,
-      linearizable: verdict.linearizable,
+      lost,
+      duplicates,
+      linearizable,
+      mcp: mcpVerdict,
       recoverySeconds,
       stuckStops: [...cluster.stuckStops],
       crashes: [...cluster.crashes],
       windows: nemesis.records,
-      verdicts: [verdict],
+      verdicts,
       calls,
       reportPath,
     };
   } finally {
-    workload?.close();
+    for (const workload of workloads) workload.close();
     await cluster?.stopAll();
     const problems = await hosts.destroy();
     await rm(workDir, { recursive: true, force: true });
@@ -232,8 +289,23 @@ async function measureRecovery(cluster: ChaosCluster, now: () => number, signal:
   return Math.max(startMs, ...(results as number[]));
 }
 
+/** The MCP workload's figures for the JSON line and the report. */
+export function mcpFigures(verdict: McpVerdict): Record<string, number | null> {
+  return {
+    duplicates: verdict.duplicates,
+    missing: verdict.missing,
+    orphans: verdict.orphans,
+    contradicted: verdict.contradicted,
+    maxCopies: verdict.maxCopies,
+    settleSeconds: verdict.settleSeconds,
+    leftAfterRemove: verdict.leftAfterRemove,
+  };
+}
+
+const WRITE_OPS = new Set(['write', 'insert', 'cas', 'project_start', 'project_stop', 'project_restart']);
+
 function writeSuccesses(calls: readonly CallRecord[]): { node: string; startMs: number; endMs: number }[] {
-  return calls.filter((call) => call.outcome === 'ok' && (call.op === 'write' || call.op === 'insert' || call.op === 'cas')).map((call) => ({ node: call.node, startMs: call.startMs, endMs: call.endMs }));
+  return calls.filter((call) => call.outcome === 'ok' && WRITE_OPS.has(call.op)).map((call) => ({ node: call.node, startMs: call.startMs, endMs: call.endMs }));
 }
 
 async function sleepUntil(atMs: number, now: () => number, signal: AbortSignal): Promise<void> {

@@ -1,8 +1,8 @@
 // What every chaos workload offers the runner: concurrent clients through a
-// public interface, a record of each call, and a verdict after recovery. The
-// KV register workload is the first (workload-kv.ts); an MCP project workload
-// (start/stop/status of projects, counting real processes by label) plugs in
-// beside it through the same interface.
+// public interface, a record of each call, and a verdict after recovery. Two
+// implement it: KV registers and inserts (workload-kv.ts) and MCP projects
+// started and stopped through any node, counted as real processes by the
+// marker in their environment (workload-mcp.ts).
 
 /** How a call ended as the client saw it: `unknown` = it may or may not have taken effect. */
 export type Outcome = 'ok' | 'fail' | 'unknown';
