@@ -3,7 +3,6 @@
 // over gRPC, and everything stopped by pid (and the dirs removed) in `stop`.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, fdatasyncSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -12,6 +11,7 @@ import { create } from '@bufbuild/protobuf';
 import { Admin, Role, StatusRequestSchema } from '../proto/gen/admin_pb.ts';
 import { Maintenance, StatusRequestSchema as EtcdStatusRequestSchema } from './etcd/gen/etcd_kv_pb.ts';
 import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
+import { freePort } from '../node/local-cluster.ts';
 import { percentile } from './raft-stats.ts';
 
 /** A cluster could not be started or did not elect a leader; says where its logs are. */
@@ -38,16 +38,6 @@ const LEADER_WAIT_MS = 30_000;
 const STOP_WAIT_MS = 5_000;
 export const ETCD_BINARY = '/usr/bin/etcd';
 
-export function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address !== null ? resolvePort(address.port) : reject(new Error('no port'))));
-    });
-  });
-}
 
 const sleep = (ms: number) => new Promise((resolveSleep) => setTimeout(resolveSleep, ms));
 

@@ -1,10 +1,10 @@
 // Projects survive their node on real processes: SIGKILL of an owner moves its projects to the others, which start them;
 // the killed node rejoins without any project running twice; a fourth node takes over about a quarter with a hand-off.
 // "Running" is counted from /proc: every workload carries a marker in its environment.
-import { readdirSync, readFileSync } from 'node:fs';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import test from 'ava';
+import { countMarked } from '../chaos/workload-mcp.ts';
 import { LocalCluster, until, sleep, type Member } from './local-cluster.ts';
 
 const PROJECTS = 12;
@@ -27,27 +27,8 @@ async function call(member: Member, name: string, args: Record<string, unknown>)
   return (await (await clientOf(member)).callTool({ name, arguments: args }, undefined, { timeout: 60_000 })) as Result;
 }
 
-/** Live processes per project, from the marker in each workload's environment. */
-function runningByProject(): Map<string, number> {
-  const counts = new Map<string, number>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    let environ: string;
-    let stat: string;
-    try {
-      environ = readFileSync(`/proc/${entry}/environ`, 'utf8');
-      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-    } catch {
-      continue;
-    }
-    if (/^\d+ \(.*\) Z/.test(stat)) continue;
-    // Only the workload itself (sleep), not the shells around it.
-    if (!stat.includes('(sleep)')) continue;
-    const match = new RegExp(`${MARK}=(p\\d+)`).exec(environ);
-    if (match?.[1] !== undefined) counts.set(match[1], (counts.get(match[1]) ?? 0) + 1);
-  }
-  return counts;
-}
+/** Live workload processes per project, counted from /proc by the marker in their environment. */
+const runningByProject = (): Map<string, number> => countMarked(MARK);
 
 const names = Array.from({ length: PROJECTS }, (_, i) => `p${i + 1}`);
 

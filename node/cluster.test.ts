@@ -11,21 +11,10 @@ import { create } from '@bufbuild/protobuf';
 import { Admin, Role, StatusRequestSchema } from '../proto/gen/admin_pb.ts';
 import { KV, PutRequestSchema } from '../proto/gen/kv_pb.ts';
 import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
+import { bin, freePort } from './local-cluster.ts';
 
 const run = promisify(execFile);
-const bin = new URL('../bin/debughost.js', import.meta.url).pathname;
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 async function debughost(args: string[], timeoutMs = 20_000): Promise<{ code: number; stdout: string; stderr: string }> {
   try {

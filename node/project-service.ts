@@ -308,11 +308,17 @@ export class ClusterProjectApi implements ProjectApi {
       }
       return null;
     };
+    // One probe per run: finding where a run's log lines begin scans the log, and a log probe keeps its own cursor.
+    let probe: { startedAtMs: number | null; check: () => Promise<{ ok: boolean; detail: string }> } | null = null;
     const condition = async (): Promise<{ ok: boolean; detail: string }> => {
       const workload = this.workloadOf(ref);
       if (workload?.state !== 'running') return { ok: false, detail: `state ${workload?.state ?? 'not started yet'}` };
       if (check === null || check === undefined) return { ok: true, detail: 'running' };
-      return probeFor(this.probeOf(project, check, this.runCursor(ref, workload)), { logs: this.actors.logs, project: ref }, { attemptMsMax: 1000 })();
+      if (probe === null || probe.startedAtMs !== workload.startedAtMs) {
+        const probeCheck = this.probeOf(project, check, this.runCursor(ref, workload));
+        probe = { startedAtMs: workload.startedAtMs, check: probeFor(probeCheck, { logs: this.actors.logs, project: ref }, { attemptMsMax: 1000 }) };
+      }
+      return probe.check();
     };
     if (waitMs > 0) {
       progress(check === null || check === undefined ? 'waiting until it runs' : `waiting for its ${check.type} health check`, 2, 3);
