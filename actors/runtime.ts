@@ -49,10 +49,62 @@ export interface WorkloadStatus {
   readonly exitedAtMs: number | null;
   /** Why it failed to start or stopped unexpectedly, in one line a user can act on. */
   readonly error: string | null;
+  /** The latest resource sample of the current run; absent until the runtime has taken one. */
+  readonly usage?: WorkloadUsage;
+}
+
+/** CPU and memory of a workload's current run, sampled by its runtime every few seconds. */
+export interface WorkloadUsage {
+  /** Percent of one core over the last sampling interval (200 = two cores busy). */
+  readonly cpuPercent: number;
+  readonly memoryBytes: number;
+  /** Wall-clock time of the sample. */
+  readonly sampledAtMs: number;
+  /** Where the figures come from: 'cgroup', 'proc' or 'docker-stats'. */
+  readonly source: 'cgroup' | 'proc' | 'docker-stats';
+}
+
+/**
+ * What happened to a workload, as its runtime saw it. The actor adds the kinds
+ * only it can see (ready and unhealthy from health checks, moved, removed).
+ */
+export type LifecycleKind = 'started' | 'exited' | 'oomKilled' | 'restarted' | 'crashLoop' | 'stopped';
+
+export interface LifecycleEvent {
+  readonly type: 'lifecycle';
+  readonly project: ProjectRef;
+  readonly kind: LifecycleKind;
+  readonly timeMs: number;
+  readonly exitCode: number | null;
+  readonly signal: string | null;
+  /** One line: why, or what (for example 'restart 3 by policy on-failure'). */
+  readonly detail: string;
+}
+
+/** A one-off command in a project's environment (project_exec). */
+export interface ExecSpec {
+  readonly command: string;
+  /** The project's env plus its ports; the runtime adds only a fixed minimal base (PATH, HOME, LANG), never the node's own variables. */
+  readonly env: Readonly<Record<string, string>>;
+  readonly cwd?: string;
+  readonly timeoutMs: number;
+  /** stdout and stderr are each cut at this many bytes. */
+  readonly outputBytesMax: number;
+}
+
+export interface ExecOutcome {
+  readonly exitCode: number | null;
+  readonly signal: string | null;
+  readonly timedOut: boolean;
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly truncated: boolean;
+  readonly durationMs: number;
 }
 
 export type RuntimeEvent =
   | { readonly type: 'status'; readonly status: WorkloadStatus }
+  | LifecycleEvent
   | { readonly type: 'log'; readonly project: ProjectRef; readonly stream: 'stdout' | 'stderr'; readonly line: string; readonly timeMs: number };
 
 export type RuntimeErrorName =
@@ -99,6 +151,11 @@ export interface Runtime {
    * Returns the projects it removed. Optional: a runtime that adopts nothing need not have it.
    */
   removeOrphans?(wanted: readonly ProjectRef[]): Promise<ProjectRef[]>;
+  /**
+   * Run a one-off command next to the project's workload: in its cgroup and as its user (processes),
+   * inside its container (Docker, which needs it running). Optional until both drivers have it.
+   */
+  exec?(project: ProjectRef, spec: ExecSpec, signal: AbortSignal): Promise<ExecOutcome>;
 }
 
 /** Runs actions per project one at a time, in call order (two starts of one project must not both launch). */
