@@ -29,7 +29,7 @@ import { DebughostNode, NodeStartError, TICK_MS_DEFAULT, type TlsFiles } from '.
 import { deadlineIn } from './peer-clients.ts';
 import { UsageError, parseIntegerFlag } from './usage-error.ts';
 
-function parse<T extends Record<string, { type: 'string' | 'boolean'; short?: string }>>(argv: string[], options: T, command: string, positionals = false) {
+export function parse<T extends Record<string, { type: 'string' | 'boolean'; short?: string }>>(argv: string[], options: T, command: string, positionals = false) {
   try {
     return parseArgs({ args: argv, options, strict: true, allowPositionals: positionals });
   } catch (error) {
@@ -48,7 +48,7 @@ export function parseAddress(flag: string, text: string | undefined): { host: st
 const NODE_HELP = `usage: debughost node --id ID --grpc HOST:PORT --mcp HOST:PORT --seeds HOST:PORT,... --data-dir DIR
                       [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] [--no-fsync]
                       [--tick-ms MS] [--snapshot-entries N] [--seed-wait-ms MS]
-                      [--ports FROM-TO] [--docker auto|off]
+                      [--ports FROM-TO] [--docker auto|off] [--force-new-cluster]
                       [--unsafe-ack-before-commit]   (TEST-ONLY: loses acknowledged writes)
 
 Starts one member. Nodes started with the same --seeds list, each listed in it,
@@ -58,7 +58,10 @@ with the same --data-dir rejoins. Stop with Ctrl-C or SIGTERM: a leader hands
 leadership over first and hands its projects to the other nodes.
 
 --ports     the range projects' ports are allocated from on this node (default 20000-29999)
---docker    auto (default): run projects with an image in Docker when an engine answers; off: processes only`;
+--docker    auto (default): run projects with an image in Docker when an engine answers; off: processes only
+--force-new-cluster  disaster recovery: restart a surviving member's data dir as a new
+            one-member cluster holding all of its state; the others rejoin it with empty
+            data dirs. Restart without the flag afterwards (docs/operations.md).`;
 
 /** A stopped node exits by itself after this long even if a library left a connection open. */
 const STOPPED_EXIT_GRACE_MS = 1_000;
@@ -83,6 +86,7 @@ export async function nodeCommand(argv: string[]): Promise<number> {
       'unsafe-ack-before-commit': { type: 'boolean' },
       ports: { type: 'string' },
       docker: { type: 'string' },
+      'force-new-cluster': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
     'node',
@@ -129,6 +133,7 @@ export async function nodeCommand(argv: string[]): Promise<number> {
       // The chaos suite's planted fault; see plantAckBeforeCommit in node.ts.
       unsafeAckBeforeCommit: values['unsafe-ack-before-commit'] === true,
       actors: { portRangeStart: ports.from, portRangeEnd: ports.to, docker },
+      forceNewCluster: values['force-new-cluster'] === true,
     });
   } catch (error) {
     if (error instanceof NodeStartError || error instanceof StorageCorruptError || error instanceof StorageLockedError) throw new UsageError(error.message);
@@ -274,7 +279,7 @@ const AdminClient = makeClientConstructor(Admin);
 const KvClient = makeClientConstructor(KV);
 
 /** Flags every client command takes to reach a cluster that runs mutual TLS. */
-const CLIENT_TLS_FLAGS = { 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' }, 'tls-ca': { type: 'string' } } as const;
+export const CLIENT_TLS_FLAGS = { 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' }, 'tls-ca': { type: 'string' } } as const;
 
 /**
  * grpc-js passes the target host as the TLS server name, and Node warns
@@ -292,19 +297,19 @@ export function quietIpServerNameWarning(): void {
 }
 
 /** Insecure without flags; with them, TLS that checks the server against the CA and presents the client cert. */
-function clientCredentials(values: { 'tls-cert'?: string | undefined; 'tls-key'?: string | undefined; 'tls-ca'?: string | undefined }): grpc.ChannelCredentials {
+export function clientCredentials(values: { 'tls-cert'?: string | undefined; 'tls-key'?: string | undefined; 'tls-ca'?: string | undefined }): grpc.ChannelCredentials {
   const tls = readTls(values['tls-cert'], values['tls-key'], values['tls-ca']);
   if (tls === null) return grpc.credentials.createInsecure();
   quietIpServerNameWarning();
   return grpc.credentials.createSsl(tls.ca, tls.key, tls.cert);
 }
 
-function endpointsOf(text: string | undefined): string[] {
+export function endpointsOf(text: string | undefined): string[] {
   return (text ?? '127.0.0.1:2701').split(',').map((e) => parseAddress('endpoints', e.trim()).address);
 }
 
 /** Try each endpoint in turn; the first that answers wins. */
-async function withEndpoint<T>(endpoints: string[], call: (address: string) => Promise<T>): Promise<T> {
+export async function withEndpoint<T>(endpoints: string[], call: (address: string) => Promise<T>): Promise<T> {
   let last: unknown = null;
   for (const address of endpoints) {
     try {
@@ -320,6 +325,8 @@ async function withEndpoint<T>(endpoints: string[], call: (address: string) => P
 
 /** One line for a call that no endpoint answered: refused connection, TLS trouble, or the server's own message. */
 function endpointError(endpoints: string[], last: unknown): UsageError {
+  // A failure the command already put in words (not a connection problem).
+  if (last instanceof UsageError) return last;
   const error = last as grpc.ServiceError | null;
   const details = (error?.details ?? String(last)).split('\n')[0] ?? '';
   if (error?.code === grpc.status.UNAVAILABLE && /ECONNREFUSED/.test(details)) {

@@ -25,6 +25,10 @@ const commands: Record<string, { readonly summary: string; readonly load: () => 
     summary: 'remove a node from its cluster (it stops by itself)',
     load: async () => (await import('./cli-node.ts')).leaveCommand,
   },
+  snapshot: {
+    summary: 'save a consistent backup, restore one into a new data dir, or check a file',
+    load: async () => (await import('./cli-snapshot.ts')).snapshotCommand,
+  },
   chaos: {
     summary: 'run a real cluster in network namespaces under faults and check it (root)',
     load: async () => (await import('../chaos/cli-chaos.ts')).chaosCommand,

@@ -45,6 +45,7 @@ import { MESSAGE_BYTES_MAX } from '../consensus/transport-grpc.ts';
 import { type DebughostNode, waitUntil } from './node.ts';
 import { deadlineIn } from './peer-clients.ts';
 import { serveWatch } from './watch-service.ts';
+import { snapshotSaveHandler } from './snapshot-serve.ts';
 
 /** A failure with the status code and the one-line message a client sees. */
 export class RpcError extends Error {
@@ -367,6 +368,7 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
 
   addService(server, Admin, {
     status: unary(async () => statusResponse()),
+    snapshotSave: snapshotSaveHandler(node),
     memberList: unary(async () => create(MemberListResponseSchema, { members: membersResponse() })),
     memberAdd: unary(async (request) => {
       if (!isLeader()) return callUnary(node.peers.adminAt(leaderAddress()), 'memberAdd', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });

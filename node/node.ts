@@ -2,7 +2,7 @@
 // with the KV state machine, the gRPC server (Raft peers, KV, Admin), the HTTP
 // server (health, metrics, MCP), bootstrap from the seed list or join through it.
 import { createHash } from 'node:crypto';
-import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { KvMachine, memberKey } from '../consensus/kv-machine.ts';
@@ -10,10 +10,12 @@ import type { KvResult } from '../consensus/kv-state-machine.ts';
 import { RaftNode, type WriteOutcome } from '../consensus/raft-node.ts';
 import { defaultRaftConfig } from '../consensus/raft.ts';
 import { bootstrapState, emptyPersistedState, type PersistedState } from '../consensus/storage.ts';
-import { LevelStorage } from '../consensus/storage-leveldb.ts';
+import type { LevelStorage } from '../consensus/storage-leveldb.ts';
 import { GrpcTransport, MESSAGE_BYTES_MAX } from '../consensus/transport-grpc.ts';
 import type { ConfChange, LogIndex, NodeId } from '../consensus/types.ts';
 import { systemClock, systemRandom } from './system.ts';
+import { IDENTITY_FILE, openRaftStorage, persistSynced, writeIdentity } from './data-dir.ts';
+import { forcedState } from './snapshot-rebuild.ts';
 import { PeerClients } from './peer-clients.ts';
 import type { Logger } from './log.ts';
 import { NodeMetrics } from './metrics.ts';
@@ -42,6 +44,8 @@ export interface NodeOptions {
   readonly unsafeAckBeforeCommit?: boolean;
   /** The actor layer (ports, Docker, host timing); defaults when absent. */
   readonly actors?: ActorNodeOptions;
+  /** Disaster recovery: restart this data dir as a new one-member cluster (see forcedState). */
+  readonly forceNewCluster?: boolean;
 }
 
 /** What a node runs projects with unless told otherwise. */
@@ -104,6 +108,8 @@ export class DebughostNode {
   readonly peers: PeerClients;
   /** Events of applied writes, for KV.Watch. */
   readonly watches = new WatchHub();
+  /** Called after every persisted ready: leader, term and role changes show up here first (the dashboard listens). */
+  readonly raftListeners = new Set<() => void>();
   /** Called once when this node learns it was removed from the cluster. */
   onRemoved: (() => void) | null = null;
   /** The actor layer and the project API over it, once Raft runs. */
@@ -140,7 +146,7 @@ export class DebughostNode {
       droppedMessages: () => view.node?.transport?.droppedTotal ?? 0,
       watchers: () => view.node?.watches.watcherCount ?? 0,
     });
-    const storage = await LevelStorage.open(join(options.dataDir, 'raft'), { fsync: options.fsync, onSync: (ms, entries) => metrics.sync(ms, entries) });
+    const storage = await openRaftStorage(options.dataDir, { fsync: options.fsync, onSync: (ms, entries) => metrics.sync(ms, entries) });
     const meta = storage.readMeta();
     if (meta !== null && meta.nodeId !== options.id) {
       await storage.close();
@@ -159,6 +165,11 @@ export class DebughostNode {
   /** Start Raft: from disk on a restart, else by bootstrapping with the seeds or joining through them. */
   async start(signal: AbortSignal): Promise<void> {
     const meta = this.storage.readMeta();
+    if (meta !== null && this.options.forceNewCluster === true) {
+      await this.forceNewCluster(meta.clusterId);
+      return;
+    }
+    if (this.options.forceNewCluster === true) throw new NodeStartError(`--force-new-cluster needs the data dir of a former member, and ${this.options.dataDir} holds none; drop the flag to bootstrap or join`);
     if (meta !== null) {
       this.options.log.info({ clusterId: meta.clusterId }, 'restarting from data dir');
       this.startRaft(this.storage.load());
@@ -183,14 +194,24 @@ export class DebughostNode {
   }
 
   private async writeIdentity(): Promise<void> {
-    const identity = { clusterId: this.clusterId, nodeId: this.options.id };
-    await this.storage.writeMeta(identity);
-    const path = join(this.options.dataDir, IDENTITY_FILE);
-    const handle = await open(`${path}.tmp`, 'w');
-    await handle.writeFile(`${JSON.stringify(identity)}\n`);
-    await handle.sync();
-    await handle.close();
-    await rename(`${path}.tmp`, path);
+    await writeIdentity(this.storage, this.options.dataDir, { clusterId: this.clusterId, nodeId: this.options.id });
+  }
+
+  /**
+   * etcd's --force-new-cluster: this node's state (its whole log applied) becomes
+   * a new cluster with this node as its only member; the others rejoin it with
+   * empty data dirs. Written through the storage before Raft starts.
+   */
+  private async forceNewCluster(oldClusterId: string): Promise<void> {
+    const forced = forcedState(this.storage.load(), oldClusterId, { id: this.options.id, address: this.options.grpcAddress });
+    await persistSynced(this.storage, forced.batch);
+    this.clusterId = forced.clusterId;
+    await this.writeIdentity();
+    this.options.log.warn(
+      { oldClusterId, clusterId: forced.clusterId, index: forced.index },
+      'forced a new one-member cluster from this data dir; start the other nodes with empty data dirs to join it, and restart this one without --force-new-cluster',
+    );
+    this.startRaft(forced.persisted);
   }
 
   private async bootstrap(members: readonly { id: string; address: string }[], clusterId: string): Promise<void> {
@@ -205,11 +226,7 @@ export class DebughostNode {
       sorted.map((member) => member.id as NodeId),
       new Map(sorted.map((member) => [member.id as NodeId, member.address])),
     );
-    await new Promise<void>((resolve, reject) =>
-      this.storage.persist({ hardState: state.hardState, snapshot: null, dropEntriesAfterSnapshot: false, entries: state.entries }, (error) =>
-        error === null ? resolve() : reject(error),
-      ),
-    );
+    await persistSynced(this.storage, { hardState: state.hardState, snapshot: null, dropEntriesAfterSnapshot: false, entries: state.entries });
     await this.writeIdentity();
     this.options.log.info({ clusterId: this.clusterId, members: sorted }, 'bootstrapped a new cluster from the seed list');
     // load() is what was on disk at open; the bootstrap state was written since.
@@ -302,7 +319,10 @@ export class DebughostNode {
         defer: (callback) => setImmediate(callback),
         observer: {
           // A new leader shows up in what gets persisted (its term, its first entry) on every node.
-          persisted: () => this.metrics.observeLeader(this.raft?.raft.leader ?? null),
+          persisted: () => {
+            this.metrics.observeLeader(this.raft?.raft.leader ?? null);
+            for (const listener of this.raftListeners) listener();
+          },
           applied: () => this.actors?.host.applied(),
           snapshotApplied: () => this.actors?.host.applied(),
           fatal: (_node, error) => {
@@ -523,8 +543,6 @@ export function foundingClusterId(members: readonly { id: string; address: strin
     .digest('hex')
     .slice(0, 16);
 }
-
-const IDENTITY_FILE = 'identity.json';
 
 async function readIdentity(dataDir: string): Promise<{ clusterId: string; nodeId: string } | null> {
   let text: string;

@@ -222,6 +222,7 @@ test('a client stream carries three batches intact and a unary Admin.Status answ
     memberPromote: unimplemented,
     memberRemove: unimplemented,
     transferLeadership: unimplemented,
+    snapshotSave: (call) => call.emit('error', { code: grpc.status.UNIMPLEMENTED }),
     status(_call, callback) {
       callback(
         null,
