@@ -110,8 +110,9 @@ export class LocalCluster {
     return found;
   }
 
-  start(member: Member): void {
-    const args = [bin, 'node', '--id', member.id, '--grpc', member.grpc, '--mcp', member.mcp, '--seeds', this.seedList, '--data-dir', member.dataDir, ...(this.options.extraArgs ?? [])];
+  /** Start the member's node process; `extraArgs` go to this start only (e.g. --force-new-cluster). */
+  start(member: Member, extraArgs: readonly string[] = []): void {
+    const args = [bin, 'node', '--id', member.id, '--grpc', member.grpc, '--mcp', member.mcp, '--seeds', this.seedList, '--data-dir', member.dataDir, ...(this.options.extraArgs ?? []), ...extraArgs];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, DEBUGHOST_LOG_LEVEL: process.env.DEBUGHOST_TEST_LOG_LEVEL ?? 'warn' } });
     child.stderr?.on('data', (chunk: Buffer) => {
       member.stderrTail = (member.stderrTail + chunk.toString()).slice(-20000);

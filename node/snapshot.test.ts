@@ -13,6 +13,7 @@ import { openRaftStorage } from './data-dir.ts';
 import { decodeSnapshotFile, encodeSnapshotFile, SnapshotFileCorruptError } from './snapshot-file.ts';
 import { forcedState, restoredState } from './snapshot-rebuild.ts';
 import { DataDirNotEmptyError, restoreSnapshot } from './snapshot-restore.ts';
+import { dirListing } from './testing/dir-listing.ts';
 
 const tempDir = async (t: ExecutionContext): Promise<string> => {
   const dir = await mkdtemp(join(tmpdir(), 'debughost-snapshot-'));
@@ -142,9 +143,9 @@ test('restore writes a data dir the storage loads back; a corrupt file or a non-
   t.deepEqual(JSON.parse(await readFile(join(dataDir, 'identity.json'), 'utf8')), { clusterId: result.clusterId, nodeId: 'n1' });
 
   // Into an existing data dir: refused, and its files are exactly as they were.
-  const before = await listing(dataDir);
+  const before = await dirListing(dataDir);
   await t.throwsAsync(restoreSnapshot({ file, dataDir, id: 'n1', members }), { instanceOf: DataDirNotEmptyError });
-  t.deepEqual(await listing(dataDir), before);
+  t.deepEqual(await dirListing(dataDir), before);
 
   // A torn file: refused before any directory is made; an empty target directory is fine.
   const torn = join(root, 'torn.snap');
@@ -156,15 +157,3 @@ test('restore writes a data dir the storage loads back; a corrupt file or a non-
   // Nothing of the building dirs is left beside the targets.
   t.deepEqual((await readdir(root)).sort(), ['backup.snap', 'n1', 'n3', 'torn.snap']);
 });
-
-/** Every file under `dir` with its size and modification time. */
-async function listing(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const entry of await readdir(dir, { recursive: true, withFileTypes: true })) {
-    if (!entry.isFile()) continue;
-    const path = join(entry.parentPath, entry.name);
-    const info = await stat(path);
-    out.push(`${path} ${info.size} ${info.mtimeMs}`);
-  }
-  return out.sort();
-}
