@@ -1,10 +1,12 @@
-// The HTTP side of a node: /health, /ready, /status, /metrics (Prometheus) and the MCP endpoint at
+// The HTTP side of a node: /health, /ready, /status, /metrics (Prometheus), the dashboard at /ui
+// (node/ui/), and the MCP endpoint at
 // /mcp (Streamable HTTP with sessions; the tools are in mcp.ts). Every node
 // serves every project: calls are forwarded to the project's owner.
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import { McpEndpoint } from './mcp.ts';
 import { ProjectApiError, type ProjectApi } from './project-api.ts';
 import type { DebughostNode } from './node.ts';
+import { uiHandler, type UiOptions } from './ui/routes.ts';
 
 /** Tenant of MCP calls that name none: a cluster on loopback needs no token. */
 export const DEFAULT_TENANT = 'default';
@@ -89,7 +91,12 @@ function sendJson(response: ServerResponse, status: number, body: unknown): void
   response.end(JSON.stringify(body));
 }
 
-export function startHttpServer(node: DebughostNode, host: string, port: number): Promise<Server> {
+export interface HttpServerOptions {
+  /** The dashboard's authorize function (permissive until tokens are wired). */
+  readonly ui?: UiOptions;
+}
+
+export function startHttpServer(node: DebughostNode, host: string, port: number, options: HttpServerOptions = {}): Promise<Server> {
   const allowedHosts = [`${host}:${port}`, `localhost:${port}`, `127.0.0.1:${port}`, host, 'localhost', '127.0.0.1'];
   const mcp = new McpEndpoint({
     api: projectsOf(node),
@@ -99,8 +106,10 @@ export function startHttpServer(node: DebughostNode, host: string, port: number)
     allowedOrigins: allowedHosts.flatMap((h) => [`http://${h}`, `https://${h}`]),
     log: node.options.log,
   });
+  const ui = uiHandler(node, options.ui);
   const server = createServer((request, response) => {
     const url = new URL(request.url ?? '/', 'http://localhost');
+    if (url.pathname === '/ui' || url.pathname.startsWith('/ui/')) return ui(request, response, url);
     if (url.pathname === '/health') return sendJson(response, 200, { ok: true, node: node.id });
     if (url.pathname === '/ready') {
       const status = clusterStatus(node);
@@ -118,7 +127,7 @@ export function startHttpServer(node: DebughostNode, host: string, port: number)
       );
       return;
     }
-    if (url.pathname !== '/mcp') return sendJson(response, 404, { error: `no such path ${url.pathname}; MCP is served at /mcp` });
+    if (url.pathname !== '/mcp') return sendJson(response, 404, { error: `no such path ${url.pathname}; MCP is served at /mcp, the dashboard at /ui` });
     void mcp.handle(request, response);
   });
   server.on('close', () => mcp.close());
