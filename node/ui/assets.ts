@@ -78,6 +78,7 @@ tr[data-project]:hover, tr[data-selected="true"] { background: #eef3fb; }
 .badge[data-state="failed"], .badge[data-state="crashLoop"], .badge[data-state="exited"], .badge[data-state="down"] { background: var(--bad); }
 .leader { font-weight: 600; }
 .muted, .empty { color: var(--muted); }
+td.muted { white-space: nowrap; }
 code { font-size: 12px; }
 #token-form { margin: 16px 20px; padding: 12px 16px; background: #fff8e1; border: 1px solid #f0d48a; border-radius: 6px; display: flex; gap: 8px; align-items: center; flex-wrap: wrap; }
 #token-form input { min-width: 320px; padding: 4px 6px; }
