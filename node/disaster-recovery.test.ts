@@ -18,6 +18,8 @@ const RUNNING = ['web', 'api', 'worker', 'cron', 'queue'];
 const STOPPED = 'batch';
 /** The seed asks for < 15 min; our goal is < 60 s. The assertion leaves room for a loaded shared machine. */
 const RECOVERY_MS_MAX = 120_000;
+/** Starting a cluster (before any failure) on a loaded shared machine. */
+const STARTUP_MS_MAX = 180_000;
 
 interface Desired {
   readonly desired: string;
@@ -45,7 +47,8 @@ async function startCluster(t: ExecutionContext): Promise<LocalCluster> {
     await until('no workload left', 15_000, () => (countMarked(MARK).size === 0 ? true : null));
   });
   for (const member of cluster.members) cluster.start(member);
-  await cluster.waitForLeader(60_000);
+  // Generous: each node first loads and transpiles its modules, slow on a loaded shared machine.
+  await cluster.waitForLeader(STARTUP_MS_MAX);
   return cluster;
 }
 
@@ -140,7 +143,7 @@ test.serial('a survivor restarted with --force-new-cluster brings every project 
   cluster.start(n1, ['--force-new-cluster']);
   cluster.start(n2);
   cluster.start(n3);
-  await cluster.waitForLeader(60_000);
+  await cluster.waitForLeader(RECOVERY_MS_MAX);
   const leaderMs = performance.now() - startedAt;
   const recoveryMs = await recovered(t, cluster, expected, startedAt);
   t.log(`force-new-cluster: a leader after ${Math.round(leaderMs)} ms, every project back and running once after ${Math.round(recoveryMs)} ms`);
@@ -186,7 +189,7 @@ test.serial('a snapshot file restored into fresh data dirs brings back every pro
   for (const result of restored) t.is(result.code, 0, result.stderr);
   const restoreMs = performance.now() - startedAt;
   for (const member of cluster.members) cluster.start(member);
-  await cluster.waitForLeader(60_000);
+  await cluster.waitForLeader(RECOVERY_MS_MAX);
   const leaderMs = performance.now() - startedAt;
   const recoveryMs = await recovered(t, cluster, expected, startedAt);
   t.log(`snapshot restore: 3 restores in ${Math.round(restoreMs)} ms, a leader after ${Math.round(leaderMs)} ms, every project back and running once after ${Math.round(recoveryMs)} ms`);
