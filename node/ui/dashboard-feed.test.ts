@@ -60,7 +60,7 @@ test('a viewer gets the whole state at once, then only changes, one message per 
   f.apply(project('acme', 'web'));
   f.apply(status('acme', 'web', 'starting'));
   const got: DashboardMessage[] = [];
-  f.feed.subscribe({ name: 'admin', tenant: null }, (message) => got.push(message));
+  f.feed.subscribe({ name: 'admin', role: 'admin', tenant: null }, (message) => got.push(message));
   t.deepEqual(got.map((m) => m.type), ['hello', 'cluster', 'projects']);
   const first = got[2];
   t.true(first?.type === 'projects' && first.full && first.upsert.length === 1 && first.upsert[0]?.state === 'starting');
@@ -92,8 +92,8 @@ test('a tenant viewer never receives another tenant\'s projects', (t) => {
   f.apply(project('beta', 'b1'));
   const alpha: DashboardMessage[] = [];
   const admin: DashboardMessage[] = [];
-  f.feed.subscribe({ name: 'alpha dev', tenant: 'alpha' }, (m) => alpha.push(m));
-  f.feed.subscribe({ name: 'admin', tenant: null }, (m) => admin.push(m));
+  f.feed.subscribe({ name: 'alpha dev', role: 'developer', tenant: 'alpha' }, (m) => alpha.push(m));
+  f.feed.subscribe({ name: 'admin', role: 'admin', tenant: null }, (m) => admin.push(m));
   f.apply(status('beta', 'b1', 'running'));
   f.apply({ type: 'txn', compare: [], success: [{ type: 'delete', key: 'projects/beta/b1' }, { type: 'delete', key: 'status/beta/b1' }], failure: [] });
   f.apply(status('alpha', 'a1', 'running'));
@@ -106,7 +106,7 @@ test('a tenant viewer never receives another tenant\'s projects', (t) => {
 test('leader, term and ring epoch changes are pushed; an unchanged cluster sends nothing', (t) => {
   const f = fixture();
   const got: DashboardMessage[] = [];
-  f.feed.subscribe({ name: 'admin', tenant: null }, (m) => got.push(m));
+  f.feed.subscribe({ name: 'admin', role: 'admin', tenant: null }, (m) => got.push(m));
   got.length = 0;
   f.persisted();
   f.turn();
@@ -128,7 +128,7 @@ test('a snapshot install that loses the watch history sends the whole state agai
   const f = fixture();
   f.apply(project('acme', 'old'));
   const got: DashboardMessage[] = [];
-  f.feed.subscribe({ name: 'admin', tenant: null }, (m) => got.push(m));
+  f.feed.subscribe({ name: 'admin', role: 'admin', tenant: null }, (m) => got.push(m));
   got.length = 0;
   f.install([project('acme', 'new'), project('acme', 'other'), status('acme', 'new', 'running')]);
   f.turn();
@@ -144,10 +144,10 @@ test('a snapshot install that loses the watch history sends the whole state agai
 test('the last viewer leaving closes the watch and the Raft listener; viewers are bounded', (t) => {
   const f = fixture(2);
   const before = f.hub.watcherCount;
-  const leave = f.feed.subscribe({ name: 'a', tenant: null }, () => undefined);
-  const leaveToo = f.feed.subscribe({ name: 'b', tenant: null }, () => undefined);
+  const leave = f.feed.subscribe({ name: 'a', role: 'admin', tenant: null }, () => undefined);
+  const leaveToo = f.feed.subscribe({ name: 'b', role: 'admin', tenant: null }, () => undefined);
   t.is(f.hub.watcherCount, before + 1, 'one watch however many viewers');
-  t.throws(() => f.feed.subscribe({ name: 'c', tenant: null }, () => undefined), { instanceOf: FeedLimitError });
+  t.throws(() => f.feed.subscribe({ name: 'c', role: 'admin', tenant: null }, () => undefined), { instanceOf: FeedLimitError });
   leave();
   leaveToo();
   t.is(f.hub.watcherCount, before);

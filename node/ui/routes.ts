@@ -3,10 +3,13 @@
 // injected `authorize` — /ui/api/stream (cluster and projects, pushed as they
 // change) and /ui/api/logs (a project's log tail, then its new lines).
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { NAME_PATTERN, ProjectApiError, type LogLine } from '../project-api.ts';
+import type { FollowedEvent } from '../../actors/forwarder-grpc.ts';
+import { ACTOR_NAME_PATTERN, type ActorResponse, type Identity, type LogLineView } from '../../actors/messages.ts';
+import { toolCalls } from '../../actors/tools.ts';
+import type { McpBackend } from '../mcp.ts';
 import type { DebughostNode } from '../node.ts';
 import { APP_CSS, APP_JS, ICON_SVG, INDEX_HTML } from './assets.ts';
-import { maySee, permissiveAuthorize, type UiAuthorize, type UiIdentity } from './authorize.ts';
+import { maySee, uiIdentityOf, type UiAuthorize } from './authorize.ts';
 import { DashboardFeed, FeedLimitError, type FeedSource } from './dashboard-feed.ts';
 import { EventStream } from './event-stream.ts';
 
@@ -19,6 +22,7 @@ const LOG_PENDING_LINES_MAX = 1000;
 const CONTENT_SECURITY_POLICY = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 export interface UiOptions {
+  /** Default: the node's own token check (NodeAuth.authenticate). */
   readonly authorize?: UiAuthorize;
 }
 
@@ -50,16 +54,19 @@ export function nodeFeedSource(node: DebughostNode): FeedSource {
   };
 }
 
-/** Handles every path under /ui; the HTTP server sends those here. */
-export function uiHandler(node: DebughostNode, options: UiOptions = {}): (request: IncomingMessage, response: ServerResponse, url: URL) => void {
-  const authorize = options.authorize ?? permissiveAuthorize;
+/** Handles every path under /ui; the HTTP server sends those here. `backend` is the MCP endpoint's (logs go the same way as project_logs). */
+export function uiHandler(node: DebughostNode, backend: McpBackend, options: UiOptions = {}): (request: IncomingMessage, response: ServerResponse, url: URL) => void {
+  const authorize: UiAuthorize = options.authorize ?? ((request) => node.auth.authenticate(request.headers.authorization));
   const feed = new DashboardFeed(nodeFeedSource(node));
 
-  const withIdentity = (request: IncomingMessage, response: ServerResponse, serve: (identity: UiIdentity) => void): void => {
+  const withIdentity = (request: IncomingMessage, response: ServerResponse, serve: (identity: Identity) => void): void => {
     Promise.resolve(authorize(request)).then(
-      (identity) => {
-        if (identity === null) return sendJson(response, 401, { error: 'this node needs a valid token: paste one (it is kept for this browser tab only)' }, { 'www-authenticate': 'Bearer' });
-        serve(identity);
+      (outcome) => {
+        if (!outcome.ok) {
+          const message = outcome.status === 401 ? `${outcome.message} (paste a token; it is kept for this browser tab only)` : outcome.message;
+          return sendJson(response, outcome.status, { error: message }, outcome.status === 401 ? { 'www-authenticate': 'Bearer' } : {});
+        }
+        serve(outcome.identity);
       },
       (error: unknown) => sendJson(response, 500, { error: `checking the token failed: ${(error as Error).message}` }),
     );
@@ -81,10 +88,10 @@ export function uiHandler(node: DebughostNode, options: UiOptions = {}): (reques
         return withIdentity(request, response, (identity) => {
           if (feed.isFull) return sendJson(response, 503, { error: new FeedLimitError(feed.limitMessage()).message });
           const stream = new EventStream(response);
-          stream.onClose(feed.subscribe(identity, (message) => stream.send(message.type, message)));
+          stream.onClose(feed.subscribe(uiIdentityOf(identity), (message) => stream.send(message.type, message)));
         });
       case '/ui/api/logs':
-        return withIdentity(request, response, (identity) => serveLogs(node, identity, url, response));
+        return withIdentity(request, response, (identity) => serveLogs(backend, identity, url, response));
       default:
         return sendJson(response, 404, { error: `no such page ${url.pathname}; the dashboard is at /ui` });
     }
@@ -92,33 +99,39 @@ export function uiHandler(node: DebughostNode, options: UiOptions = {}): (reques
 }
 
 /** A project's last lines, then each new one as it is written; ends when the viewer goes away. */
-function serveLogs(node: DebughostNode, identity: UiIdentity, url: URL, response: ServerResponse): void {
+function serveLogs(backend: McpBackend, identity: Identity, url: URL, response: ServerResponse): void {
   const tenant = url.searchParams.get('tenant') ?? '';
   const name = url.searchParams.get('name') ?? '';
-  if (!NAME_PATTERN.test(tenant) || !NAME_PATTERN.test(name)) return sendJson(response, 400, { error: 'give tenant and name of a project (lower-case letters, digits, ".", "_", "-")' });
-  if (!maySee(identity, tenant)) return sendJson(response, 403, { error: `your token does not give access to tenant ${tenant}` });
-  const api = node.projects;
-  if (api === null) return sendJson(response, 503, { error: `node ${node.id} is still starting; retry in a few seconds` });
+  if (!ACTOR_NAME_PATTERN.test(tenant) || !ACTOR_NAME_PATTERN.test(name)) return sendJson(response, 400, { error: 'give tenant and name of a project (lower-case letters, digits, ".", "_", "-")' });
+  if (!maySee(uiIdentityOf(identity), tenant)) return sendJson(response, 403, { error: `your token does not give access to tenant ${tenant}` });
   const stream = new EventStream(response);
-  // Follow first, then read the tail, so no line falls between the two; lines seen in both are sent once.
-  let pending: LogLine[] | null = [];
-  const unfollow = api.followLogs({ tenant, name }, (line) => {
-    if (pending === null) return stream.send('lines', { lines: [line] });
-    if (pending.length < LOG_PENDING_LINES_MAX) pending.push(line);
+  const send = (lines: readonly LogLineView[]): void => stream.send('lines', { lines: lines.map((line) => ({ time: new Date(line.timeMs).toISOString(), stream: line.stream, line: line.line })) });
+  // Follow first, then read the tail (as project_logs does, checked on the owner), so no line falls between the two; lines seen in both are sent once.
+  let pending: LogLineView[] | null = [];
+  const unfollow = backend.follow(identity, tenant, name, (event: FollowedEvent) => {
+    if (event.type !== 'line') return;
+    if (pending === null) return send([event.line]);
+    if (pending.length < LOG_PENDING_LINES_MAX) pending.push(event.line);
   });
   stream.onClose(unfollow);
-  api.logs({ tenant, name, tail: LOG_TAIL_LINES }).then(
-    (page) => {
-      const seen = new Set(page.lines.map(lineIdentity));
+  // A refused tool input (another tenant, a bad name) throws: the promise turns it into a rejection.
+  const tail = new Promise<ActorResponse>((resolve) => resolve(backend.call(identity, toolCalls.project_logs(identity, { tenant, name, tail: LOG_TAIL_LINES }), null)));
+  tail.then(
+    (answer) => {
+      if (answer.type !== 'logs') {
+        stream.send('error', { message: answer.type === 'error' ? answer.message : `the logs could not be read (${answer.type}); retry` });
+        return stream.close();
+      }
+      const seen = new Set(answer.lines.map(lineIdentity));
       const late = (pending ?? []).filter((line) => !seen.has(lineIdentity(line)));
       pending = null;
-      stream.send('lines', { lines: [...page.lines, ...late] });
+      send([...answer.lines, ...late]);
     },
     (error: unknown) => {
-      stream.send('error', { message: error instanceof ProjectApiError ? error.message : `reading the logs failed: ${(error as Error).message}` });
+      stream.send('error', { message: `reading the logs failed: ${(error as Error).message}` });
       stream.close();
     },
   );
 }
 
-const lineIdentity = (line: LogLine): string => `${line.time}\0${line.stream}\0${line.line}`;
+const lineIdentity = (line: LogLineView): string => `${line.timeMs}\0${line.stream}\0${line.line}`;

@@ -22,6 +22,7 @@ import { createLogger } from '../log.ts';
 import { DebughostNode, TICK_MS_DEFAULT } from '../node.ts';
 import { browserMissing, launchBrowser, type TestBrowser } from '../testing/browser.ts';
 import { McpClients, resultText } from '../testing/mcp-clients.ts';
+import type { Identity } from '../../actors/messages.ts';
 import type { UiAuthorize } from './authorize.ts';
 import { bearerToken } from './authorize.ts';
 
@@ -193,11 +194,14 @@ browserTest('the dashboard of a real cluster shows starts, stops and a leader ch
 
 // ---- access control, with an authorize function injected into an in-process node ----------------------------------
 
-const TOKENS: Record<string, { name: string; tenant: string | null }> = {
-  'alpha-token': { name: 'alpha developer', tenant: 'alpha' },
-  'admin-token': { name: 'operator', tenant: null },
+const TOKENS: Record<string, Identity> = {
+  'alpha-token': { tokenId: 't1', tokenName: 'alpha developer', tenant: 'alpha', role: 'developer' },
+  'admin-token': { tokenId: 't2', tokenName: 'operator', tenant: 'default', role: 'admin' },
 };
-const authorize: UiAuthorize = (request) => TOKENS[bearerToken(request) ?? ''] ?? null;
+const authorize: UiAuthorize = (request) => {
+  const identity = TOKENS[bearerToken(request) ?? ''];
+  return identity === undefined ? { ok: false, status: 401, message: 'this node needs a valid token' } : { ok: true, identity };
+};
 
 async function inProcessNode(t: ExecutionContext): Promise<Member> {
   const [grpcPort, httpPort] = [await freePort(), await freePort()];
@@ -227,7 +231,7 @@ async function inProcessNode(t: ExecutionContext): Promise<Member> {
     await rm(dataDir, { recursive: true, force: true });
   });
   await node.start(new AbortController().signal);
-  await until('the node leading itself', 30_000, () => (node.raft?.raft.role === 'leader' && node.projects !== null ? true : null));
+  await until('the node leading itself', 30_000, () => (node.raft?.raft.role === 'leader' && node.actors !== null ? true : null));
   return { id: 'solo', grpc: grpcAddress, mcp: `127.0.0.1:${httpPort}`, dataDir, process: null, stderrTail: '' };
 }
 
