@@ -190,7 +190,9 @@ test('the adapter maps paths and streaming flags from the descriptor', (t) => {
     'memberRemove',
     'transferLeadership',
     'status',
+    'snapshotSave',
   ]);
+  t.like(grpcServiceFromDescriptor(Admin).snapshotSave, { path: '/debughost.admin.v1.Admin/SnapshotSave', requestStream: false, responseStream: true });
 });
 
 function bind(server: grpc.Server): Promise<number> {
