@@ -47,18 +47,25 @@ export function snapshotSaveHandler(node: DebughostNode, limits: SnapshotServeLi
       }
       // Serialised here, in the read's callback: nothing else is applied in between.
       const machine = outcome.machine;
-      const bytes = encodeSnapshotFile(
-        {
-          clusterId: node.clusterId,
-          takenBy: node.id,
-          appliedIndex: machine.appliedIndex,
-          revision: machine.kv.revision,
-          keys: machine.kv.size,
-          createdAt: now().toISOString(),
-          members: node.members().map((member) => ({ id: member.id, address: member.address })),
-        },
-        machine.snapshot(),
-      );
+      let bytes: Uint8Array;
+      try {
+        bytes = encodeSnapshotFile(
+          {
+            clusterId: node.clusterId,
+            takenBy: node.id,
+            appliedIndex: machine.appliedIndex,
+            revision: machine.kv.revision,
+            keys: machine.kv.size,
+            createdAt: now().toISOString(),
+            members: node.members().map((member) => ({ id: member.id, address: member.address })),
+          },
+          machine.snapshot(),
+        );
+      } catch (error) {
+        // This runs inside the Raft driver's loop: a failure here fails this call, never the node.
+        inFlight -= 1;
+        return fail(grpc.status.INTERNAL, `the snapshot could not be encoded: ${(error as Error).message}`);
+      }
       node.options.log.info({ index: machine.appliedIndex, bytes: bytes.byteLength }, 'sending a snapshot');
       void streamBytes(call, bytes, limits.chunkBytes, machine.appliedIndex).finally(() => {
         inFlight -= 1;
