@@ -134,6 +134,10 @@ export class DebughostNode {
   }
 
   static async open(options: NodeOptions): Promise<DebughostNode> {
+    // Checked before anything is created: a mistyped --data-dir must not become a new empty one.
+    if (options.forceNewCluster === true && (await readIdentity(options.dataDir)) === null) {
+      throw new NodeStartError(`--force-new-cluster needs the data dir of a former member, and ${options.dataDir} holds none; drop the flag to bootstrap or join`);
+    }
     await mkdir(options.dataDir, { recursive: true });
     // Checked before LevelDB opens: opening runs its recovery, which rewrites files.
     const identity = await readIdentity(options.dataDir);
@@ -173,7 +177,6 @@ export class DebughostNode {
       await this.forceNewCluster(meta.clusterId);
       return;
     }
-    if (this.options.forceNewCluster === true) throw new NodeStartError(`--force-new-cluster needs the data dir of a former member, and ${this.options.dataDir} holds none; drop the flag to bootstrap or join`);
     if (meta !== null) {
       this.options.log.info({ clusterId: meta.clusterId }, 'restarting from data dir');
       this.startRaft(this.storage.load());
