@@ -3,6 +3,7 @@
 // serves every project: calls are forwarded to the project's owner.
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import { McpEndpoint } from './mcp.ts';
+import { timedProjectApi } from './project-api-timing.ts';
 import { ProjectApiError, type ProjectApi } from './project-api.ts';
 import type { DebughostNode } from './node.ts';
 
@@ -92,7 +93,7 @@ function sendJson(response: ServerResponse, status: number, body: unknown): void
 export function startHttpServer(node: DebughostNode, host: string, port: number): Promise<Server> {
   const allowedHosts = [`${host}:${port}`, `localhost:${port}`, `127.0.0.1:${port}`, host, 'localhost', '127.0.0.1'];
   const mcp = new McpEndpoint({
-    api: projectsOf(node),
+    api: timedProjectApi(projectsOf(node), node.metrics.actors, (key) => (node.actors?.host.placement().owner(key) === node.id ? 'local' : 'forwarded')),
     clusterStatus: () => clusterStatusTool(node),
     defaultTenant: DEFAULT_TENANT,
     allowedHosts,

@@ -12,6 +12,7 @@ import { DockerRuntime } from '../actors/runtime-docker.ts';
 import { ProcessRuntime } from '../actors/runtime-process.ts';
 import { encodeCommand, validateCommand, type KvCommand } from '../consensus/kv-state-machine.ts';
 import { ActorClients, GrpcForwarder, type ActorsServiceHandlers } from './actor-forwarding.ts';
+import { actorMetricsView } from './actor-metrics-view.ts';
 import type { DebughostNode } from './node.ts';
 import { systemClock } from './system.ts';
 
@@ -60,7 +61,12 @@ export class NodeActors {
         raft: { isLeader: () => raft().raft.role === 'leader', leader: () => raft().raft.leader },
         runtime: callbackRuntime(runtime),
         ports: hostCheckedAllocator({ rangeStart: options.portRangeStart, rangeEnd: options.portRangeEnd }),
-        forwarder: this.forwarder,
+        forwarder: {
+          forward: (owner, call, callback) => {
+            node.metrics.actors.forwarded('sent');
+            this.forwarder.forward(owner, call, callback);
+          },
+        },
       },
       { ...hostOptionsDefault(node.id), ...options.host },
     );
@@ -85,6 +91,7 @@ export class NodeActors {
     const runtime = new CompositeRuntime(processRuntime, docker, dockerMissing);
     const actors = new NodeActors(node, logs, runtime, new ActorClients(node.credentials), options);
     actors.host.start();
+    node.metrics.actors.attach(actorMetricsView(node.id, actors.host, actors.store, runtime));
     return actors;
   }
 
@@ -118,6 +125,7 @@ export class NodeActors {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.node.metrics.actors.attach(null);
     this.host.stop();
     await this.runtime.close();
     await this.logs.close();
@@ -134,6 +142,7 @@ export function actorsServiceHandlers(node: DebughostNode): ActorsServiceHandler
   return {
     actor: (call, callback) => {
       if (node.actors === null) return callback({ type: 'error', name: 'UnavailableError', message: starting });
+      node.metrics.actors.forwarded('served');
       node.actors.host.serveForwarded(call, callback);
     },
     io: (key, payload, deadlineMs, signal) =>

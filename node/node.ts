@@ -140,6 +140,7 @@ export class DebughostNode {
       droppedMessages: () => view.node?.transport?.droppedTotal ?? 0,
       watchers: () => view.node?.watches.watcherCount ?? 0,
     });
+    metrics.space.watch(options.dataDir);
     const storage = await LevelStorage.open(join(options.dataDir, 'raft'), { fsync: options.fsync, onSync: (ms, entries) => metrics.sync(ms, entries) });
     const meta = storage.readMeta();
     if (meta !== null && meta.nodeId !== options.id) {
