@@ -61,8 +61,11 @@ async function writeAtomically(path, data) {
   await rename(temporary, path);
 }
 
-/** Build dist/ from the sources; returns the new manifest. Throws EsbuildMissingError without dev dependencies. */
-export async function buildDist() {
+/**
+ * Build dist/ from the sources; returns the new manifest. Throws EsbuildMissingError
+ * without dev dependencies. `logLevel` 'silent' leaves reporting errors to the caller.
+ */
+export async function buildDist({ logLevel = 'warning' } = {}) {
   let esbuild;
   try {
     esbuild = await import('esbuild');
@@ -84,7 +87,7 @@ export async function buildDist() {
     packages: 'external',
     metafile: true,
     write: false,
-    logLevel: 'warning',
+    logLevel,
   });
   await mkdir(DIST, { recursive: true });
   const files = [];

@@ -8,10 +8,15 @@ let manifest = await readManifest();
 const stale = await staleReason(manifest);
 if (stale !== null) {
   try {
-    manifest = await buildDist();
+    manifest = await buildDist({ logLevel: 'silent' });
   } catch (error) {
-    const what = error.name === 'EsbuildMissingError' ? `${error.message}` : `the build failed: ${error.message.split('\n')[0]}`;
-    process.stderr.write(`debughost: ${stale}, and ${what}; run \`npm install\` (with dev dependencies) and \`npm run build\`, or start from the Docker image\n`);
+    if (error.name === 'EsbuildMissingError') {
+      process.stderr.write(`debughost: ${stale}, and ${error.message}; run \`npm install\` (with dev dependencies), or start from a packed release or the Docker image\n`);
+    } else {
+      const first = error.errors?.[0];
+      const where = first?.location === undefined || first.location === null ? '' : `${first.location.file}:${first.location.line}: `;
+      process.stderr.write(`debughost: ${stale}, and the build failed: ${where}${first?.text ?? error.message.split('\n')[0]}; fix it (\`npm run build\` shows every error)\n`);
+    }
     process.exit(1);
   }
 }
