@@ -9,6 +9,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -20,6 +21,8 @@ import { BenchUsageError, median } from './raft-stats.ts';
 const REPO = resolve(import.meta.dirname, '..');
 /** A start that has not printed its ready line by then is broken, not slow. */
 const START_TIMEOUT_MS = 60_000;
+/** Random bases tried before giving up: a busy machine rarely holds all of a range of 103. */
+const BASE_PORT_ATTEMPTS_MAX = 20;
 
 interface Sample {
   readonly cpuMs: number;
@@ -89,12 +92,29 @@ async function nodeStart(command: readonly string[], cwd: string): Promise<Sampl
 async function npmStart(cwd: string): Promise<Sample> {
   const dir = await mkdtemp(join(tmpdir(), 'debughost-start-bench-'));
   try {
-    // Ports base+1..3 and base+101..103 are the cluster's; pick a base whose ports were free a moment ago.
-    const base = (await freePort()) % 30_000 + 30_000;
+    const base = await freeBasePort();
     return await measure('npm', ['start', '--', '--base-port', String(base), '--data-dir', dir], cwd, 'cluster up');
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** A base port P whose cluster ports (P+1..P+3 MCP, P+101..P+103 gRPC) were all free a moment ago. */
+async function freeBasePort(): Promise<number> {
+  for (let attempt = 0; attempt < BASE_PORT_ATTEMPTS_MAX; attempt += 1) {
+    const base = 30_000 + ((await freePort()) % 25_000);
+    const ports = [1, 2, 3, 101, 102, 103].map((offset) => base + offset);
+    if ((await Promise.all(ports.map(portFree))).every(Boolean)) return base;
+  }
+  throw new Error(`no free base port after ${BASE_PORT_ATTEMPTS_MAX} tries`);
+}
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolveFree) => {
+    const server = createServer();
+    server.once('error', () => resolveFree(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolveFree(true)));
+  });
 }
 
 const summary = (samples: readonly Sample[]) => ({ cpuMs: Math.round(median(samples.map((s) => s.cpuMs))), wallMs: Math.round(median(samples.map((s) => s.wallMs))) });
