@@ -34,7 +34,7 @@ async function sh(command: string, args: string[], options: { env?: NodeJS.Proce
 const exists = async (image: string): Promise<boolean> => sh('docker', ['image', 'inspect', image]).then(() => true, () => false);
 
 function reason(): string | null {
-  if (process.env.DEBUGHOST_IMAGE_TEST !== '1') return 'set DEBUGHOST_IMAGE_TEST=1 to build the image and start it (3-8 minutes)';
+  if (process.env.DEBUGHOST_IMAGE_TEST !== '1') return 'set DEBUGHOST_IMAGE_TEST=1 to build the image and start it (8 min idle, over 20 min on a busy 2-core machine)';
   return missing([DOCKER, DEBOOTSTRAP]);
 }
 
