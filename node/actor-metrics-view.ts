@@ -1,9 +1,10 @@
 // What the actor-layer gauges read at scrape time, from the applied store, the
 // ring and the runtimes of a running NodeActors. Scrapes are rare (seconds apart)
 // and the store holds at most the projects the quotas allow, so each scrape scans.
+// Records are read through the host's RecordReader (schema-checked, cached by revision).
 import type { ActorStore } from '../actors/components.ts';
 import type { ActorHost } from '../actors/host.ts';
-import { PROJECTS_PREFIX, QUOTA_DEFAULT, USAGE_ZERO, parseActorKey, parseRecord, tenantActorKey, type ProjectRecord, type TenantQuota, type TenantUsage } from '../actors/messages.ts';
+import { PROJECTS_PREFIX, QUOTA_DEFAULT, USAGE_ZERO, parseActorKey, tenantActorKey, type TenantQuota, type TenantUsage } from '../actors/messages.ts';
 import type { CompositeRuntime } from '../actors/runtime-composite.ts';
 import { prefixEnd } from '../consensus/kv-state-machine.ts';
 import type { ActorMetricsView, OwnedProject, TenantQuotaUse } from './actor-metrics.ts';
@@ -23,7 +24,7 @@ export function actorMetricsView(node: string, host: ActorHost, store: ActorStor
       for (const entry of store.view().range(PROJECTS_PREFIX, prefixEnd(PROJECTS_PREFIX))) {
         if (placement.owner(entry.key) !== node) continue;
         const parsed = parseActorKey(entry.key);
-        const record = parseRecord<ProjectRecord>(entry.value);
+        const record = host.records.project(entry);
         if (parsed?.kind !== 'project' || record === null) continue;
         yield { tenant: parsed.tenant, desired: record.desired };
       }
@@ -39,8 +40,8 @@ export function actorMetricsView(node: string, host: ActorHost, store: ActorStor
         if (tenant === undefined || (kind !== 'quota' && kind !== 'usage')) continue;
         if (placement.owner(tenantActorKey(tenant)) !== node) continue;
         const record = records.get(tenant) ?? {};
-        if (kind === 'quota') record.quota = parseRecord<TenantQuota>(entry.value) ?? QUOTA_DEFAULT;
-        else record.usage = parseRecord<TenantUsage>(entry.value) ?? USAGE_ZERO;
+        if (kind === 'quota') record.quota = host.records.quota(entry) ?? QUOTA_DEFAULT;
+        else record.usage = host.records.usage(entry) ?? USAGE_ZERO;
         records.set(tenant, record);
       }
       for (const [tenant, { quota = QUOTA_DEFAULT, usage = USAGE_ZERO }] of records) {

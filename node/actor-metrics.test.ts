@@ -4,8 +4,9 @@ import test from 'ava';
 import { Registry } from 'prom-client';
 import { ActorMetrics, OTHER_TENANT, OTHER_TOOL, TENANT_SERIES_MAX, TOOL_SERIES_MAX, capSeries, type ActorMetricsView } from './actor-metrics.ts';
 import { quotaRatio } from './actor-metrics-view.ts';
-import type { ProjectApi } from './project-api.ts';
-import { timedProjectApi } from './project-api-timing.ts';
+import type { ActorRequest, ActorResponse, Identity } from '../actors/messages.ts';
+import type { McpBackend } from './mcp.ts';
+import { timedBackend } from './mcp-call-timing.ts';
 
 /** Value of the series `name{labels}` exactly as prom-client writes it, or undefined. */
 async function series(registry: Registry, name: string, labels = ''): Promise<number | undefined> {
@@ -102,25 +103,25 @@ test('events feed their counters and histograms; tool labels are bounded', async
   t.is(tools.size, TOOL_SERIES_MAX + 1, 'the cap plus other');
 });
 
-test('the API timer labels each call with its tool and route and times failures too', async (t) => {
+test('the MCP call timer labels each call with the tool of its request and its route, and times failures too', async (t) => {
   const calls: [string, string, number][] = [];
   let now = 0;
-  const fail = () => Promise.reject(new Error('quota'));
-  const api = {
-    status: async () => {
+  const backend = {
+    call: async (_identity: Identity, call: { request: ActorRequest }) => {
       now += 250;
-      return {} as never;
+      if (call.request.type === 'stop') throw new Error('unavailable');
+      return { type: 'usage' } as unknown as ActorResponse;
     },
-    list: async () => [],
-    stop: fail,
-  } as unknown as ProjectApi;
-  const timed = timedProjectApi(api, { mcpCall: (tool, route, seconds) => calls.push([tool, route, seconds]) }, (key) => (key === 'projects/a/web' ? 'local' : 'forwarded'), () => now);
-  await timed.status({ tenant: 'a', name: 'web' });
-  await timed.list('a');
-  await t.throwsAsync(timed.stop({ tenant: 'b', name: 'api' }), { message: 'quota' });
+  } as unknown as McpBackend;
+  const timed = timedBackend(backend, { mcpCall: (tool, route, seconds) => calls.push([tool, route, seconds]) }, (key) => (key === 'projects/a/web' ? 'local' : 'forwarded'), () => now);
+  const identity = {} as Identity;
+  const call = (key: string, request: ActorRequest) => ({ key, request, deadlineMs: 1000, requestId: null }) as Parameters<McpBackend['call']>[1];
+  await timed.call(identity, call('projects/a/web', { type: 'status' }), null);
+  await timed.call(identity, call('tenants/a', { type: 'list' }), null);
+  await t.throwsAsync(timed.call(identity, call('projects/b/api', { type: 'stop' }), null), { message: 'unavailable' });
   t.deepEqual(calls, [
     ['project_status', 'local', 0.25],
-    ['project_list', 'forwarded', 0],
-    ['project_stop', 'forwarded', 0],
+    ['project_list', 'forwarded', 0.25],
+    ['project_stop', 'forwarded', 0.25],
   ]);
 });
