@@ -13,7 +13,7 @@ const impure = [
 ];
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'proto/gen/**', 'bench/etcd/gen/**', 'data/**'] },
+  { ignores: ['node_modules/**', 'proto/gen/**', 'bench/etcd/gen/**', 'data/**', 'dist/**'] },
   ...tseslint.configs.recommended,
   {
     rules: {

@@ -8,6 +8,7 @@ import { logsBench } from './logs.ts';
 import { mcpBench } from './mcp.ts';
 import { raftBench } from './raft.ts';
 import { runtimeBench } from './runtime.ts';
+import { startBench } from './start.ts';
 import { BenchUsageError } from './raft-stats.ts';
 
 type Bench = (args: string[]) => Record<string, number | string> | Promise<Record<string, number | string>>;
@@ -42,7 +43,7 @@ const sim: Bench = () => {
   };
 };
 
-const benches: Record<string, Bench> = { sim, raft: raftBench, logs: logsBench, runtime: runtimeBench, actors: actorsBench, mcp: mcpBench };
+const benches: Record<string, Bench> = { sim, raft: raftBench, logs: logsBench, runtime: runtimeBench, actors: actorsBench, mcp: mcpBench, start: startBench };
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv.filter((arg) => arg !== '--json');

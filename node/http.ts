@@ -8,6 +8,7 @@ import { createServer, type Server, type ServerResponse } from 'node:http';
 import { errorResponse, type ActorResponse, type Identity } from '../actors/messages.ts';
 import type { ToolCall } from '../actors/tools.ts';
 import { McpEndpoint, type McpBackend } from './mcp.ts';
+import { timedBackend } from './mcp-call-timing.ts';
 import type { DebughostNode } from './node.ts';
 import { uiHandler, type UiOptions } from './ui/routes.ts';
 
@@ -104,7 +105,7 @@ export interface HttpServerOptions {
 
 export function startHttpServer(node: DebughostNode, host: string, port: number, options: HttpServerOptions = {}): Promise<Server> {
   const allowedHosts = [`${host}:${port}`, `localhost:${port}`, `127.0.0.1:${port}`, host, 'localhost', '127.0.0.1'];
-  const backend = mcpBackend(node);
+  const backend = timedBackend(mcpBackend(node), node.metrics.actors, (key) => (node.actors?.host.placement().owner(key) === node.id ? 'local' : 'forwarded'));
   const mcp = new McpEndpoint({
     backend,
     authenticate: (request) => node.auth.authenticate(request.headers.authorization),

@@ -6,6 +6,8 @@ import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { RaftStatus } from '../consensus/raft.ts';
 import type { WriteOutcome } from '../consensus/raft-node.ts';
+import { ActorMetrics } from './actor-metrics.ts';
+import { SpaceMetrics } from './space-metrics.ts';
 
 /** What the scrape-time gauges read; null while Raft has not started. */
 export interface RaftView {
@@ -22,6 +24,9 @@ const FSYNC_BUCKETS_SECONDS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.
 
 export class NodeMetrics {
   readonly registry = new Registry();
+  /** The actor layer's metrics (actor-metrics.ts) and the data dir's space (space-metrics.ts), on this registry. */
+  readonly actors = new ActorMetrics(this.registry);
+  readonly space = new SpaceMetrics(this.registry);
   private readonly leaderChanges: Counter;
   private readonly proposals: Counter<'kind' | 'outcome'>;
   private readonly fsyncSeconds: Histogram;

@@ -16,6 +16,7 @@ import { CompositeRuntime } from '../actors/runtime-composite.ts';
 import { DockerRuntime } from '../actors/runtime-docker.ts';
 import { ProcessRuntime } from '../actors/runtime-process.ts';
 import { decodeCommand, encodeCommand, validateCommand, type KvCommand } from '../consensus/kv-state-machine.ts';
+import { actorMetricsView } from './actor-metrics-view.ts';
 import type { DebughostNode } from './node.ts';
 import { systemClock } from './system.ts';
 
@@ -65,7 +66,12 @@ export class NodeActors {
         raft: { isLeader: () => raft().raft.role === 'leader', leader: () => raft().raft.leader },
         runtime: callbackRuntime(runtime),
         ports: hostCheckedAllocator({ rangeStart: options.portRangeStart, rangeEnd: options.portRangeEnd }),
-        forwarder: this.forwarder,
+        forwarder: {
+          forward: (owner, call, onProgress, callback) => {
+            node.metrics.actors.forwarded('sent');
+            this.forwarder.forward(owner, call, onProgress, callback);
+          },
+        },
         io: localProjectIo(logs),
         authorizer,
       },
@@ -94,6 +100,7 @@ export class NodeActors {
     const runtime = new CompositeRuntime(processRuntime, docker, dockerMissing);
     const actors = new NodeActors(node, logs, runtime, new ActorClients(node.credentials, peerMetadata), authorizer, options);
     actors.host.start();
+    node.metrics.actors.attach(actorMetricsView(node.id, actors.host, actors.store, runtime));
     return actors;
   }
 
@@ -154,6 +161,7 @@ export class NodeActors {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.node.metrics.actors.attach(null);
     this.host.stop();
     await this.runtime.close();
     await this.logs.close();
@@ -171,6 +179,7 @@ export function actorsServiceHandlers(node: DebughostNode, peerOf: ActorsService
     peerOf,
     call: (call, onProgress, callback) => {
       if (node.actors === null) return callback({ type: 'error', name: 'UnavailableError', message: starting });
+      node.metrics.actors.forwarded('served');
       node.actors.host.serveForwarded(call, onProgress, callback);
     },
     follow: (key, identity, onEvent) => {

@@ -154,6 +154,7 @@ export class DebughostNode {
       droppedMessages: () => view.node?.transport?.droppedTotal ?? 0,
       watchers: () => view.node?.watches.watcherCount ?? 0,
     });
+    metrics.space.watch(options.dataDir);
     const storage = await openRaftStorage(options.dataDir, { fsync: options.fsync, onSync: (ms, entries) => metrics.sync(ms, entries) });
     const meta = storage.readMeta();
     if (meta !== null && meta.nodeId !== options.id) {
