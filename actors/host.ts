@@ -7,7 +7,7 @@
 // clock, so the simulator runs the same code deterministically.
 import { RING_EPOCH_KEY } from '../consensus/kv-machine.ts';
 import { prefixEnd, type KvOp } from '../consensus/kv-state-machine.ts';
-import type { Clock, TimerHandle } from '../consensus/types.ts';
+import type { Clock, Random, TimerHandle } from '../consensus/types.ts';
 import { ActorSystem, type Actor, type ActorContext, type Delivery } from './actor-system.ts';
 import { isActiveState, type ActorStore, type ForwardCall, type Forwarder, type PortAllocator, type ProjectIo, type RaftView, type RuntimeDriver } from './components.ts';
 import { FailureDetector, OwnerLease, type LeaseState } from './liveness.ts';
@@ -44,6 +44,8 @@ export interface Authorizer {
 
 export interface HostComponents {
   readonly clock: Clock;
+  /** Jitter of retries after a lost compare-and-set race. */
+  readonly random: Random;
   readonly store: ActorStore;
   readonly raft: RaftView;
   readonly runtime: RuntimeDriver;
@@ -65,6 +67,14 @@ export interface HostOptions {
   readonly retryBackoffMs: number;
   /** Attempts of one write when its compare-and-set loses a race. */
   readonly casAttemptsMax: number;
+  /**
+   * After a lost race the next attempt waits a random time below
+   * casBackoffMs × attempt (at most casBackoffMsMax): concurrent starts of one
+   * tenant all compare its usage counter, and without the spread they would
+   * collide again in the next group commit.
+   */
+  readonly casBackoffMs: number;
+  readonly casBackoffMsMax: number;
   /** Act as owner only while the leader was heard within this. */
   readonly leaseMs: number;
   /** The leader marks a member down after hearing nothing from it for this long. */
@@ -107,7 +117,9 @@ export const hostOptionsDefault = (node: string): HostOptions => ({
   activationsMax: 100_000,
   callAttemptsMax: 6,
   retryBackoffMs: 50,
-  casAttemptsMax: 20,
+  casAttemptsMax: 50,
+  casBackoffMs: 4,
+  casBackoffMsMax: 100,
   leaseMs: 2000,
   suspectMs: 3000,
   pollMs: 100,
@@ -214,11 +226,14 @@ export class ActorHost {
       store: components.store,
       runtime: components.runtime,
       ports: components.ports,
+      random: components.random,
       records: this.records,
       io: components.io,
       limits: {
         stopGraceMs: options.stopGraceMs,
         casAttemptsMax: options.casAttemptsMax,
+        casBackoffMs: options.casBackoffMs,
+        casBackoffMsMax: options.casBackoffMsMax,
         settleIntervalMs: options.settleIntervalMs,
         eventsKept: options.eventsKept,
         logPageCharsMax: options.logPageCharsMax,

@@ -8,7 +8,7 @@
 // polls) runs after the turn, so a slow health check never holds the mailbox.
 import type { Compare, KeyValue, KvOp } from '../consensus/kv-state-machine.ts';
 import { prefixEnd } from '../consensus/kv-state-machine.ts';
-import type { Clock } from '../consensus/types.ts';
+import type { Clock, Random } from '../consensus/types.ts';
 import type { Actor, ActorContext, Reply } from './actor-system.ts';
 import { isActiveState, PortsExhaustedError, type ActorStore, type PortAllocator, type ProjectIo, type RuntimeDriver } from './components.ts';
 import { fencedWrite, type FencedOutcome, type FencedWrite } from './fenced-write.ts';
@@ -70,6 +70,9 @@ export interface OwnerLimits {
   readonly stopGraceMs: number;
   /** Most attempts of one request when its compare-and-set loses a race. */
   readonly casAttemptsMax: number;
+  /** A lost race waits a random time below casBackoffMs × attempt, at most casBackoffMsMax. */
+  readonly casBackoffMs: number;
+  readonly casBackoffMsMax: number;
   /** Pause between two checks while a start settles or a wait waits. */
   readonly settleIntervalMs: number;
   /** Events kept per project in the replicated state. */
@@ -89,6 +92,7 @@ export interface OwnerServices {
   readonly store: ActorStore;
   readonly runtime: RuntimeDriver;
   readonly ports: PortAllocator;
+  readonly random: Random;
   readonly records: RecordReader;
   readonly io: ProjectIo;
   readonly limits: OwnerLimits;
@@ -339,8 +343,15 @@ export class ProjectActor implements Actor<ActorMessage, ActorResponse> {
             if (attempt >= this.services.limits.casAttemptsMax) {
               return reply(errorResponse('VersionConflictError', `${this.key} changed under ${attempt} attempts in a row; retry`));
             }
-            // Our applied state was behind: catch up to what the txn saw, then plan again.
-            return this.services.whenApplied(outcome.revision, this.context.guard(() => this.mutate(reply, plan, attempt + 1)));
+            // Our applied state was behind: catch up to what the txn saw, then plan again after a random pause.
+            return this.services.whenApplied(
+              outcome.revision,
+              this.context.guard(() => {
+                const limits = this.services.limits;
+                const pauseMs = Math.floor(this.services.random.float() * Math.min(limits.casBackoffMsMax, limits.casBackoffMs * attempt));
+                this.context.setTimer(pauseMs, () => this.mutate(reply, plan, attempt + 1));
+              }),
+            );
           case 'unavailable':
             return reply(errorResponse('UnavailableError', `the cluster could not record the change (${outcome.detail}); retry`));
           case 'unknown':

@@ -18,7 +18,7 @@ import { ProcessRuntime } from '../actors/runtime-process.ts';
 import { decodeCommand, encodeCommand, validateCommand, type KvCommand } from '../consensus/kv-state-machine.ts';
 import { actorMetricsView } from './actor-metrics-view.ts';
 import type { DebughostNode } from './node.ts';
-import { systemClock } from './system.ts';
+import { systemClock, systemRandom } from './system.ts';
 
 export interface ActorNodeOptions {
   readonly portRangeStart: number;
@@ -62,6 +62,7 @@ export class NodeActors {
     this.host = new ActorHost(
       {
         clock: systemClock,
+        random: systemRandom,
         store: this.store,
         raft: { isLeader: () => raft().raft.role === 'leader', leader: () => raft().raft.leader },
         runtime: callbackRuntime(runtime),

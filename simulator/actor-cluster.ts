@@ -142,6 +142,7 @@ export class SimActorCluster {
     const host = new ActorHost(
       {
         clock: scheduler.clockFor(id),
+        random: this.prng.fork(`random:${id}:${this.cluster.incarnation(id)}`),
         store: this.unfenced ? unfencedStore(store) : store,
         raft: { isLeader: () => node.raft.role === 'leader', leader: () => node.raft.leader },
         runtime,
