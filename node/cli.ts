@@ -25,6 +25,18 @@ const commands: Record<string, { readonly summary: string; readonly load: () => 
     summary: 'remove a node from its cluster (it stops by itself)',
     load: async () => (await import('./cli-node.ts')).leaveCommand,
   },
+  token: {
+    summary: 'create | revoke | list bearer tokens (roles per tenant; join tokens)',
+    load: async () => (await import('./cli-trust.ts')).tokenCommand,
+  },
+  audit: {
+    summary: 'verify the audit hash chains | query the audit trail',
+    load: async () => (await import('./cli-trust.ts')).auditCommand,
+  },
+  init: {
+    summary: 'make the cluster secret and first admin token for separately started founders',
+    load: async () => (await import('./cli-trust.ts')).initCommand,
+  },
   chaos: {
     summary: 'run a real cluster in network namespaces under faults and check it (root)',
     load: async () => (await import('../chaos/cli-chaos.ts')).chaosCommand,

@@ -13,6 +13,8 @@ import { create } from '@bufbuild/protobuf';
 import { Admin, Role, StatusRequestSchema, type StatusResponse } from '../proto/gen/admin_pb.ts';
 import { KV, PutRequestSchema, RangeRequestSchema } from '../proto/gen/kv_pb.ts';
 import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
+import { adminTokenPath, clusterSecretPath, ensureAdminToken, ensureClusterSecret } from './cluster-files.ts';
+import { withMetadata } from './peer-auth.ts';
 
 export const bin = new URL('../bin/debughost.js', import.meta.url).pathname;
 
@@ -44,7 +46,9 @@ export interface Member {
 export interface ClusterOptions {
   /** Extra flags for every `debughost node`. */
   readonly extraArgs?: readonly string[];
-  /** Credentials the test's own clients use (default insecure). */
+  /** Extra flags for one member (its own TLS certificate). */
+  readonly memberArgs?: (member: Member) => readonly string[];
+  /** TLS credentials the test's own clients use (default plaintext); the admin token rides on them. */
   readonly credentials?: grpc.ChannelCredentials;
 }
 
@@ -80,18 +84,33 @@ export class LocalCluster {
   seedList = '';
   private readonly admin = new Map<string, InstanceType<typeof AdminClient>>();
   private readonly kv = new Map<string, InstanceType<typeof KvClient>>();
+  /** The test's clients: the given TLS credentials (or plaintext) with the admin token on every call. */
   readonly credentials: grpc.ChannelCredentials;
 
   private constructor(
     readonly root: string,
     readonly options: ClusterOptions,
+    /** The bootstrap admin token every founder is given (as debughost up does). */
+    readonly adminToken: string,
   ) {
-    this.credentials = options.credentials ?? grpc.credentials.createInsecure();
+    this.credentials = withMetadata(options.credentials ?? null, () => ({ authorization: `Bearer ${adminToken}` }));
+  }
+
+  /** The cluster secret and admin token files every node gets, in the cluster's temp dir. */
+  get secretFile(): string {
+    return clusterSecretPath(this.root);
+  }
+
+  get adminTokenFile(): string {
+    return adminTokenPath(this.root);
   }
 
   /** `founding` members whose addresses form the seed list; add more with addMember. */
   static async create(founding: number, options: ClusterOptions = {}): Promise<LocalCluster> {
-    const cluster = new LocalCluster(await mkdtemp(join(tmpdir(), 'debughost-cluster-')), options);
+    const root = await mkdtemp(join(tmpdir(), 'debughost-cluster-'));
+    await ensureClusterSecret(clusterSecretPath(root));
+    const { token } = await ensureAdminToken(adminTokenPath(root), Date.now());
+    const cluster = new LocalCluster(root, options, token);
     for (let i = 1; i <= founding; i += 1) await cluster.addMember();
     cluster.seedList = cluster.members.map((m) => m.grpc).join(',');
     return cluster;
@@ -111,7 +130,11 @@ export class LocalCluster {
   }
 
   start(member: Member): void {
-    const args = [bin, 'node', '--id', member.id, '--grpc', member.grpc, '--mcp', member.mcp, '--seeds', this.seedList, '--data-dir', member.dataDir, ...(this.options.extraArgs ?? [])];
+    const args = [
+      bin, 'node', '--id', member.id, '--grpc', member.grpc, '--mcp', member.mcp, '--seeds', this.seedList, '--data-dir', member.dataDir,
+      '--cluster-secret-file', this.secretFile, '--admin-token-file', this.adminTokenFile,
+      ...(this.options.extraArgs ?? []), ...(this.options.memberArgs?.(member) ?? []),
+    ];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, DEBUGHOST_LOG_LEVEL: process.env.DEBUGHOST_TEST_LOG_LEVEL ?? 'warn' } });
     child.stderr?.on('data', (chunk: Buffer) => {
       member.stderrTail = (member.stderrTail + chunk.toString()).slice(-20000);

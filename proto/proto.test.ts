@@ -222,6 +222,11 @@ test('a client stream carries three batches intact and a unary Admin.Status answ
     memberPromote: unimplemented,
     memberRemove: unimplemented,
     transferLeadership: unimplemented,
+    tokenCreate: unimplemented,
+    tokenRevoke: unimplemented,
+    tokenList: unimplemented,
+    auditQuery: unimplemented,
+    auditVerify: unimplemented,
     status(_call, callback) {
       callback(
         null,
