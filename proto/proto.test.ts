@@ -190,6 +190,11 @@ test('the adapter maps paths and streaming flags from the descriptor', (t) => {
     'memberRemove',
     'transferLeadership',
     'status',
+    'tokenCreate',
+    'tokenRevoke',
+    'tokenList',
+    'auditQuery',
+    'auditVerify',
   ]);
 });
 
