@@ -33,7 +33,8 @@ export const RATE_LIMIT_CONFIG_DEFAULT: RateLimitConfig = Object.freeze({
   // A tenant runs a handful of agents.
   tenantPerSecond: 100,
   tenantBurst: 200,
-  redisCommandTimeoutMs: 50,
+  // A Redis round trip on a LAN is well under a millisecond; 100 ms means Redis (or this node) is in trouble.
+  redisCommandTimeoutMs: 100,
   redisConnectTimeoutMs: 500,
   redisRetryAfterFailureMs: 1_000,
   localBucketsMax: 100_000,
@@ -135,10 +136,16 @@ export class RateLimiter {
     return redis as GcraClient;
   }
 
+  /** Whether Redis decides calls now (connected, and not in the pause after a failure). */
+  get redisReady(): boolean {
+    return this.#redis !== null && this.#redis.status === 'ready' && this.components.nowMs() >= this.#redisDownUntilMs;
+  }
+
   /** Take one call of `identity`'s budget; an over-limit call gets how long to wait. */
   async take(identity: Identity): Promise<RateOutcome> {
     const redis = this.#redis;
-    if (redis !== null && this.components.nowMs() >= this.#redisDownUntilMs) {
+    // Until the connection is up (and for a while after a failure) the local limit decides without trying.
+    if (redis !== null && redis.status === 'ready' && this.components.nowMs() >= this.#redisDownUntilMs) {
       try {
         const outcome = await this.takeRedis(redis, identity);
         this.decided.redis += 1;
