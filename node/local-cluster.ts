@@ -129,11 +129,12 @@ export class LocalCluster {
     return found;
   }
 
-  start(member: Member): void {
+  /** Start `member`'s process; `trustFiles: false` starts it without the secret and admin token files (a node joining by token). */
+  start(member: Member, options: { trustFiles?: boolean; args?: readonly string[] } = {}): void {
     const args = [
       bin, 'node', '--id', member.id, '--grpc', member.grpc, '--mcp', member.mcp, '--seeds', this.seedList, '--data-dir', member.dataDir,
-      '--cluster-secret-file', this.secretFile, '--admin-token-file', this.adminTokenFile,
-      ...(this.options.extraArgs ?? []), ...(this.options.memberArgs?.(member) ?? []),
+      ...(options.trustFiles === false ? [] : ['--cluster-secret-file', this.secretFile, '--admin-token-file', this.adminTokenFile]),
+      ...(this.options.extraArgs ?? []), ...(this.options.memberArgs?.(member) ?? []), ...(options.args ?? []),
     ];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, DEBUGHOST_LOG_LEVEL: process.env.DEBUGHOST_TEST_LOG_LEVEL ?? 'warn' } });
     child.stderr?.on('data', (chunk: Buffer) => {
