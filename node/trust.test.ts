@@ -1,6 +1,7 @@
 // The trust boundary on real processes: issue 10's attacks through the KV API and the peer plane do no harm; a revoked token is refused on every node within 1 s; nodes join by join token (and not without one); a spoofed Raft sender is dropped; audit verify names a record edited in the state; bad start flags are refused in one line.
 import test from 'ava';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { createServer } from 'node:net';
 import { access, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -222,4 +223,60 @@ test('bad start flags are refused in one line: --insecure-no-auth off loopback, 
   const noSecret = await node(['--mcp', `127.0.0.1:${mcpPort}`, '--admin-token-file', join(dir, 'files', 'admin-token')]);
   t.is(noSecret.code, 2);
   t.regex(noSecret.stderr, /a founding node needs the cluster secret every founder shares/);
+});
+
+/** A base port P for `up --nodes 1`: P+1 (MCP) and P+101 (gRPC) both free. */
+async function freeBasePort(): Promise<number> {
+  for (;;) {
+    const mcp = await freePort();
+    const listener = createServer();
+    const free = await new Promise<boolean>((resolve) => {
+      listener.once('error', () => resolve(false));
+      listener.listen(mcp + 100, '127.0.0.1', () => listener.close(() => resolve(true)));
+    });
+    if (free) return mcp - 1;
+  }
+}
+
+/** Run `debughost up --nodes 1` until it prints the Claude Code line; returns that line and a stop function (SIGINT by pid). */
+async function up(dataDir: string, basePort: number): Promise<{ line: string; stop: () => Promise<number | null> }> {
+  const child = spawn(process.execPath, [bin, 'up', '--nodes', '1', '--data-dir', dataDir, '--base-port', String(basePort)], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DEBUGHOST_LOG_LEVEL: 'warn' } });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const stop = async (): Promise<number | null> => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
+    return exited;
+  };
+  let output = '';
+  const line = await new Promise<string>((resolve, reject) => {
+    child.stdout?.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      const found = output.split('\n').find((l) => l.includes('claude mcp add'));
+      if (found !== undefined && output.includes('try:')) resolve(found.trim());
+    });
+    void exited.then((code) => reject(new Error(`up exited with ${code}: ${output}`)));
+  }).catch(async (error: unknown) => {
+    await stop();
+    throw error;
+  });
+  return { line, stop };
+}
+
+test('npm start (up) makes an admin token in a 0600 file, prints the claude mcp add line with it, and reuses it on the next start', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'debughost-up-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dataDir = join(dir, 'data');
+  const basePort = await freeBasePort();
+  const first = await up(dataDir, basePort);
+  t.teardown(() => first.stop());
+  const token = (await readFile(join(dataDir, 'admin-token'), 'utf8')).trim();
+  t.is(first.line, `claude mcp add --transport http debughost http://127.0.0.1:${basePort + 1}/mcp --header "Authorization: Bearer ${token}"`);
+  for (const file of ['admin-token', 'cluster-secret']) t.is((await stat(join(dataDir, file))).mode & 0o777, 0o600, file);
+  // The printed token is an admin of the cluster (the CLI finds it in the data dir by itself).
+  const put = await run(process.execPath, [bin, 'kv', 'put', 'up-test', 'ok', '--endpoints', `127.0.0.1:${basePort + 101}`, '--data-dir', dataDir], { timeout: CLI_TIMEOUT_MS, env: { ...process.env, DEBUGHOST_TOKEN: '' } });
+  t.regex(put.stdout, /^OK version 1/);
+  t.is(await first.stop(), 0);
+  const second = await up(dataDir, basePort);
+  t.teardown(() => second.stop());
+  t.is(second.line, first.line, 'the same token on the next start');
+  t.is(await second.stop(), 0);
 });
