@@ -25,7 +25,7 @@ function store(): { kv: KvStateMachine; apply: (command: KvCommand) => void } {
 
 const entry = (i: number, tenant: string | null = 'alice', action = 'project_start'): AuditEntry => ({
   timeMs: 1_000 + i,
-  actor: { tokenId: `t${i % 2}`, name: `token-${i % 2}`, tenant: tenant ?? 'default', role: 'developer' },
+  actor: { tokenId: `t${i % 2}`, tokenName: `token-${i % 2}`, tenant: tenant ?? 'default', role: 'developer' },
   action,
   tenant,
   target: `web${i}`,

@@ -24,7 +24,7 @@ export const auditCheckpointKey = (node: string): string => `${AUDIT_PREFIX}${no
 export const GENESIS_HASH = '0'.repeat(64);
 
 /** Who made a call: a token's identity, or a member node acting on its own (a bootstrap write). */
-export type AuditActor = Pick<Identity, 'tokenId' | 'name' | 'tenant' | 'role'> | { readonly node: string };
+export type AuditActor = Pick<Identity, 'tokenId' | 'tokenName' | 'tenant' | 'role'> | { readonly node: string };
 
 export type AuditOutcome = 'ok' | 'denied' | 'error';
 
@@ -202,7 +202,7 @@ export interface AuditPage {
 
 const orderKey = (r: AuditRecord): string => `${String(r.timeMs).padStart(15, '0')}/${r.node}/${String(r.seq).padStart(SEQ_DIGITS, '0')}`;
 
-const actorMatches = (actor: AuditActor, who: string): boolean => ('node' in actor ? actor.node === who : actor.tokenId === who || actor.name === who);
+const actorMatches = (actor: AuditActor, who: string): boolean => ('node' in actor ? actor.node === who : actor.tokenId === who || actor.tokenName === who);
 
 /** Records across every node's chain, oldest first (by time, then node and seq), filtered and paginated. */
 export function queryAudit(view: KvView, filter: AuditFilter): AuditPage {

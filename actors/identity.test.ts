@@ -30,7 +30,7 @@ const LOWEST_ROLE: Record<string, Role> = {
 const CLUSTER_TOOLS = new Set(['cluster_status', 'image_list', 'image_prune']);
 const LADDER: Role[] = ['viewer', 'developer', 'exec', 'tenant-admin', 'admin'];
 
-const identity = (role: Role, tenant = 'alice'): Identity => ({ tokenId: `id-${role}`, name: `${role}-token`, tenant, role });
+const identity = (role: Role, tenant = 'alice'): Identity => ({ tokenId: `id-${role}`, tokenName: `${role}-token`, tenant, role });
 
 test('every tool has a right, and the reference names exactly the same tools', (t) => {
   t.deepEqual(Object.keys(TOOL_RIGHTS).sort(), Object.keys(LOWEST_ROLE).sort());

@@ -50,14 +50,14 @@ export type Right = keyof typeof RIGHTS;
 /** Who a verified token says the caller is. `tokenId` is public (it names the token); the secret never leaves the verifier. */
 export interface Identity {
   readonly tokenId: string;
-  readonly name: string;
+  readonly tokenName: string;
   /** The tenant the token belongs to: calls act in it unless the role is admin. */
   readonly tenant: string;
   readonly role: Role;
 }
 
 /** The identity of every client of a node started with --insecure-no-auth (loopback only). */
-export const ANONYMOUS_ADMIN: Identity = Object.freeze({ tokenId: 'anonymous', name: 'anonymous (--insecure-no-auth)', tenant: 'default', role: 'admin' });
+export const ANONYMOUS_ADMIN: Identity = Object.freeze({ tokenId: 'anonymous', tokenName: 'anonymous (--insecure-no-auth)', tenant: 'default', role: 'admin' });
 
 export type AuthorizeOutcome =
   | { readonly ok: true }
@@ -87,7 +87,7 @@ export function authorize(identity: Identity, right: Right, tenant: string | nul
       ok: false,
       reason: 'missingRight',
       right,
-      message: `token '${identity.name}' (role ${identity.role}) lacks the right '${right}', which needs role ${needed} or above; ask an admin for a token with that role`,
+      message: `token '${identity.tokenName}' (role ${identity.role}) lacks the right '${right}', which needs role ${needed} or above; ask an admin for a token with that role`,
     };
   }
   if (RIGHTS[right].scope === 'cluster' || identity.role === 'admin' || tenant === identity.tenant) return { ok: true };
@@ -98,8 +98,8 @@ export function authorize(identity: Identity, right: Right, tenant: string | nul
     tenant,
     message:
       tenant === null
-        ? `token '${identity.name}' belongs to tenant '${identity.tenant}' and may use '${right}' only there; name tenant '${identity.tenant}' (every tenant needs an admin token)`
-        : `token '${identity.name}' belongs to tenant '${identity.tenant}', not '${tenant}'; use a token of tenant '${tenant}' or leave the tenant out`,
+        ? `token '${identity.tokenName}' belongs to tenant '${identity.tenant}' and may use '${right}' only there; name tenant '${identity.tenant}' (every tenant needs an admin token)`
+        : `token '${identity.tokenName}' belongs to tenant '${identity.tenant}', not '${tenant}'; use a token of tenant '${tenant}' or leave the tenant out`,
   };
 }
 
@@ -112,7 +112,7 @@ export function authorizeIssue(identity: Identity, tenant: string, role: Role): 
       ok: false,
       reason: 'missingRight',
       right: 'tenant.tokens',
-      message: `token '${identity.name}' (role ${identity.role}) cannot issue a token of role ${role}, which is above its own; ask an admin`,
+      message: `token '${identity.tokenName}' (role ${identity.role}) cannot issue a token of role ${role}, which is above its own; ask an admin`,
     };
   }
   return { ok: true };

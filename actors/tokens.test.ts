@@ -21,7 +21,7 @@ test('an issued token verifies to its identity; the stored record holds only the
   apply(put(record));
   const verifier = new TokenVerifier(() => kv, () => now);
   const outcome = verifier.authenticateBearer(`Bearer ${token}`);
-  t.deepEqual(outcome, { ok: true, value: { tokenId: record.id, name: 'ci', tenant: 'alice', role: 'developer' } });
+  t.deepEqual(outcome, { ok: true, value: { tokenId: record.id, tokenName: 'ci', tenant: 'alice', role: 'developer' } });
   const stored = kv.get(tokenKey(record.id))?.value ?? '';
   const secret = parseToken(token)?.secret ?? 'none';
   t.false(stored.includes(secret), 'the secret is not in the state');

@@ -169,7 +169,7 @@ export class TokenVerifier {
     const verified = this.verify(match[1] as string, 'client');
     if (!verified.ok) return verified;
     const record = verified.value as ClientTokenRecord;
-    return { ok: true, value: { tokenId: record.id, name: record.name, tenant: record.tenant, role: record.role } };
+    return { ok: true, value: { tokenId: record.id, tokenName: record.name, tenant: record.tenant, role: record.role } };
   }
 
   /** A join token presented by a node that wants to join. */

@@ -55,7 +55,7 @@ export function authBench(): Record<string, number | string> {
   metadata.set(PEER_ID_HEADER, 'n2');
   metadata.set(PEER_PROOF_HEADER, peerProof(secret, 'n2').toString('hex'));
   const peer = cpuPerCallMicros(() => peers.authenticate({ metadata }));
-  const identity: Identity = { tokenId: 'x', name: 'x', tenant: 'alice', role: 'developer' };
+  const identity: Identity = { tokenId: 'x', tokenName: 'x', tenant: 'alice', role: 'developer' };
   const authz = cpuPerCallMicros(() => authorize(identity, 'project.lifecycle', 'alice'));
   const sha = cpuPerCallMicros((i) => hashSecret(tokens[i % tokens.length] ?? ''));
   const goalMicros = 50;

@@ -149,6 +149,7 @@ export async function runChaos(options: ChaosOptions, signal: AbortSignal): Prom
           opTimeoutMs: Math.max(options.opTimeoutMs, MCP_OP_TIMEOUT_MS_MIN),
           targets,
           now,
+          token: live.adminToken ?? '',
         });
     if (kv !== null) workloads.push(kv);
     if (mcp !== null) workloads.push(mcp);

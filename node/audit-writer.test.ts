@@ -29,7 +29,7 @@ function memoryStore(answer?: (outcome: StoreWriteOutcome, command: KvCommand) =
 }
 
 const input = (i: number): AuditInput => ({
-  actor: { tokenId: 'abc', name: 'ci', tenant: 'alice', role: 'developer' },
+  actor: { tokenId: 'abc', tokenName: 'ci', tenant: 'alice', role: 'developer' },
   action: 'project_start',
   tenant: 'alice',
   target: `p${i}`,

@@ -183,7 +183,7 @@ export async function auditCommand(argv: string[]): Promise<number> {
         return 0;
       }
       for (const r of records) {
-        const who = 'node' in r.actor ? `node ${r.actor.node}` : `${r.actor.name} (${r.actor.role}@${r.actor.tenant})`;
+        const who = 'node' in r.actor ? `node ${r.actor.node}` : `${r.actor.tokenName} (${r.actor.role}@${r.actor.tenant})`;
         process.stdout.write(`${new Date(r.timeMs).toISOString()} ${r.node}#${r.seq} ${who} ${r.action}${r.target === null ? '' : ` ${r.target}`}${r.tenant === null ? '' : ` tenant=${r.tenant}`} → ${r.outcome}${r.detail === null ? '' : ` (${r.detail})`}\n`);
       }
       if (response.next !== '') process.stdout.write(`next: ${response.next}\n`);

@@ -8,7 +8,7 @@ import { encodeCommand, validateCommand, type Compare, type KeyValue, type KvCom
 import type { KvMachine } from '../consensus/kv-machine.ts';
 import type { ReadOutcome, WriteOutcome } from '../consensus/raft-node.ts';
 import { raftStreamHandler } from '../consensus/transport-grpc.ts';
-import { addActorsService } from './actor-forwarding.ts';
+import { addActorsService } from '../actors/forwarder-grpc.ts';
 import { actorsServiceHandlers } from './node-actors.ts';
 import type { NodeId } from '../consensus/types.ts';
 import {
@@ -291,7 +291,14 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
     return verified.ok ? { ok: true, by: 'joinToken' } : { ok: false, message: verified.message };
   };
 
-  addActorsService(server, actorsServiceHandlers(node));
+  addActorsService(
+    server,
+    actorsServiceHandlers(
+      node,
+      (call) => node.auth.peerOf(call),
+      (identity, key) => node.auth.mayFollow(identity, key),
+    ),
+  );
 
   /** Deliver a peer's Raft messages, dropping (and counting) any whose sender is not the authenticated peer. */
   const deliverFrom =

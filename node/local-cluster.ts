@@ -39,6 +39,8 @@ export interface Member {
   readonly mcp: string;
   readonly dataDir: string;
   process: ChildProcess | null;
+  /** Headers an MCP client of this member sends: the cluster's admin token. */
+  readonly mcpHeaders: Readonly<Record<string, string>>;
   /** The last lines this node wrote to stderr, to explain a failure. */
   stderrTail: string;
 }
@@ -118,7 +120,7 @@ export class LocalCluster {
 
   async addMember(): Promise<Member> {
     const id = `n${this.members.length + 1}`;
-    const member: Member = { id, grpc: `127.0.0.1:${await freePort()}`, mcp: `127.0.0.1:${await freePort()}`, dataDir: join(this.root, id), process: null, stderrTail: '' };
+    const member: Member = { id, grpc: `127.0.0.1:${await freePort()}`, mcp: `127.0.0.1:${await freePort()}`, dataDir: join(this.root, id), process: null, mcpHeaders: { authorization: `Bearer ${this.adminToken}` }, stderrTail: '' };
     this.members.push(member);
     return member;
   }

@@ -7,7 +7,7 @@ import { until } from './local-cluster.ts';
 import { startRedis } from './testing/redis-server.ts';
 import { LocalBuckets } from './token-bucket.ts';
 
-const alice = (tokenId: string): Identity => ({ tokenId, name: tokenId, tenant: 'alice', role: 'developer' });
+const alice = (tokenId: string): Identity => ({ tokenId, tokenName: tokenId, tenant: 'alice', role: 'developer' });
 
 test('local buckets: the burst passes, the next call waits 1/rate, time refills; a call takes from both buckets or neither', (t) => {
   let now = 0;

@@ -187,7 +187,7 @@ export class RateLimiter {
 
   private refusal(backend: RateBackend, scope: RateScope, identity: Identity, retryAfterMs: number): RateOutcome {
     this.refused[scope] += 1;
-    const what = scope === 'token' ? `token '${identity.name}' (${this.config.tokenPerSecond}/s)` : `tenant '${identity.tenant}' (${this.config.tenantPerSecond}/s for all its tokens)`;
+    const what = scope === 'token' ? `token '${identity.tokenName}' (${this.config.tokenPerSecond}/s)` : `tenant '${identity.tenant}' (${this.config.tenantPerSecond}/s for all its tokens)`;
     return { ok: false, backend, scope, retryAfterMs, message: `rate limit of ${what} reached; retry in ${retryAfterMs} ms` };
   }
 

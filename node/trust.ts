@@ -28,6 +28,10 @@ import { GrpcAuth } from './grpc-auth.ts';
 import type { Logger } from './log.ts';
 import { checkOwnCertificate, PeerAuthenticator, peerMetadata, withMetadata, type PeerAuthOutcome, type PeerCall } from './peer-auth.ts';
 import { RateLimiter, type RateLimitConfig } from './rate-limit.ts';
+import { authorizerFrom, type ActorRight } from '../actors/authorizer.ts';
+import { ANONYMOUS_ADMIN, authorize, isRole, type Identity, type Right } from '../actors/identity.ts';
+import { parseActorKey, type Identity as CallerIdentity } from '../actors/messages.ts';
+import type { NodeAuth } from './auth.ts';
 import { TokenService } from './token-service.ts';
 
 export interface TrustOptions {
@@ -63,6 +67,17 @@ export interface TrustComponents {
 export class TrustStartError extends Error {
   override readonly name = 'TrustStartError';
 }
+
+/** The role-table right behind each right an actor request needs (actors/authorizer.ts). */
+const ACTOR_RIGHTS: Record<ActorRight, Right> = {
+  read: 'project.read',
+  lifecycle: 'project.lifecycle',
+  exec: 'project.exec',
+  quota: 'tenant.quota',
+};
+
+/** An identity carried on a call, as the role table knows it (null: a role this version does not know). */
+const trusted = (identity: CallerIdentity): Identity | null => (isRole(identity.role) ? { ...identity, role: identity.role } : null);
 
 /** How often a node retries writing the bootstrap admin token's record until the cluster has it. */
 const BOOTSTRAP_RETRY_MS = 500;
@@ -184,6 +199,38 @@ export class NodeTrust {
   /** For the Actors service: the member that made this call (the interceptor has already refused everyone else). */
   authenticatePeer(call: PeerCall): PeerAuthOutcome {
     return this.peers.authenticate(call);
+  }
+
+  /**
+   * The node's trust boundary as the MCP layer and the actor forwarding use it
+   * (node/auth.ts). Peer calls carry their proof in the channel credentials
+   * (peerCredentials), so peerMetadata adds nothing.
+   */
+  nodeAuth(): NodeAuth {
+    const refused = (identity: CallerIdentity): string => `token '${identity.tokenName}' has role '${identity.role}', which this node does not know; ask for a new token`;
+    return {
+      authenticate: (authorization) => {
+        if ((authorization === undefined || authorization === '') && this.options.insecureNoAuth) return { ok: true, identity: ANONYMOUS_ADMIN };
+        const verified = this.authenticateBearer(authorization);
+        return verified.ok ? { ok: true, identity: verified.value } : { ok: false, status: 401, message: verified.message };
+      },
+      authorizer: authorizerFrom((identity, right, tenant) => {
+        const known = trusted(identity);
+        if (known === null) return refused(identity);
+        const outcome = authorize(known, ACTOR_RIGHTS[right], tenant);
+        return outcome.ok ? null : outcome.message;
+      }),
+      peerMetadata: () => new grpc.Metadata(),
+      peerOf: (call) => {
+        const outcome = this.peers.authenticate(call as PeerCall);
+        return outcome.ok ? outcome.node : null;
+      },
+      mayFollow: (identity, key) => {
+        const known = trusted(identity);
+        const parsed = parseActorKey(key);
+        return known !== null && parsed !== null && authorize(known, 'project.read', parsed.tenant).ok;
+      },
+    };
   }
 
   /** Once Raft runs: write the bootstrap admin token's record if the cluster lacks it. */
