@@ -25,7 +25,7 @@ import { StorageCorruptError, StorageLockedError } from '../consensus/storage-le
 import { startGrpcServer } from './grpc-server.ts';
 import { startHttpServer } from './http.ts';
 import { createLogger } from './log.ts';
-import { DebughostNode, NodeStartError, TICK_MS_DEFAULT } from './node.ts';
+import { DebughostNode, NodeStartError, TICK_MS_DEFAULT, waitUntil } from './node.ts';
 import { deadlineIn } from './peer-clients.ts';
 import { UsageError, parseIntegerFlag } from './usage-error.ts';
 import { parseToken } from '../actors/tokens.ts';
@@ -75,6 +75,8 @@ each node certificate names its node (SAN URI:urn:debughost:node:ID) instead.
                      admin); refused unless both addresses are loopback
 --redis URL          cluster-wide rate limits in Redis (redis://HOST:PORT); per node without it`;
 
+/** Longest a starting node waits for its bootstrap admin token to be applied before saying it is ready. */
+const BOOTSTRAP_TOKEN_WAIT_MS = 15_000;
 /** A stopped node exits by itself after this long even if a library left a connection open. */
 const STOPPED_EXIT_GRACE_MS = 1_000;
 
@@ -195,6 +197,10 @@ export async function nodeCommand(argv: string[]): Promise<number> {
     await shutdown(false);
     if (error instanceof NodeStartError || error instanceof UsageError) throw new UsageError(error.message);
     throw new UsageError((error as Error).message);
+  }
+  // Ready means the admin token this node was given works here, so that the line `up` prints works when pasted.
+  if (!(await waitUntil(() => node.trust.bootstrapTokenApplied(), BOOTSTRAP_TOKEN_WAIT_MS))) {
+    log.warn({ waitedMs: BOOTSTRAP_TOKEN_WAIT_MS }, 'the admin token has not reached this node\'s state yet (no leader?); it will once the cluster has one');
   }
   process.stdout.write(`debughost node ${id} ready: grpc ${grpcAddress.address}, mcp http://${http.address}/mcp, cluster ${node.clusterId}\n`);
   await done;

@@ -202,8 +202,17 @@ export class LocalCluster {
     return index < 0 ? null : (among[index] as Member);
   }
 
+  /** A leader among `among`, once the admin token works on it (the founders write it right after the first election). */
   waitForLeader(timeoutMs: number, among?: readonly Member[]): Promise<Member> {
-    return until('a leader', timeoutMs, () => this.leader(among));
+    return until('a leader that knows the admin token', timeoutMs, async () => {
+      const leader = await this.leader(among);
+      if (leader === null) return null;
+      const known = await callUnary(this.kvClient(leader), 'range', create(RangeRequestSchema, { key: 'tokens/', serializable: true }), { deadline: Date.now() + 1000 }).then(
+        () => true,
+        () => false,
+      );
+      return known ? leader : null;
+    });
   }
 
   /** Wait until `member` runs Raft with a known leader and has applied everything the leader had committed when asked. */

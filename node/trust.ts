@@ -12,7 +12,7 @@ import { mkdir } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 import type { ActorStore } from '../actors/components.ts';
 import type { KvView } from '../actors/placement.ts';
-import { recordForToken, TokenVerifier, type BearerOutcome, type TokenRecord } from '../actors/tokens.ts';
+import { recordForToken, tokenKey, TokenVerifier, type BearerOutcome, type TokenRecord } from '../actors/tokens.ts';
 import type { Clock, TimerHandle } from '../consensus/types.ts';
 import { AuditWriter, type AuditConfig } from './audit-writer.ts';
 import {
@@ -95,6 +95,7 @@ export class NodeTrust {
   readonly peerCredentials: grpc.ChannelCredentials;
   #secret: Buffer | null;
   #bootstrapRecord: TokenRecord | null;
+  readonly #bootstrapTokenId: string | null;
   #bootstrapTimer: TimerHandle | null = null;
   #closed = false;
   #redisQuietTimer: TimerHandle | null = null;
@@ -107,6 +108,7 @@ export class NodeTrust {
   ) {
     this.#secret = secret;
     this.#bootstrapRecord = bootstrapRecord;
+    this.#bootstrapTokenId = bootstrapRecord?.id ?? null;
     const view = (): KvView => components.store.view();
     this.verifier = new TokenVerifier(view, components.wallNowMs);
     this.peers = new PeerAuthenticator({ tls: options.tls !== null, secret: () => this.#secret, isMember: components.isMember });
@@ -182,6 +184,11 @@ export class NodeTrust {
   /** Does this node have what a founder needs to make the cluster administrable? */
   get hasBootstrapToken(): boolean {
     return this.#bootstrapRecord !== null;
+  }
+
+  /** Whether this node's applied state holds the bootstrap admin token it was given (true when it was given none). */
+  bootstrapTokenApplied(): boolean {
+    return this.#bootstrapTokenId === null || this.components.store.view().get(tokenKey(this.#bootstrapTokenId)) !== null;
   }
 
   /** A joiner keeps the secret its join answer carried, in its data dir, before it writes its identity. */
