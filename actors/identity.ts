@@ -3,6 +3,7 @@
 // tools, the gRPC client plane, the CLI verbs behind it). Pure: no I/O, no
 // clock. docs/security.md shows the same table; identity.test.ts checks that
 // the two agree.
+import type { Identity as CallIdentity } from './messages.ts';
 
 /**
  * Roles form a ladder: each has every right of the one below it. `exec` is a
@@ -47,14 +48,12 @@ export const RIGHTS = {
 } as const satisfies Record<string, { scope: 'tenant' | 'cluster'; lowestRole: Role }>;
 export type Right = keyof typeof RIGHTS;
 
-/** Who a verified token says the caller is. `tokenId` is public (it names the token); the secret never leaves the verifier. */
-export interface Identity {
-  readonly tokenId: string;
-  readonly tokenName: string;
-  /** The tenant the token belongs to: calls act in it unless the role is admin. */
-  readonly tenant: string;
-  readonly role: Role;
-}
+/**
+ * Who a verified token says the caller is: the identity a call carries
+ * (actors/messages.ts), with a role this table knows. `tokenId` is public (it
+ * names the token); the secret never leaves the verifier.
+ */
+export type Identity = Omit<CallIdentity, 'role'> & { readonly role: Role };
 
 /** The identity of every client of a node started with --insecure-no-auth (loopback only). */
 export const ANONYMOUS_ADMIN: Identity = Object.freeze({ tokenId: 'anonymous', tokenName: 'anonymous (--insecure-no-auth)', tenant: 'default', role: 'admin' });

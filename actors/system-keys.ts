@@ -3,9 +3,9 @@
 // the token and audit services); the client KV API may read them but never
 // write them, since a crafted `projects/…` record is a command a node runs.
 import { compareKeys, prefixEnd, type KvCommand, type KvOp } from '../consensus/kv-state-machine.ts';
+import { SYSTEM_PREFIXES } from './messages.ts';
 
-/** Every system prefix. A new kind of system record goes under one of these, or is added here. */
-export const SYSTEM_PREFIXES = ['members/', 'ring/', 'liveness/', 'projects/', 'status/', 'ports/', 'tenants/', 'tokens/', 'audit/', 'events/', 'images/'] as const;
+export { SYSTEM_PREFIXES };
 
 export const isSystemKey = (key: string): boolean => SYSTEM_PREFIXES.some((prefix) => key.startsWith(prefix));
 
