@@ -14,6 +14,7 @@ import { Raft, RaftBatchSchema, SendAckSchema } from '../proto/gen/raft_pb.ts';
 import { addService, callUnary, makeClientConstructor, type ServiceImplementation } from '../proto/grpc.ts';
 import { GrpcAuth, METHOD_ACCESS, type Caller } from './grpc-auth.ts';
 import { PeerAuthenticator, peerMetadata, withMetadata } from './peer-auth.ts';
+import { codeOf } from './local-cluster.ts';
 
 test('every method of every service a node serves has an access rule; an unknown path is refused', (t) => {
   const services: GenService<GenServiceMethods>[] = [Raft, KV, Admin, Actors];
@@ -94,15 +95,6 @@ async function harness(insecureNoAuth: boolean): Promise<Harness> {
 const RaftClient = makeClientConstructor(Raft);
 const KvClient = makeClientConstructor(KV);
 const AdminClient = makeClientConstructor(Admin);
-
-async function codeOf(promise: Promise<unknown>): Promise<grpc.status | 'ok'> {
-  try {
-    await promise;
-    return 'ok';
-  } catch (error) {
-    return (error as grpc.ServiceError).code;
-  }
-}
 
 test('peers: no proof, another cluster\'s secret and a non-member are refused before the handler; a member gets through as itself', async (t) => {
   const h = await harness(false);

@@ -80,6 +80,16 @@ export async function until<T>(what: string, timeoutMs: number, probe: () => Pro
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
 }
 
+/** The gRPC status a call ended with, or 'ok'. */
+export async function codeOf(promise: Promise<unknown>): Promise<grpc.status | 'ok'> {
+  try {
+    await promise;
+    return 'ok';
+  } catch (error) {
+    return (error as grpc.ServiceError).code;
+  }
+}
+
 export class LocalCluster {
   readonly members: Member[] = [];
   /** The founding members' gRPC addresses: every node gets them as --seeds. */

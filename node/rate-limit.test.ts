@@ -1,10 +1,10 @@
 // Rate limits: local buckets refuse past the burst and refill with time; with a real redis-server the limit holds across two nodes' limiters (without Redis it would not); Redis killed mid-run: calls go on under the local limit and none waits past the deadline.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { performance } from 'node:perf_hooks';
 import type { Identity } from '../actors/identity.ts';
 import { RateLimiter, type RateOutcome } from './rate-limit.ts';
 import { until } from './local-cluster.ts';
-import { startRedis } from './testing/redis-server.ts';
+import { redisInstalled, startRedis, type TestRedis } from './testing/redis-server.ts';
 import { LocalBuckets } from './token-bucket.ts';
 
 const alice = (tokenId: string): Identity => ({ tokenId, tokenName: tokenId, tenant: 'alice', role: 'developer' });
@@ -40,10 +40,26 @@ async function burst(limiters: RateLimiter[], identity: Identity, calls: number)
 
 const CONFIG = { tokenPerSecond: 5, tokenBurst: 10, tenantPerSecond: 1_000, tenantBurst: 1_000 };
 
-test('with Redis the limit holds across two nodes: 40 calls through two limiters let the burst through once, not twice', async (t) => {
+/** Tests that need a real redis-server are registered as skipped where the package is missing. */
+const withRedis = redisInstalled() ? test : test.skip;
+
+async function started(t: ExecutionContext): Promise<TestRedis> {
   const redis = await startRedis();
-  if ('skip' in redis) return t.log(redis.skip);
   t.teardown(() => redis.stop());
+  return redis;
+}
+
+/** A limiter on a fresh redis-server, once it has connected. */
+async function redisLimiter(t: ExecutionContext): Promise<{ redis: TestRedis; limiter: RateLimiter }> {
+  const redis = await started(t);
+  const limiter = new RateLimiter({ nowMs: () => performance.now(), clusterId: () => 'c1', redisUrl: redis.url }, CONFIG);
+  t.teardown(() => limiter.close());
+  await until('the limiter to reach Redis', 20_000, () => (limiter.redisReady ? true : null));
+  return { redis, limiter };
+}
+
+withRedis('with Redis the limit holds across two nodes: 40 calls through two limiters let the burst through once, not twice', async (t) => {
+  const redis = await started(t);
   const errors: string[] = [];
   // A generous command timeout: this test is about the shared budget, not about a loaded machine's event loop.
   const make = (clusterId: string): RateLimiter =>
@@ -69,13 +85,8 @@ test('with Redis the limit holds across two nodes: 40 calls through two limiters
   t.true((await other.take(alice('t1'))).ok);
 });
 
-test('Redis killed mid-run: calls go on under the local limit, and none waits past the deadline', async (t) => {
-  const redis = await startRedis();
-  if ('skip' in redis) return t.log(redis.skip);
-  t.teardown(() => redis.stop());
-  const limiter = new RateLimiter({ nowMs: () => performance.now(), clusterId: () => 'c1', redisUrl: redis.url }, CONFIG);
-  t.teardown(() => limiter.close());
-  await until('the limiter to reach Redis', 20_000, () => (limiter.redisReady ? true : null));
+withRedis('Redis killed mid-run: calls go on under the local limit, and none waits past the deadline', async (t) => {
+  const { redis, limiter } = await redisLimiter(t);
   t.is((await limiter.take(alice('warm'))).backend, 'redis');
   await redis.kill();
   const deadlineMs = 250;
@@ -94,13 +105,8 @@ test('Redis killed mid-run: calls go on under the local limit, and none waits pa
   t.true(allowed >= CONFIG.tokenBurst && allowed <= CONFIG.tokenBurst + 2, `the local limit holds: ${allowed} allowed`);
 });
 
-test('Redis paused (SIGSTOP, a hung server): one call pays the command timeout, the rest go local at once', async (t) => {
-  const redis = await startRedis();
-  if ('skip' in redis) return t.log(redis.skip);
-  t.teardown(() => redis.stop());
-  const limiter = new RateLimiter({ nowMs: () => performance.now(), clusterId: () => 'c1', redisUrl: redis.url }, CONFIG);
-  t.teardown(() => limiter.close());
-  await until('the limiter to reach Redis', 20_000, () => (limiter.redisReady ? true : null));
+withRedis('Redis paused (SIGSTOP, a hung server): one call pays the command timeout, the rest go local at once', async (t) => {
+  const { redis, limiter } = await redisLimiter(t);
   redis.process.kill('SIGSTOP');
   t.teardown(() => void redis.process.kill('SIGCONT'));
   const latencies: number[] = [];

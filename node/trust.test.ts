@@ -17,7 +17,7 @@ import { KV, RangeRequestSchema } from '../proto/gen/kv_pb.ts';
 import { JoinRequestSchema, Raft, RaftBatchSchema, RaftMessageSchema } from '../proto/gen/raft_pb.ts';
 import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
 import { clusterSecretPath, readClusterSecret } from './cluster-files.ts';
-import { bin, freePort, LocalCluster, until, type Member } from './local-cluster.ts';
+import { bin, codeOf, freePort, LocalCluster, until, type Member } from './local-cluster.ts';
 import { peerMetadata, withMetadata } from './peer-auth.ts';
 
 const run = promisify(execFile);
@@ -39,15 +39,6 @@ async function cli(args: string[], token: string | null = cluster.adminToken): P
     ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
     (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
   );
-}
-
-async function codeOf(promise: Promise<unknown>): Promise<grpc.status | 'ok'> {
-  try {
-    await promise;
-    return 'ok';
-  } catch (error) {
-    return (error as grpc.ServiceError).code;
-  }
 }
 
 const member = (id: string): Member => cluster.member(id);

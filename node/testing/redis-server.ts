@@ -1,6 +1,6 @@
 // A throwaway redis-server for tests: a free loopback port, a temp dir, no
-// persistence; stopped by its pid, its dir removed. Tests skip (with the
-// reason) where the Debian package redis-server is not installed.
+// persistence; stopped by its pid, its dir removed. Tests that need it are
+// registered as skipped where the Debian package redis-server is missing.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
@@ -18,9 +18,11 @@ export interface TestRedis {
   stop(): Promise<void>;
 }
 
-/** A running redis-server, or why there is none. */
-export async function startRedis(): Promise<TestRedis | { skip: string }> {
-  if (spawnSync('redis-server', ['--version']).error !== undefined) return { skip: 'redis-server is not installed (Debian package redis-server)' };
+/** Whether redis-server (Debian package redis-server) is on PATH; tests that need it are skipped otherwise. */
+export const redisInstalled = (): boolean => spawnSync('redis-server', ['--version']).error === undefined;
+
+/** A running redis-server on a free port. */
+export async function startRedis(): Promise<TestRedis> {
   const dir = await mkdtemp(join(tmpdir(), 'debughost-redis-'));
   const port = await freePort();
   const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
