@@ -12,6 +12,7 @@ import { Admin, Role, StatusRequestSchema } from '../proto/gen/admin_pb.ts';
 import { Maintenance, StatusRequestSchema as EtcdStatusRequestSchema } from './etcd/gen/etcd_kv_pb.ts';
 import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
 import { freePort } from '../node/local-cluster.ts';
+import { ensureClusterSecret } from '../node/cluster-files.ts';
 import { percentile } from './raft-stats.ts';
 
 /** A cluster could not be started or did not elect a leader; says where its logs are. */
@@ -138,11 +139,15 @@ export async function startDebughost(nodes = 3): Promise<RunningCluster> {
     const httpPorts = await Promise.all(Array.from({ length: nodes }, () => freePort()));
     const seeds = grpcPorts.map((port) => `127.0.0.1:${port}`);
     for (const port of httpPorts) metricsUrls.push(`http://127.0.0.1:${port}/metrics`);
+    // Peers authenticate with a cluster secret; clients go without tokens, as etcd runs here without auth.
+    const secretFile = join(dir, 'cluster-secret');
+    await ensureClusterSecret(secretFile);
     for (let i = 0; i < nodes; i++) {
       const args = [
         ...(process.env[NODE_FLAGS_ENV] ?? '').split(' ').filter((flag) => flag !== ''),
         'bin/debughost.js', 'node', '--id', `n${i + 1}`, '--grpc', seeds[i] as string, '--mcp', `127.0.0.1:${httpPorts[i]}`,
         '--seeds', seeds.join(','), '--data-dir', join(dir, `n${i + 1}`), '--snapshot-entries', String(SNAPSHOT_ENTRIES),
+        '--cluster-secret-file', secretFile, '--insecure-no-auth',
       ];
       spawnLogged(process.execPath, args, join(dir, `n${i + 1}.log`), children);
     }

@@ -57,7 +57,7 @@ export async function startBenchCluster(nodes: number, extraArgs: readonly strin
 
 export async function connect(member: Member, name: string): Promise<Client> {
   const client = new Client({ name, version: '1' });
-  await client.connect(new StreamableHTTPClientTransport(new URL(`http://${member.mcp}/mcp`)));
+  await client.connect(new StreamableHTTPClientTransport(new URL(`http://${member.mcp}/mcp`), { requestInit: { headers: { ...member.mcpHeaders } } }));
   return client;
 }
 

@@ -4,6 +4,7 @@ import { performance } from 'node:perf_hooks';
 import { ALL_FAULTS } from '../simulator/faults.ts';
 import { runSeed } from '../simulator/run-seed.ts';
 import { actorsBench } from './actors.ts';
+import { authBench } from './auth.ts';
 import { logsBench } from './logs.ts';
 import { mcpBench } from './mcp.ts';
 import { raftBench } from './raft.ts';
@@ -43,7 +44,7 @@ const sim: Bench = () => {
   };
 };
 
-const benches: Record<string, Bench> = { sim, raft: raftBench, logs: logsBench, runtime: runtimeBench, actors: actorsBench, mcp: mcpBench, start: startBench };
+const benches: Record<string, Bench> = { sim, raft: raftBench, logs: logsBench, runtime: runtimeBench, actors: actorsBench, mcp: mcpBench, start: startBench, auth: authBench };
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv.filter((arg) => arg !== '--json');

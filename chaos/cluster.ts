@@ -4,12 +4,15 @@
 // SIGSTOP, SIGCONT) go straight to it.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, type WriteStream } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { Admin, MemberRemoveRequestSchema, Role, StatusRequestSchema } from '../proto/gen/admin_pb.ts';
 import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
 import type { Hosts } from './hosts.ts';
+import { adminTokenPath, clusterSecretPath, ensureAdminToken, ensureClusterSecret } from '../node/cluster-files.ts';
+import { withMetadata } from '../node/peer-auth.ts';
 
 const BIN = new URL('../bin/debughost.js', import.meta.url).pathname;
 export const GRPC_PORT = 2701;
@@ -71,6 +74,15 @@ export class ChaosCluster {
   private readonly admin = new Map<string, AdminClientType>();
   private readonly logs: WriteStream[] = [];
   private readonly faketimeOffsetSeconds = new Map<number, number>();
+  /** The bootstrap admin token every node is given (as debughost up does); the suite's clients send it. */
+  #adminToken: string | null = null;
+  /** The admin token (for the MCP workload's Authorization header once MCP checks tokens); null before startAll. */
+  get adminToken(): string | null {
+    return this.#adminToken;
+  }
+
+  /** The suite's client credentials: plaintext with the admin token on every call (valid once startAll ran). */
+  readonly clientCredentials = withMetadata(null, () => (this.#adminToken === null ? null : { authorization: `Bearer ${this.#adminToken}` }));
 
   constructor(readonly options: ClusterOptions) {
     for (let slot = 0; slot < options.nodeCount; slot++) {
@@ -94,6 +106,10 @@ export class ChaosCluster {
   }
 
   async startAll(): Promise<void> {
+    // Every node (founders and later joiners alike) gets the cluster secret, and the founders the first admin token.
+    await mkdir(this.options.dataRoot, { recursive: true });
+    await ensureClusterSecret(clusterSecretPath(this.options.dataRoot));
+    this.#adminToken = (await ensureAdminToken(adminTokenPath(this.options.dataRoot), Date.now())).token;
     for (const node of this.nodes) await this.options.hosts.ensureHost(node.slot);
     await Promise.all(this.nodes.map((node) => this.start(node.slot)));
   }
@@ -105,7 +121,8 @@ export class ChaosCluster {
     const { hosts } = this.options;
     const dataDir = join(this.options.dataRoot, `${node.id}`);
     // Processes only (--docker off): the MCP workload counts its projects in this host's /proc.
-    const nodeArgs = [BIN, 'node', '--id', node.id, '--grpc', node.address, '--mcp', `${hosts.address(slot)}:${MCP_PORT}`, '--seeds', this.seeds, '--data-dir', dataDir, '--insecure', '--docker', 'off'];
+    const nodeArgs = [BIN, 'node', '--id', node.id, '--grpc', node.address, '--mcp', `${hosts.address(slot)}:${MCP_PORT}`, '--seeds', this.seeds, '--data-dir', dataDir, '--insecure', '--docker', 'off',
+      '--cluster-secret-file', clusterSecretPath(this.options.dataRoot), '--admin-token-file', adminTokenPath(this.options.dataRoot)];
     if (!this.options.fsync) nodeArgs.push('--no-fsync');
     if (this.options.unsafeAckBeforeCommit) nodeArgs.push('--unsafe-ack-before-commit');
     this.faketimeOffsetSeconds.set(slot, faketimeOffsetSeconds);
@@ -200,7 +217,7 @@ export class ChaosCluster {
   private adminAt(address: string): AdminClientType {
     let client = this.admin.get(address);
     if (client === undefined) {
-      client = new AdminClient(address, grpc.credentials.createInsecure(), OBSERVER_CHANNEL_OPTIONS);
+      client = new AdminClient(address, this.clientCredentials, OBSERVER_CHANNEL_OPTIONS);
       this.admin.set(address, client);
     }
     return client;

@@ -6,7 +6,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { create } from '@bufbuild/protobuf';
-import * as grpc from '@grpc/grpc-js';
 import { KV, PutRequestSchema } from '../proto/gen/kv_pb.ts';
 import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
 import { recoveryPerWindow } from './checker.ts';
@@ -138,6 +137,7 @@ export async function runChaos(options: ChaosOptions, signal: AbortSignal): Prom
       ...(options.mix === undefined ? {} : { mix: options.mix }),
       staleReads: options.staleReads === true,
       targets,
+      credentials: live.clientCredentials,
     });
     const mcp = !options.workloads.includes('mcp')
       ? null
@@ -149,6 +149,7 @@ export async function runChaos(options: ChaosOptions, signal: AbortSignal): Prom
           opTimeoutMs: Math.max(options.opTimeoutMs, MCP_OP_TIMEOUT_MS_MIN),
           targets,
           now,
+          token: live.adminToken ?? '',
         });
     if (kv !== null) workloads.push(kv);
     if (mcp !== null) workloads.push(mcp);
@@ -269,7 +270,7 @@ async function measureRecovery(cluster: ChaosCluster, now: () => number, signal:
   const startMs = now();
   const results = await Promise.all(
     cluster.members.map(async (node) => {
-      const client = new KvClient(node.address, grpc.credentials.createInsecure(), OBSERVER_CHANNEL_OPTIONS);
+      const client = new KvClient(node.address, cluster.clientCredentials, OBSERVER_CHANNEL_OPTIONS);
       try {
         while (now() - startMs < RECOVERY_MS_MAX && !signal.aborted) {
           try {

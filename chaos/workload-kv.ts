@@ -23,6 +23,8 @@ export interface KvWorkloadOptions {
   readonly opTimeoutMs: number;
   readonly targets: Targets;
   readonly now: Now;
+  /** How clients reach the nodes: the cluster's admin token on every call (ChaosCluster.clientCredentials). */
+  readonly credentials: grpc.ChannelCredentials;
   /** Relative weights of the operations; DEFAULT_MIX unless given. */
   readonly mix?: OpMix;
   /**
@@ -70,7 +72,7 @@ export class KvWorkload implements Workload {
   private client(address: string): KvClientType {
     let client = this.clientsByAddress.get(address);
     if (client === undefined) {
-      client = new KvClient(address, grpc.credentials.createInsecure(), OBSERVER_CHANNEL_OPTIONS);
+      client = new KvClient(address, this.options.credentials, OBSERVER_CHANNEL_OPTIONS);
       this.clientsByAddress.set(address, client);
     }
     return client;

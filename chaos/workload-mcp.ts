@@ -23,6 +23,8 @@ export interface McpWorkloadOptions {
   readonly opTimeoutMs: number;
   readonly targets: Targets;
   readonly now: Now;
+  /** The bearer token MCP calls carry (the cluster's admin token). */
+  readonly token: string;
 }
 
 /** The MCP workload's own figures, beside the common verdict. */
@@ -149,7 +151,7 @@ export class McpWorkload implements Workload {
   private async callThrough(connection: Connection, tool: string, args: Record<string, unknown>): Promise<Answer> {
     if (connection.client === null) {
       try {
-        connection.client = await connect(connection.node.address, this.options.opTimeoutMs);
+        connection.client = await connect(connection.node.address, this.options.opTimeoutMs, this.options.token);
       } catch (error) {
         return { type: 'lost', text: `connect: ${describe(error)}`, sent: false };
       }
@@ -161,7 +163,7 @@ export class McpWorkload implements Workload {
   private async observer(node: { id: string; address: string }): Promise<Client> {
     const existing = this.observers.get(node.id);
     if (existing !== undefined) return existing;
-    const client = await connect(node.address, this.options.opTimeoutMs);
+    const client = await connect(node.address, this.options.opTimeoutMs, this.options.token);
     this.observers.set(node.id, client);
     return client;
   }
@@ -310,10 +312,10 @@ function outcomeOf(answer: Answer, intent: ProjectIntent): Outcome {
 
 const mcpUrl = (grpcAddress: string): URL => new URL(`http://${grpcAddress.slice(0, grpcAddress.lastIndexOf(':'))}:${MCP_PORT}/mcp`);
 
-async function connect(grpcAddress: string, timeoutMs: number): Promise<Client> {
+async function connect(grpcAddress: string, timeoutMs: number, token: string): Promise<Client> {
   const client = new Client({ name: 'debughost-chaos', version: '1' });
   try {
-    await client.connect(new StreamableHTTPClientTransport(mcpUrl(grpcAddress)), { timeout: timeoutMs });
+    await client.connect(new StreamableHTTPClientTransport(mcpUrl(grpcAddress), { requestInit: { headers: { authorization: `Bearer ${token}` } } }), { timeout: timeoutMs });
   } catch (error) {
     await closeQuietly(client);
     throw error;

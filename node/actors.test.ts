@@ -18,7 +18,7 @@ async function clientOf(member: Member): Promise<Client> {
   const existing = clients.get(member.id);
   if (existing !== undefined) return existing;
   const client = new Client({ name: 'actors-test', version: '1' });
-  await client.connect(new StreamableHTTPClientTransport(new URL(`http://${member.mcp}/mcp`)));
+  await client.connect(new StreamableHTTPClientTransport(new URL(`http://${member.mcp}/mcp`), { requestInit: { headers: { ...member.mcpHeaders } } }));
   clients.set(member.id, client);
   return client;
 }

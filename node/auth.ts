@@ -3,6 +3,7 @@
 // owner-side authorizer), and which cluster member made a peer call.
 import * as grpc from '@grpc/grpc-js';
 import { authorizerFrom } from '../actors/authorizer.ts';
+import { ANONYMOUS_ADMIN } from '../actors/identity.ts';
 import type { Authorizer } from '../actors/host.ts';
 import type { Identity } from '../actors/messages.ts';
 import type { AuthOutcome } from './mcp.ts';
@@ -21,7 +22,7 @@ export interface NodeAuth {
 }
 
 /** The identity of every call on a node started with --insecure-no-auth (loopback only). */
-export const ANONYMOUS_ADMIN: Identity = Object.freeze({ tokenId: 'anonymous', tokenName: 'anonymous (--insecure-no-auth)', tenant: 'default', role: 'admin' });
+export { ANONYMOUS_ADMIN } from '../actors/identity.ts';
 
 /** No authentication at all: every caller is an admin of tenant 'default', every peer a member. Only for --insecure-no-auth. */
 export function insecureAuth(): NodeAuth {

@@ -1,7 +1,7 @@
 // `debughost node` (one member), `debughost up` (a local cluster of N),
 // and the small clients `kv`, `status` and `leave`.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
 import { resolve as resolvePath } from 'node:path';
 import { parseArgs } from 'node:util';
 import { create } from '@bufbuild/protobuf';
@@ -25,9 +25,14 @@ import { StorageCorruptError, StorageLockedError } from '../consensus/storage-le
 import { startGrpcServer } from './grpc-server.ts';
 import { startHttpServer } from './http.ts';
 import { createLogger } from './log.ts';
-import { DebughostNode, NodeStartError, TICK_MS_DEFAULT, type TlsFiles } from './node.ts';
+import { DebughostNode, NodeStartError, TICK_MS_DEFAULT, waitUntil } from './node.ts';
 import { deadlineIn } from './peer-clients.ts';
 import { UsageError, parseIntegerFlag } from './usage-error.ts';
+import { parseToken } from '../actors/tokens.ts';
+import { adminTokenPath, clusterSecretPath, ensureAdminToken, ensureClusterSecret, SecretFileError } from './cluster-files.ts';
+import { clientCredentials, CLIENT_FLAGS, NO_TOKEN_HELP, quietIpServerNameWarning, readTls } from './cli-auth.ts';
+
+export { quietIpServerNameWarning };
 
 export function parse<T extends Record<string, { type: 'string' | 'boolean'; short?: string }>>(argv: string[], options: T, command: string, positionals = false) {
   try {
@@ -46,8 +51,9 @@ export function parseAddress(flag: string, text: string | undefined): { host: st
 }
 
 const NODE_HELP = `usage: debughost node --id ID --grpc HOST:PORT --mcp HOST:PORT --seeds HOST:PORT,... --data-dir DIR
-                      [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] [--no-fsync]
-                      [--tick-ms MS] [--snapshot-entries N] [--seed-wait-ms MS]
+                      [--cluster-secret-file FILE] [--admin-token-file FILE] [--join-token TOKEN]
+                      [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] [--insecure-no-auth]
+                      [--redis URL] [--no-fsync] [--tick-ms MS] [--snapshot-entries N] [--seed-wait-ms MS]
                       [--ports FROM-TO] [--docker auto|off] [--force-new-cluster]
                       [--unsafe-ack-before-commit]   (TEST-ONLY: loses acknowledged writes)
 
@@ -61,8 +67,19 @@ leadership over first and hands its projects to the other nodes.
 --docker    auto (default): run projects with an image in Docker when an engine answers; off: processes only
 --force-new-cluster  disaster recovery: restart a surviving member's data dir as a new
             one-member cluster holding all of its state; the others rejoin it with empty
-            data dirs. Restart without the flag afterwards (docs/operations.md).`;
+            data dirs. Restart without the flag afterwards (docs/operations.md).
 
+Trust (docs/security.md): founders share one --cluster-secret-file (peers prove
+membership with it) and at least one gives --admin-token-file (the first admin
+token; made there if missing); \`debughost init DIR\` makes both. A new node joins
+with --join-token (debughost token create --join) or the secret. With mutual TLS
+each node certificate names its node (SAN URI:urn:debughost:node:ID) instead.
+--insecure-no-auth   MCP and the client gRPC API without tokens (every client is
+                     admin); refused unless both addresses are loopback
+--redis URL          cluster-wide rate limits in Redis (redis://HOST:PORT); per node without it`;
+
+/** Longest a starting node waits for its bootstrap admin token to be applied before saying it is ready. */
+const BOOTSTRAP_TOKEN_WAIT_MS = 15_000;
 /** A stopped node exits by itself after this long even if a library left a connection open. */
 const STOPPED_EXIT_GRACE_MS = 1_000;
 
@@ -87,6 +104,11 @@ export async function nodeCommand(argv: string[]): Promise<number> {
       ports: { type: 'string' },
       docker: { type: 'string' },
       'force-new-cluster': { type: 'boolean' },
+      'cluster-secret-file': { type: 'string' },
+      'admin-token-file': { type: 'string' },
+      'join-token': { type: 'string' },
+      'insecure-no-auth': { type: 'boolean' },
+      redis: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     'node',
@@ -105,10 +127,17 @@ export async function nodeCommand(argv: string[]): Promise<number> {
   if (dataDir === undefined || dataDir === '') throw new UsageError('--data-dir needs a directory for this node\'s data');
   const tls = readTls(values['tls-cert'], values['tls-key'], values['tls-ca']);
   if (tls !== null) quietIpServerNameWarning();
-  const loopback = (host: string): boolean => host === '127.0.0.1' || host === 'localhost' || host === '[::1]';
-  if ((!loopback(grpcAddress.host) || !loopback(http.host)) && tls === null && values.insecure !== true) {
-    throw new UsageError('bound to a non-loopback address without TLS: give --tls-cert, --tls-key and --tls-ca, or --insecure to accept unauthenticated peers');
+  if ((!isLoopback(grpcAddress.host) || !isLoopback(http.host)) && tls === null && values.insecure !== true) {
+    throw new UsageError('bound to a non-loopback address without TLS: give --tls-cert, --tls-key and --tls-ca, or --insecure to send peer traffic (authenticated by the cluster secret) in plaintext');
   }
+  const insecureNoAuth = values['insecure-no-auth'] === true;
+  if (insecureNoAuth && (!isLoopback(grpcAddress.host) || !isLoopback(http.host))) {
+    throw new UsageError(`--insecure-no-auth makes every client an admin, so it is refused on a non-loopback address (--mcp ${http.address}, --grpc ${grpcAddress.address}); use tokens, or bind both to 127.0.0.1`);
+  }
+  const redisUrl = values.redis ?? null;
+  if (redisUrl !== null && !/^rediss?:\/\/[^\s]+$/.test(redisUrl)) throw new UsageError(`--redis needs a URL such as redis://127.0.0.1:6379, got '${redisUrl}'`);
+  const joinToken = values['join-token'] ?? null;
+  if (joinToken !== null && parseToken(joinToken)?.kind !== 'join') throw new UsageError('--join-token needs a join token (dhj.…); an admin makes one with debughost token create --join');
   const tickMs = parseIntegerFlag('tick-ms', values['tick-ms'] ?? String(TICK_MS_DEFAULT), 5, 1000);
   const snapshotEntries = parseIntegerFlag('snapshot-entries', values['snapshot-entries'] ?? '10000', 10, 10_000_000);
   const seedWaitMs = parseIntegerFlag('seed-wait-ms', values['seed-wait-ms'] ?? '60000', 100, 3_600_000);
@@ -134,6 +163,11 @@ export async function nodeCommand(argv: string[]): Promise<number> {
       unsafeAckBeforeCommit: values['unsafe-ack-before-commit'] === true,
       actors: { portRangeStart: ports.from, portRangeEnd: ports.to, docker },
       forceNewCluster: values['force-new-cluster'] === true,
+      insecureNoAuth,
+      clusterSecretFile: values['cluster-secret-file'] === undefined ? null : resolvePath(values['cluster-secret-file']),
+      adminTokenFile: values['admin-token-file'] === undefined ? null : resolvePath(values['admin-token-file']),
+      joinToken,
+      redisUrl,
     });
   } catch (error) {
     if (error instanceof NodeStartError || error instanceof StorageCorruptError || error instanceof StorageLockedError) throw new UsageError(error.message);
@@ -169,6 +203,10 @@ export async function nodeCommand(argv: string[]): Promise<number> {
     if (error instanceof NodeStartError || error instanceof UsageError) throw new UsageError(error.message);
     throw new UsageError((error as Error).message);
   }
+  // Ready means the admin token this node was given works here, so that the line `up` prints works when pasted.
+  if (!(await waitUntil(() => node.trust.bootstrapTokenApplied(), BOOTSTRAP_TOKEN_WAIT_MS))) {
+    log.warn({ waitedMs: BOOTSTRAP_TOKEN_WAIT_MS }, 'the admin token has not reached this node\'s state yet (no leader?); it will once the cluster has one');
+  }
   process.stdout.write(`debughost node ${id} ready: grpc ${grpcAddress.address}, mcp http://${http.address}/mcp, cluster ${node.clusterId}\n`);
   await done;
   const code = process.exitCode === 1 ? 1 : 0;
@@ -179,6 +217,9 @@ export async function nodeCommand(argv: string[]): Promise<number> {
   return code;
 }
 
+/** Addresses only this machine can reach. */
+export const isLoopback = (host: string): boolean => host === '127.0.0.1' || host === 'localhost' || host === '[::1]' || host === '::1';
+
 /** FROM-TO, both unprivileged ports. */
 export function parsePortRange(text: string): { from: number; to: number } {
   const match = /^(\d{4,5})-(\d{4,5})$/.exec(text);
@@ -186,19 +227,6 @@ export function parsePortRange(text: string): { from: number; to: number } {
   const to = Number(match?.[2]);
   if (match === null || from < 1024 || to > 65535 || from > to) throw new UsageError(`--ports needs FROM-TO with 1024 <= FROM <= TO <= 65535 (for example 20000-20999), got '${text}'`);
   return { from, to };
-}
-
-function readTls(cert: string | undefined, key: string | undefined, ca: string | undefined): TlsFiles | null {
-  if (cert === undefined && key === undefined && ca === undefined) return null;
-  if (cert === undefined || key === undefined || ca === undefined) throw new UsageError('TLS needs all three of --tls-cert, --tls-key and --tls-ca (mutual TLS between members)');
-  const read = (flag: string, path: string): Buffer => {
-    try {
-      return readFileSync(path);
-    } catch (error) {
-      throw new UsageError(`--${flag}: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
-    }
-  };
-  return { cert: read('tls-cert', cert), key: read('tls-key', key), ca: read('tls-ca', ca) };
 }
 
 const UP_HELP = `usage: debughost up [--nodes N] [--data-dir DIR] [--base-port P]
@@ -225,6 +253,15 @@ export async function upCommand(argv: string[]): Promise<number> {
     mcp: `127.0.0.1:${basePort + i + 1}`,
   }));
   const seeds = nodes.map((n) => n.grpc).join(',');
+  // Secure by default: the cluster secret every node shares and the first admin token, made once and kept in DIR.
+  let adminToken: string;
+  try {
+    await mkdir(dataDir, { recursive: true });
+    await ensureClusterSecret(clusterSecretPath(dataDir));
+    adminToken = (await ensureAdminToken(adminTokenPath(dataDir), Date.now())).token;
+  } catch (error) {
+    throw new UsageError(error instanceof SecretFileError ? error.message : `cannot prepare ${dataDir}: ${(error as Error).message}`);
+  }
   const bin = new URL('../bin/debughost.js', import.meta.url).pathname;
   const children: ChildProcess[] = [];
   let stopping = false;
@@ -239,6 +276,7 @@ export async function upCommand(argv: string[]): Promise<number> {
   const ready: Promise<void>[] = [];
   for (const n of nodes) {
     const args = [bin, 'node', '--id', n.id, '--grpc', n.grpc, '--mcp', n.mcp, '--seeds', seeds, '--data-dir', `${dataDir}/${n.id}`];
+    args.push('--cluster-secret-file', clusterSecretPath(dataDir), '--admin-token-file', adminTokenPath(dataDir));
     if (values['no-fsync'] === true) args.push('--no-fsync');
     args.push('--ports', `${20_000 + 1000 * n.index}-${20_000 + 1000 * n.index + 999}`);
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DEBUGHOST_LOG_LEVEL: process.env.DEBUGHOST_LOG_LEVEL ?? 'warn' } });
@@ -266,7 +304,8 @@ export async function upCommand(argv: string[]): Promise<number> {
   if (!stopping) {
     process.stdout.write(`debughost: ${count}-node cluster up (data in ${dataDir})\n`);
     for (const n of nodes) process.stdout.write(`  ${n.id}  mcp http://${n.mcp}/mcp   grpc ${n.grpc}\n`);
-    process.stdout.write(`connect Claude Code:  claude mcp add --transport http debughost http://${nodes[0]?.mcp}/mcp\n`);
+    process.stdout.write(`connect Claude Code (admin token, kept in ${adminTokenPath(dataDir)}; debughost token create makes narrower ones):\n`);
+    process.stdout.write(`  claude mcp add --transport http debughost http://${nodes[0]?.mcp}/mcp --header "Authorization: Bearer ${adminToken}"\n`);
     process.stdout.write(`try:  debughost status --endpoints ${nodes[0]?.grpc}   (Ctrl-C stops the cluster)\n`);
   }
   const codes = await Promise.all(exits);
@@ -277,32 +316,6 @@ export async function upCommand(argv: string[]): Promise<number> {
 
 const AdminClient = makeClientConstructor(Admin);
 const KvClient = makeClientConstructor(KV);
-
-/** Flags every client command takes to reach a cluster that runs mutual TLS. */
-export const CLIENT_TLS_FLAGS = { 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' }, 'tls-ca': { type: 'string' } } as const;
-
-/**
- * grpc-js passes the target host as the TLS server name, and Node warns
- * (DEP0123) when that is an IP address, as member addresses usually are. The
- * warning is about SNI only, certificate checks still use the IP SAN, so this
- * one warning is dropped instead of printed on every start and CLI call.
- */
-export function quietIpServerNameWarning(): void {
-  const emit = process.emitWarning.bind(process) as (...args: unknown[]) => void;
-  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
-    const code = typeof rest[0] === 'object' && rest[0] !== null ? (rest[0] as { code?: string }).code : rest[1];
-    if (code === 'DEP0123') return;
-    emit(warning, ...rest);
-  }) as typeof process.emitWarning;
-}
-
-/** Insecure without flags; with them, TLS that checks the server against the CA and presents the client cert. */
-export function clientCredentials(values: { 'tls-cert'?: string | undefined; 'tls-key'?: string | undefined; 'tls-ca'?: string | undefined }): grpc.ChannelCredentials {
-  const tls = readTls(values['tls-cert'], values['tls-key'], values['tls-ca']);
-  if (tls === null) return grpc.credentials.createInsecure();
-  quietIpServerNameWarning();
-  return grpc.credentials.createSsl(tls.ca, tls.key, tls.cert);
-}
 
 export function endpointsOf(text: string | undefined): string[] {
   return (text ?? '127.0.0.1:2701').split(',').map((e) => parseAddress('endpoints', e.trim()).address);
@@ -332,6 +345,7 @@ function endpointError(endpoints: string[], last: unknown): UsageError {
   if (error?.code === grpc.status.UNAVAILABLE && /ECONNREFUSED/.test(details)) {
     return new UsageError(`no debughost node answers at ${endpoints.join(', ')}; start one (npm start) or pass --endpoints HOST:PORT`);
   }
+  if (error?.code === grpc.status.UNAUTHENTICATED) return new UsageError(`${details}; ${NO_TOKEN_HELP}`);
   if (error?.code === grpc.status.UNAVAILABLE && /No connection established|Connection dropped|handshake|certificate|ssl|tls|alert/i.test(details)) {
     return new UsageError(
       `cannot establish a connection with ${endpoints.join(', ')} (${details.replace(/^No connection established\. /, '')}); if the cluster runs mutual TLS, pass --tls-cert and --tls-key signed by its CA and --tls-ca with that CA`,
@@ -341,7 +355,7 @@ function endpointError(endpoints: string[], last: unknown): UsageError {
 }
 
 export async function statusCommand(argv: string[]): Promise<number> {
-  const { values } = parse(argv, { endpoints: { type: 'string' }, json: { type: 'boolean' }, ...CLIENT_TLS_FLAGS }, 'status');
+  const { values } = parse(argv, { endpoints: { type: 'string' }, json: { type: 'boolean' }, ...CLIENT_FLAGS }, 'status');
   const endpoints = endpointsOf(values.endpoints);
   const credentials = clientCredentials(values);
   const status = await withEndpoint(endpoints, (address) => {
@@ -369,7 +383,7 @@ export async function kvCommand(argv: string[]): Promise<number> {
       rev: { type: 'string' },
       'prev-kv': { type: 'boolean' },
       count: { type: 'string' },
-      ...CLIENT_TLS_FLAGS,
+      ...CLIENT_FLAGS,
     },
     'kv',
     true,
@@ -516,7 +530,7 @@ function parseTxn(text: string): TxnRequest {
 }
 
 export async function leaveCommand(argv: string[]): Promise<number> {
-  const { values } = parse(argv, { endpoints: { type: 'string' }, id: { type: 'string' }, ...CLIENT_TLS_FLAGS }, 'leave');
+  const { values } = parse(argv, { endpoints: { type: 'string' }, id: { type: 'string' }, ...CLIENT_FLAGS }, 'leave');
   const endpoints = endpointsOf(values.endpoints);
   const credentials = clientCredentials(values);
   const status = await withEndpoint(endpoints, (address) => {

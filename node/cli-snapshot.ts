@@ -6,7 +6,8 @@ import { performance } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
 import { Admin } from '../proto/gen/admin_pb.ts';
 import { makeClientConstructor } from '../proto/grpc.ts';
-import { CLIENT_TLS_FLAGS, clientCredentials, endpointsOf, parse, parseAddress, withEndpoint } from './cli-node.ts';
+import { clientCredentials, CLIENT_FLAGS } from './cli-auth.ts';
+import { endpointsOf, parse, parseAddress, withEndpoint } from './cli-node.ts';
 import { decodeSnapshotFile, SnapshotFileCorruptError } from './snapshot-file.ts';
 import type { RestoredMember } from './snapshot-rebuild.ts';
 import { DataDirNotEmptyError, readSnapshotFile, restoreSnapshot, SnapshotReadError } from './snapshot-restore.ts';
@@ -72,14 +73,13 @@ function fileArgument(positionals: string[], verb: string): string {
 }
 
 async function save(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { endpoints: { type: 'string' }, token: { type: 'string' }, ...CLIENT_TLS_FLAGS }, 'snapshot', true);
+  const { values, positionals } = parse(argv, { endpoints: { type: 'string' }, ...CLIENT_FLAGS }, 'snapshot', true);
   const file = fileArgument(positionals, 'save');
   if (existsSync(file)) throw new UsageError(new SnapshotTargetExistsError(file).message);
   const endpoints = endpointsOf(values.endpoints);
+  // The bearer token (--token, DEBUGHOST_TOKEN or the data dir's admin token) rides in the channel credentials.
   const credentials = clientCredentials(values);
   const metadata = new grpc.Metadata();
-  const token = values.token ?? process.env.DEBUGHOST_TOKEN ?? '';
-  if (token !== '') metadata.set('authorization', `Bearer ${token}`);
   const started = performance.now();
   const saved = await withEndpoint(endpoints, async (address) => {
     const client = new AdminClient(address, credentials);

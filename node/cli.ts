@@ -29,6 +29,18 @@ const commands: Record<string, { readonly summary: string; readonly load: () => 
     summary: 'save a consistent backup, restore one into a new data dir, or check a file',
     load: async () => (await import('./cli-snapshot.ts')).snapshotCommand,
   },
+  token: {
+    summary: 'create | revoke | list bearer tokens (roles per tenant; join tokens)',
+    load: async () => (await import('./cli-trust.ts')).tokenCommand,
+  },
+  audit: {
+    summary: 'verify the audit hash chains | query the audit trail',
+    load: async () => (await import('./cli-trust.ts')).auditCommand,
+  },
+  init: {
+    summary: 'make the cluster secret and first admin token for separately started founders',
+    load: async () => (await import('./cli-trust.ts')).initCommand,
+  },
   chaos: {
     summary: 'run a real cluster in network namespaces under faults and check it (root)',
     load: async () => (await import('../chaos/cli-chaos.ts')).chaosCommand,

@@ -12,13 +12,25 @@ import { Admin, Role, StatusRequestSchema } from '../proto/gen/admin_pb.ts';
 import { KV, PutRequestSchema } from '../proto/gen/kv_pb.ts';
 import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
 import { bin, freePort } from './local-cluster.ts';
+import { adminTokenPath, clusterSecretPath, ensureAdminToken, ensureClusterSecret } from './cluster-files.ts';
+import { withMetadata } from './peer-auth.ts';
 
 const run = promisify(execFile);
+
+/** The admin token of the cluster under test, for the CLI (DEBUGHOST_TOKEN) and the test's own clients. */
+let adminToken: string | null = null;
+
+/** The files a founder needs (as debughost up makes them), under `root`; returns their flags. */
+async function trustFiles(root: string): Promise<string[]> {
+  await ensureClusterSecret(clusterSecretPath(root));
+  adminToken = (await ensureAdminToken(adminTokenPath(root), Date.now())).token;
+  return ['--cluster-secret-file', clusterSecretPath(root), '--admin-token-file', adminTokenPath(root)];
+}
 
 
 async function debughost(args: string[], timeoutMs = 20_000): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [bin, ...args], { timeout: timeoutMs, env: { ...process.env, DEBUGHOST_LOG_LEVEL: 'warn' } });
+    const { stdout, stderr } = await run(process.execPath, [bin, ...args], { timeout: timeoutMs, env: { ...process.env, DEBUGHOST_LOG_LEVEL: 'warn', ...(adminToken === null ? {} : { DEBUGHOST_TOKEN: adminToken }) } });
     return { code: 0, stdout, stderr };
   } catch (error) {
     const failure = error as { code: number; stdout: string; stderr: string };
@@ -40,7 +52,7 @@ class LocalCluster {
 
   static async create(count: number, extraArgs: string[] = []): Promise<LocalCluster> {
     const root = await mkdtemp(join(tmpdir(), 'debughost-cluster-'));
-    const cluster = new LocalCluster(root, extraArgs);
+    const cluster = new LocalCluster(root, [...extraArgs, ...(await trustFiles(root))]);
     for (let i = 1; i <= count; i += 1) {
       cluster.members.push({ id: `n${i}`, grpc: `127.0.0.1:${await freePort()}`, mcp: `127.0.0.1:${await freePort()}`, dataDir: join(root, `n${i}`), process: null });
     }
@@ -134,7 +146,7 @@ test.serial('3 nodes from a seed list: any node takes writes; a killed leader is
   t.true(failoverMs < 3000, `${failoverMs} ms`);
   // Push the log well past the compaction point (50 entries) while the old leader is down.
   const KvClient = makeClientConstructor(KV);
-  const client = new KvClient((others[0] as Member).grpc, grpc.credentials.createInsecure());
+  const client = new KvClient((others[0] as Member).grpc, withMetadata(null, () => ({ authorization: `Bearer ${adminToken ?? ''}` })));
   t.teardown(() => client.close());
   for (let i = 0; i < 4; i += 1) {
     await Promise.all(
@@ -172,7 +184,8 @@ test.serial('bad input: a seed that does not answer, a port in use, another node
   t.regex(inUse.stderr, /port is in use; stop what holds it or pick another --grpc/);
 
   // A single-node cluster, stopped, then started with another id on its data dir.
-  const solo = spawn(process.execPath, [bin, 'node', '--id', 'solo', '--grpc', `127.0.0.1:${g1}`, '--mcp', `127.0.0.1:${m1}`, '--seeds', `127.0.0.1:${g1}`, '--data-dir', join(root, 'solo')], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const soloFiles = await trustFiles(root);
+  const solo = spawn(process.execPath, [bin, 'node', '--id', 'solo', '--grpc', `127.0.0.1:${g1}`, '--mcp', `127.0.0.1:${m1}`, '--seeds', `127.0.0.1:${g1}`, '--data-dir', join(root, 'solo'), ...soloFiles], { stdio: ['ignore', 'pipe', 'ignore'] });
   await new Promise<void>((resolve) => solo.stdout?.on('data', (chunk: Buffer) => chunk.toString().includes('ready') && resolve()));
   await new Promise<void>((resolve) => {
     solo.once('exit', () => resolve());

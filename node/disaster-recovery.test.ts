@@ -143,7 +143,7 @@ test.serial('a survivor restarted with --force-new-cluster brings every project 
   await rm(n3.dataDir, { recursive: true });
 
   const startedAt = performance.now();
-  cluster.start(n1, ['--force-new-cluster']);
+  cluster.start(n1, { args: ['--force-new-cluster'] });
   cluster.start(n2);
   cluster.start(n3);
   await cluster.waitForLeader(RECOVERY_MS_MAX);

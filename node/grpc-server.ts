@@ -39,44 +39,35 @@ import {
   type RequestOp,
   type ResponseOp,
 } from '../proto/gen/kv_pb.ts';
-import { JoinResponseSchema, MemberSchema, Raft, SendAckSchema } from '../proto/gen/raft_pb.ts';
+import { JoinResponseSchema, MemberSchema, Raft, SendAckSchema, type JoinRequest, type JoinResponse } from '../proto/gen/raft_pb.ts';
 import { addService, callUnary } from '../proto/grpc.ts';
 import { MESSAGE_BYTES_MAX } from '../consensus/transport-grpc.ts';
 import { type DebughostNode, waitUntil } from './node.ts';
 import { deadlineIn } from './peer-clients.ts';
 import { serveWatch } from './watch-service.ts';
 import { snapshotSaveHandler } from './snapshot-serve.ts';
+import { RpcError, unary } from './grpc-unary.ts';
+import { adminTrustHandlers, type Audited } from './admin-trust-service.ts';
+import { methodPath, type Caller } from './grpc-auth.ts';
+import type { PeerCall } from './peer-auth.ts';
+import { commandWritesSystemKey } from '../actors/system-keys.ts';
+import type { Message } from '../consensus/types.ts';
 
-/** A failure with the status code and the one-line message a client sees. */
-export class RpcError extends Error {
-  override readonly name = 'RpcError';
-  constructor(
-    readonly code: grpc.status,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+export { RpcError };
+
+const RAFT_SEND = methodPath(Raft, 'send');
+const RAFT_SEND_ONE = methodPath(Raft, 'sendOne');
+const KV_PUT = methodPath(KV, 'put');
+const KV_DELETE_RANGE = methodPath(KV, 'deleteRange');
+const KV_TXN = methodPath(KV, 'txn');
+const ADMIN_MEMBER_ADD = methodPath(Admin, 'memberAdd');
+const ADMIN_MEMBER_PROMOTE = methodPath(Admin, 'memberPromote');
+const ADMIN_MEMBER_REMOVE = methodPath(Admin, 'memberRemove');
+const ADMIN_TRANSFER = methodPath(Admin, 'transferLeadership');
 
 const FORWARD_TIMEOUT_MS = 10_000;
-
-function toServiceError(error: unknown): Partial<grpc.ServiceError> {
-  if (error instanceof RpcError) return { code: error.code, details: error.message, message: error.message };
-  const maybe = error as Partial<grpc.ServiceError>;
-  if (typeof maybe?.code === 'number' && typeof maybe.details === 'string') return { code: maybe.code, details: maybe.details, message: maybe.details };
-  const message = error instanceof Error ? error.message : String(error);
-  return { code: grpc.status.INTERNAL, details: message, message };
-}
-
-/** Adapt an async handler to grpc-js's callback style, mapping errors in one place. */
-function unary<Req, Res>(handler: (request: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
-  return (call, callback) => {
-    handler(call.request).then(
-      (response) => callback(null, response),
-      (error: unknown) => callback(toServiceError(error) as grpc.ServiceError),
-    );
-  };
-}
+/** Characters of an error message kept in an audit record. */
+const AUDIT_DETAIL_CHARS_MAX = 300;
 
 /** The one place write outcomes become results or gRPC errors. */
 function writeResult(outcome: WriteOutcome<KvResult>): KvResult & { ok: true } {
@@ -165,8 +156,42 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
     'grpc.keepalive_permit_without_calls': 1,
     // Channelz bookkeeping costs several percent of CPU per call; nothing reads it.
     'grpc.enable_channelz': 0,
-    interceptors: [node.metrics.grpcInterceptor()],
+    // The metrics interceptor is the inner one, so that it counts the calls the access check refuses.
+    interceptors: [node.metrics.grpcInterceptor(), node.trust.grpc.interceptor()],
   });
+  const trust = node.trust;
+  /** The verified caller of a call (the interceptor has already refused anyone without the access the method needs). */
+  const callerOf = (path: string, call: PeerCall): Caller | null => trust.grpc.callerOf(path, call);
+  /**
+   * Run a mutating call and record it in the audit trail when a client made
+   * it here (a call a member forwarded was recorded where the client made it).
+   */
+  const audited: Audited = async (caller, action, scope, run) => {
+    if (caller?.kind !== 'client') return run();
+    const record = (outcome: 'ok' | 'denied' | 'error', detail: string | null): void => {
+      void trust.audit.record({ actor: caller.identity, action, tenant: scope.tenant, target: scope.target, args: scope.args, outcome, detail });
+    };
+    try {
+      const result = await run();
+      record('ok', null);
+      return result;
+    } catch (error) {
+      const code = error instanceof RpcError ? error.code : (error as Partial<grpc.ServiceError>).code;
+      const detail = `${grpc.status[code ?? grpc.status.UNKNOWN] ?? 'UNKNOWN'}: ${(error as Error).message}`.slice(0, AUDIT_DETAIL_CHARS_MAX);
+      record(code === grpc.status.PERMISSION_DENIED ? 'denied' : 'error', detail);
+      throw error;
+    }
+  };
+  /** Client KV writes may not touch the system prefixes: those records change only through the paths that validate them. */
+  const refuseSystemWrite = (command: KvCommand): void => {
+    const prefix = commandWritesSystemKey(command);
+    if (prefix !== null) {
+      throw new RpcError(
+        grpc.status.PERMISSION_DENIED,
+        `keys under '${prefix}' belong to the cluster and change only through its own paths (project tools, membership, tokens); the KV API may read them but not write them`,
+      );
+    }
+  };
   const log = node.options.log;
   const header = () =>
     create(ResponseHeaderSchema, {
@@ -250,6 +275,22 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
     }
   };
   const refuseJoin = (error: string) => create(JoinResponseSchema, { ok: false, error });
+  /**
+   * Who may join: a member forwarding a join it admitted, a node proving the
+   * id it joins as (the cluster secret, or a certificate naming it), or a
+   * node presenting an admin-issued join token.
+   */
+  const admit = (request: JoinRequest, call: PeerCall): { ok: true; by: 'member' | 'secret' | 'certificate' | 'joinToken' } | { ok: false; message: string } => {
+    const credential = trust.peers.credential(call);
+    if (credential.ok && credential.node !== request.nodeId && node.isKnownMember(credential.node)) return { ok: true, by: 'member' };
+    if (credential.ok && credential.node === request.nodeId) return { ok: true, by: node.options.tls === null ? 'secret' : 'certificate' };
+    if (credential.ok && node.options.tls !== null) return { ok: false, message: `the certificate names node '${credential.node}', not '${request.nodeId}'; start with --id ${credential.node}` };
+    if (request.joinToken === '') {
+      return { ok: false, message: 'joining needs a join token (an admin makes one: debughost token create --join; then debughost node --join-token …) or the cluster secret' };
+    }
+    const verified = trust.verifier.verifyJoinToken(request.joinToken);
+    return verified.ok ? { ok: true, by: 'joinToken' } : { ok: false, message: verified.message };
+  };
 
   addActorsService(
     server,
@@ -260,11 +301,27 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
     ),
   );
 
+  /** Deliver a peer's Raft messages, dropping (and counting) any whose sender is not the authenticated peer. */
+  const deliverFrom =
+    (peer: string | null) =>
+    (message: Message): void => {
+      if (message.from !== peer) {
+        node.metrics.raftMessageSpoofed();
+        log.warn({ peer, claimed: message.from }, 'dropped a Raft message whose sender is not the authenticated peer');
+        return;
+      }
+      node.receiveRaft(message);
+    };
+  const peerNode = (path: string, call: PeerCall): string | null => {
+    const caller = callerOf(path, call);
+    return caller?.kind === 'peer' ? caller.node : null;
+  };
+
   addService(server, Raft, {
     send: (call, callback) => {
       const handle = raftStreamHandler(
         () => node.clusterId,
-        (message) => node.receiveRaft(message),
+        deliverFrom(peerNode(RAFT_SEND, call)),
         (error) => log.debug({ error: error.message }, 'bad peer message'),
       );
       let count = 0;
@@ -275,15 +332,26 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
       call.on('end', () => callback(null, create(SendAckSchema, { messages: BigInt(count) })));
       call.on('error', () => undefined);
     },
-    sendOne: unary(async (batch) => {
-      raftStreamHandler(() => node.clusterId, (message) => node.receiveRaft(message), () => undefined)(batch);
+    sendOne: unary(async (batch, call) => {
+      raftStreamHandler(() => node.clusterId, deliverFrom(peerNode(RAFT_SEND_ONE, call)), () => undefined)(batch);
       return create(SendAckSchema, { messages: BigInt(batch.messages.length) });
     }),
-    join: unary(async (request) => {
+    join: unary(async (request, call) => {
       if (node.clusterId !== '' && request.clusterId !== node.clusterId) {
         return refuseJoin(`refused: this cluster is ${node.clusterId}, the request names ${request.clusterId}`);
       }
-      if (!isLeader()) return callUnary(node.peers.raftAt(leaderAddress()), 'join', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
+      const admission = admit(request, call);
+      if (!admission.ok) return refuseJoin(`refused: ${admission.message}`);
+      if (admission.by !== 'member') {
+        void trust.audit.record({ actor: { node: request.nodeId }, action: 'member join', tenant: null, target: request.nodeId, args: { nodeId: request.nodeId, address: request.address, by: admission.by }, outcome: 'ok', detail: admission.by });
+      }
+      // A node admitted by a join token gets the cluster secret (and only such a node: the others hold it or use TLS).
+      const withSecret = (response: JoinResponse): JoinResponse => {
+        const secret = trust.clusterSecret();
+        if (admission.by === 'joinToken' && response.ok && secret !== null && node.options.tls === null) response.clusterSecret = new Uint8Array(secret);
+        return response;
+      };
+      if (!isLeader()) return withSecret(await callUnary(node.peers.raftAt(leaderAddress()), 'join', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) }));
       const existing = node.members().find((member) => member.id === request.nodeId);
       if (existing !== undefined && existing.address !== request.address) {
         return refuseJoin(`refused: node id ${request.nodeId} is already a member at ${existing.address}; pick another --id or remove it first`);
@@ -292,57 +360,71 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
         const outcome = await node.changeMembership({ type: 'addLearner', node: request.nodeId as NodeId, address: request.address });
         if (!outcome.ok) return refuseJoin(outcome.reason === 'notLeader' ? 'leadership moved; retry' : outcome.detail);
       }
-      return create(JoinResponseSchema, { ok: true, leaderId: node.id, leaderAddress: node.options.grpcAddress, members: membersResponse() });
+      return withSecret(create(JoinResponseSchema, { ok: true, leaderId: node.id, leaderAddress: node.options.grpcAddress, members: membersResponse() }));
     }),
   });
 
   addService(server, KV, {
     range: unary(async (request) => rangeResponse(await read(request.serializable), request)),
-    put: unary(async (request) => {
-      if (!isLeader()) return callUnary(node.peers.kvAt(leaderAddress()), 'put', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
-      const ifVersion = request.ifVersion;
-      const command: KvCommand =
-        ifVersion === undefined
-          ? { type: 'put', key: request.key, value: request.value }
-          : {
-              type: 'txn',
-              compare: [{ key: request.key, target: 'version', op: '==', operand: Number(ifVersion) }],
-              success: [{ type: 'put', key: request.key, value: request.value }],
-              failure: [{ type: 'get', key: request.key }],
-            };
-      const result = await proposeLocal(command);
-      const kv = raftNode().machine.kv.get(request.key);
-      const succeeded = ifVersion === undefined ? true : result.succeeded === true;
-      let prev: KeyValue | null = result.prev ?? null;
-      if (ifVersion !== undefined) {
-        const first = result.results?.[0];
-        prev = first?.type === 'put' ? first.prev : first?.type === 'get' ? first.kv : null;
-      }
-      return create(PutResponseSchema, {
-        header: header(),
-        ...(prev === null ? {} : { prevKv: kvToProto(prev) }),
-        succeeded,
-        version: toBig(succeeded ? (kv?.version ?? 0) : (prev?.version ?? 0)),
+    put: unary(async (request, call) => {
+      const scope = { tenant: null, target: request.key, args: { key: request.key, valueBytes: request.value.length, ifVersion: request.ifVersion?.toString() ?? null } };
+      return audited(callerOf(KV_PUT, call), 'kv put', scope, async () => {
+        refuseSystemWrite({ type: 'put', key: request.key, value: request.value });
+        if (!isLeader()) return callUnary(node.peers.kvAt(leaderAddress()), 'put', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
+        const ifVersion = request.ifVersion;
+        const command: KvCommand =
+          ifVersion === undefined
+            ? { type: 'put', key: request.key, value: request.value }
+            : {
+                type: 'txn',
+                compare: [{ key: request.key, target: 'version', op: '==', operand: Number(ifVersion) }],
+                success: [{ type: 'put', key: request.key, value: request.value }],
+                failure: [{ type: 'get', key: request.key }],
+              };
+        const result = await proposeLocal(command);
+        const kv = raftNode().machine.kv.get(request.key);
+        const succeeded = ifVersion === undefined ? true : result.succeeded === true;
+        let prev: KeyValue | null = result.prev ?? null;
+        if (ifVersion !== undefined) {
+          const first = result.results?.[0];
+          prev = first?.type === 'put' ? first.prev : first?.type === 'get' ? first.kv : null;
+        }
+        return create(PutResponseSchema, {
+          header: header(),
+          ...(prev === null ? {} : { prevKv: kvToProto(prev) }),
+          succeeded,
+          version: toBig(succeeded ? (kv?.version ?? 0) : (prev?.version ?? 0)),
+        });
       });
     }),
-    deleteRange: unary(async (request) => {
-      if (!isLeader()) return callUnary(node.peers.kvAt(leaderAddress()), 'deleteRange', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
+    deleteRange: unary(async (request, call) => {
       const op = request.rangeEnd === '' ? ({ type: 'delete', key: request.key } as const) : ({ type: 'deleteRange', start: request.key, end: request.rangeEnd === '\0' ? '' : request.rangeEnd } as const);
-      const result = await proposeLocal({ type: 'txn', compare: [], success: [op], failure: [] });
-      const first = result.results?.[0];
-      const deleted = first?.type === 'delete' || first?.type === 'deleteRange' ? first.deleted : 0;
-      return create(DeleteRangeResponseSchema, { header: header(), deleted: toBig(deleted) });
+      const command: KvCommand = { type: 'txn', compare: [], success: [op], failure: [] };
+      return audited(callerOf(KV_DELETE_RANGE, call), 'kv del', { tenant: null, target: request.key, args: { key: request.key, rangeEnd: request.rangeEnd } }, async () => {
+        refuseSystemWrite(command);
+        if (!isLeader()) return callUnary(node.peers.kvAt(leaderAddress()), 'deleteRange', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
+        const result = await proposeLocal(command);
+        const first = result.results?.[0];
+        const deleted = first?.type === 'delete' || first?.type === 'deleteRange' ? first.deleted : 0;
+        return create(DeleteRangeResponseSchema, { header: header(), deleted: toBig(deleted) });
+      });
     }),
-    txn: unary(async (request) => {
-      if (!isLeader()) return callUnary(node.peers.kvAt(leaderAddress()), 'txn', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
+    txn: unary(async (request, call) => {
       const command: KvCommand = {
         type: 'txn',
         compare: request.compare.map(compareFromProto),
         success: request.success.map(opFromProto),
         failure: request.failure.map(opFromProto),
       };
-      const result = await proposeLocal(command);
-      return create(TxnResponseSchema, { header: header(), succeeded: result.succeeded === true, responses: (result.results ?? []).map(responseOp) });
+      // Keys only: values may be anyone's data.
+      const keysOf = (ops: readonly KvOp[]) => ops.map((op) => op.type === 'deleteRange' || op.type === 'range' ? `${op.type} ${op.start}..${op.end}` : `${op.type} ${op.key}`);
+      const args = { compare: command.compare.map((c) => `${c.key} ${c.target} ${c.op}`), success: keysOf(command.success), failure: keysOf(command.failure) };
+      return audited(callerOf(KV_TXN, call), 'kv txn', { tenant: null, target: null, args }, async () => {
+        refuseSystemWrite(command);
+        if (!isLeader()) return callUnary(node.peers.kvAt(leaderAddress()), 'txn', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
+        const result = await proposeLocal(command);
+        return create(TxnResponseSchema, { header: header(), succeeded: result.succeeded === true, responses: (result.results ?? []).map(responseOp) });
+      });
     }),
     watch: (call) => serveWatch(node, call),
   });
@@ -377,39 +459,48 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
     status: unary(async () => statusResponse()),
     snapshotSave: snapshotSaveHandler(node),
     memberList: unary(async () => create(MemberListResponseSchema, { members: membersResponse() })),
-    memberAdd: unary(async (request) => {
-      if (!isLeader()) return callUnary(node.peers.adminAt(leaderAddress()), 'memberAdd', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
-      await changeAtLeader({ type: 'addLearner', node: request.id as NodeId, address: request.address });
-      return create(MemberAddResponseSchema, { member: create(MemberSchema, { id: request.id, address: request.address, learner: true }), members: membersResponse() });
-    }),
-    memberPromote: unary(async (request) => {
-      if (!isLeader()) return callUnary(node.peers.adminAt(leaderAddress()), 'memberPromote', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
-      await changeAtLeader({ type: 'promote', node: request.id as NodeId });
-      return create(MemberPromoteResponseSchema, { members: membersResponse() });
-    }),
-    memberRemove: unary(async (request) => {
-      if (!isLeader()) return callUnary(node.peers.adminAt(leaderAddress()), 'memberRemove', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
-      if (request.id === node.id) {
-        // The leader leaving: hand leadership over first, then let the new leader remove it.
-        const target = node.members().find((m) => m.id !== node.id && !m.learner);
-        if (target === undefined) throw new RpcError(grpc.status.FAILED_PRECONDITION, 'cannot remove the last voter');
-        raftNode().transferLeadership(target.id as NodeId);
-        // Until the new leader's first message arrives, this node knows no leader to forward to.
-        if (!(await waitUntil(() => !isLeader() && raftNode().raft.leader !== null, 3000))) {
-          throw new RpcError(grpc.status.UNAVAILABLE, 'could not hand leadership over before leaving; retry');
+    memberAdd: unary(async (request, call) =>
+      audited(callerOf(ADMIN_MEMBER_ADD, call), 'member add', { tenant: null, target: request.id, args: { id: request.id, address: request.address } }, async () => {
+        if (!isLeader()) return callUnary(node.peers.adminAt(leaderAddress()), 'memberAdd', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
+        await changeAtLeader({ type: 'addLearner', node: request.id as NodeId, address: request.address });
+        return create(MemberAddResponseSchema, { member: create(MemberSchema, { id: request.id, address: request.address, learner: true }), members: membersResponse() });
+      }),
+    ),
+    memberPromote: unary(async (request, call) =>
+      audited(callerOf(ADMIN_MEMBER_PROMOTE, call), 'member promote', { tenant: null, target: request.id, args: { id: request.id } }, async () => {
+        if (!isLeader()) return callUnary(node.peers.adminAt(leaderAddress()), 'memberPromote', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
+        await changeAtLeader({ type: 'promote', node: request.id as NodeId });
+        return create(MemberPromoteResponseSchema, { members: membersResponse() });
+      }),
+    ),
+    memberRemove: unary(async (request, call) =>
+      audited(callerOf(ADMIN_MEMBER_REMOVE, call), 'member remove', { tenant: null, target: request.id, args: { id: request.id } }, async () => {
+        if (!isLeader()) return callUnary(node.peers.adminAt(leaderAddress()), 'memberRemove', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
+        if (request.id === node.id) {
+          // The leader leaving: hand leadership over first, then let the new leader remove it.
+          const target = node.members().find((m) => m.id !== node.id && !m.learner);
+          if (target === undefined) throw new RpcError(grpc.status.FAILED_PRECONDITION, 'cannot remove the last voter');
+          raftNode().transferLeadership(target.id as NodeId);
+          // Until the new leader's first message arrives, this node knows no leader to forward to.
+          if (!(await waitUntil(() => !isLeader() && raftNode().raft.leader !== null, 3000))) {
+            throw new RpcError(grpc.status.UNAVAILABLE, 'could not hand leadership over before leaving; retry');
+          }
+          return callUnary(node.peers.adminAt(leaderAddress()), 'memberRemove', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
         }
-        return callUnary(node.peers.adminAt(leaderAddress()), 'memberRemove', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
-      }
-      await changeAtLeader({ type: 'remove', node: request.id as NodeId });
-      return create(MemberRemoveResponseSchema, { members: membersResponse() });
-    }),
-    transferLeadership: unary(async (request) => {
-      if (!isLeader()) return callUnary(node.peers.adminAt(leaderAddress()), 'transferLeadership', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
-      const result = raftNode().transferLeadership(request.targetId as NodeId);
-      if (!result.ok) throw new RpcError(grpc.status.FAILED_PRECONDITION, result.detail);
-      await waitUntil(() => raftNode().raft.leader === request.targetId, 3000);
-      return create(TransferLeadershipResponseSchema, { leaderId: raftNode().raft.leader ?? '' });
-    }),
+        await changeAtLeader({ type: 'remove', node: request.id as NodeId });
+        return create(MemberRemoveResponseSchema, { members: membersResponse() });
+      }),
+    ),
+    transferLeadership: unary(async (request, call) =>
+      audited(callerOf(ADMIN_TRANSFER, call), 'leadership transfer', { tenant: null, target: request.targetId, args: { targetId: request.targetId } }, async () => {
+        if (!isLeader()) return callUnary(node.peers.adminAt(leaderAddress()), 'transferLeadership', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
+        const result = raftNode().transferLeadership(request.targetId as NodeId);
+        if (!result.ok) throw new RpcError(grpc.status.FAILED_PRECONDITION, result.detail);
+        await waitUntil(() => raftNode().raft.leader === request.targetId, 3000);
+        return create(TransferLeadershipResponseSchema, { leaderId: raftNode().raft.leader ?? '' });
+      }),
+    ),
+    ...adminTrustHandlers(node, callerOf, audited),
   });
 
   return new Promise((resolve, reject) => {

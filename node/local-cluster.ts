@@ -13,6 +13,8 @@ import { create } from '@bufbuild/protobuf';
 import { Admin, Role, StatusRequestSchema, type StatusResponse } from '../proto/gen/admin_pb.ts';
 import { KV, PutRequestSchema, RangeRequestSchema } from '../proto/gen/kv_pb.ts';
 import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
+import { adminTokenPath, clusterSecretPath, ensureAdminToken, ensureClusterSecret } from './cluster-files.ts';
+import { withMetadata } from './peer-auth.ts';
 
 export const bin = new URL('../bin/debughost.js', import.meta.url).pathname;
 
@@ -37,6 +39,8 @@ export interface Member {
   readonly mcp: string;
   readonly dataDir: string;
   process: ChildProcess | null;
+  /** Headers an MCP client of this member sends: the cluster's admin token. */
+  readonly mcpHeaders: Readonly<Record<string, string>>;
   /** The last lines this node wrote to stderr, to explain a failure. */
   stderrTail: string;
 }
@@ -44,7 +48,9 @@ export interface Member {
 export interface ClusterOptions {
   /** Extra flags for every `debughost node`. */
   readonly extraArgs?: readonly string[];
-  /** Credentials the test's own clients use (default insecure). */
+  /** Extra flags for one member (its own TLS certificate). */
+  readonly memberArgs?: (member: Member) => readonly string[];
+  /** TLS credentials the test's own clients use (default plaintext); the admin token rides on them. */
   readonly credentials?: grpc.ChannelCredentials;
 }
 
@@ -74,24 +80,49 @@ export async function until<T>(what: string, timeoutMs: number, probe: () => Pro
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
 }
 
+/** The gRPC status a call ended with, or 'ok'. */
+export async function codeOf(promise: Promise<unknown>): Promise<grpc.status | 'ok'> {
+  try {
+    await promise;
+    return 'ok';
+  } catch (error) {
+    return (error as grpc.ServiceError).code;
+  }
+}
+
 export class LocalCluster {
   readonly members: Member[] = [];
   /** The founding members' gRPC addresses: every node gets them as --seeds. */
   seedList = '';
   private readonly admin = new Map<string, InstanceType<typeof AdminClient>>();
   private readonly kv = new Map<string, InstanceType<typeof KvClient>>();
+  /** The test's clients: the given TLS credentials (or plaintext) with the admin token on every call. */
   readonly credentials: grpc.ChannelCredentials;
 
   private constructor(
     readonly root: string,
     readonly options: ClusterOptions,
+    /** The bootstrap admin token every founder is given (as debughost up does). */
+    readonly adminToken: string,
   ) {
-    this.credentials = options.credentials ?? grpc.credentials.createInsecure();
+    this.credentials = withMetadata(options.credentials ?? null, () => ({ authorization: `Bearer ${adminToken}` }));
+  }
+
+  /** The cluster secret and admin token files every node gets, in the cluster's temp dir. */
+  get secretFile(): string {
+    return clusterSecretPath(this.root);
+  }
+
+  get adminTokenFile(): string {
+    return adminTokenPath(this.root);
   }
 
   /** `founding` members whose addresses form the seed list; add more with addMember. */
   static async create(founding: number, options: ClusterOptions = {}): Promise<LocalCluster> {
-    const cluster = new LocalCluster(await mkdtemp(join(tmpdir(), 'debughost-cluster-')), options);
+    const root = await mkdtemp(join(tmpdir(), 'debughost-cluster-'));
+    await ensureClusterSecret(clusterSecretPath(root));
+    const { token } = await ensureAdminToken(adminTokenPath(root), Date.now());
+    const cluster = new LocalCluster(root, options, token);
     for (let i = 1; i <= founding; i += 1) await cluster.addMember();
     cluster.seedList = cluster.members.map((m) => m.grpc).join(',');
     return cluster;
@@ -99,7 +130,7 @@ export class LocalCluster {
 
   async addMember(): Promise<Member> {
     const id = `n${this.members.length + 1}`;
-    const member: Member = { id, grpc: `127.0.0.1:${await freePort()}`, mcp: `127.0.0.1:${await freePort()}`, dataDir: join(this.root, id), process: null, stderrTail: '' };
+    const member: Member = { id, grpc: `127.0.0.1:${await freePort()}`, mcp: `127.0.0.1:${await freePort()}`, dataDir: join(this.root, id), process: null, mcpHeaders: { authorization: `Bearer ${this.adminToken}` }, stderrTail: '' };
     this.members.push(member);
     return member;
   }
@@ -110,9 +141,13 @@ export class LocalCluster {
     return found;
   }
 
-  /** Start the member's node process; `extraArgs` go to this start only (e.g. --force-new-cluster). */
-  start(member: Member, extraArgs: readonly string[] = []): void {
-    const args = [bin, 'node', '--id', member.id, '--grpc', member.grpc, '--mcp', member.mcp, '--seeds', this.seedList, '--data-dir', member.dataDir, ...(this.options.extraArgs ?? []), ...extraArgs];
+  /** Start `member`'s process; `trustFiles: false` starts it without the secret and admin token files (a node joining by token). */
+  start(member: Member, options: { trustFiles?: boolean; args?: readonly string[] } = {}): void {
+    const args = [
+      bin, 'node', '--id', member.id, '--grpc', member.grpc, '--mcp', member.mcp, '--seeds', this.seedList, '--data-dir', member.dataDir,
+      ...(options.trustFiles === false ? [] : ['--cluster-secret-file', this.secretFile, '--admin-token-file', this.adminTokenFile]),
+      ...(this.options.extraArgs ?? []), ...(this.options.memberArgs?.(member) ?? []), ...(options.args ?? []),
+    ];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, DEBUGHOST_LOG_LEVEL: process.env.DEBUGHOST_TEST_LOG_LEVEL ?? 'warn' } });
     child.stderr?.on('data', (chunk: Buffer) => {
       member.stderrTail = (member.stderrTail + chunk.toString()).slice(-20000);
@@ -177,8 +212,17 @@ export class LocalCluster {
     return index < 0 ? null : (among[index] as Member);
   }
 
+  /** A leader among `among`, once the admin token works on it (the founders write it right after the first election). */
   waitForLeader(timeoutMs: number, among?: readonly Member[]): Promise<Member> {
-    return until('a leader', timeoutMs, () => this.leader(among));
+    return until('a leader that knows the admin token', timeoutMs, async () => {
+      const leader = await this.leader(among);
+      if (leader === null) return null;
+      const known = await callUnary(this.kvClient(leader), 'range', create(RangeRequestSchema, { key: 'tokens/', serializable: true }), { deadline: Date.now() + 1000 }).then(
+        () => true,
+        () => false,
+      );
+      return known ? leader : null;
+    });
   }
 
   /** Wait until `member` runs Raft with a known leader and has applied everything the leader had committed when asked. */

@@ -25,7 +25,7 @@ const workDir = mkdtempSync(join(tmpdir(), 'debughost-mcp-'));
 
 async function connect(member: Member): Promise<Client> {
   const client = new Client({ name: 'debughost-test', version: '1' });
-  await client.connect(new StreamableHTTPClientTransport(new URL(`http://${member.mcp}/mcp`)));
+  await client.connect(new StreamableHTTPClientTransport(new URL(`http://${member.mcp}/mcp`), { requestInit: { headers: { ...member.mcpHeaders } } }));
   clients.push(client);
   return client;
 }
@@ -217,7 +217,7 @@ test.serial('the same flow with the Docker runtime', async (t) => {
 test.serial('the MCP Inspector CLI, a client nobody here wrote, drives the same tools', async (t) => {
   const url = `http://${(cluster.members[0] as Member).mcp}/mcp`;
   const inspector = async (...args: string[]): Promise<string> => {
-    const { stdout } = await run(process.execPath, ['node_modules/.bin/mcp-inspector', '--cli', url, ...args], { timeout: 120_000, env: { ...process.env, MCP_CATALOG_PATH: join(workDir, 'catalog.json') } });
+    const { stdout } = await run(process.execPath, ['node_modules/.bin/mcp-inspector', '--cli', url, '--header', `Authorization: Bearer ${cluster.adminToken}`, ...args], { timeout: 120_000, env: { ...process.env, MCP_CATALOG_PATH: join(workDir, 'catalog.json') } });
     return stdout;
   };
   const tools = await inspector('--method', 'tools/list');

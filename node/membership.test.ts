@@ -49,7 +49,7 @@ test('5 members with 2 joins and 2 removals (the leader among them) while client
   targets.delete(leader);
   const afterJoins = acknowledgedAt();
   const leaderGone = cluster.exited(leader);
-  const leave = await run(process.execPath, [bin, 'leave', '--endpoints', leader.grpc], { timeout: 30_000, env: { ...process.env, DEBUGHOST_LOG_LEVEL: 'warn' } });
+  const leave = await run(process.execPath, [bin, 'leave', '--endpoints', leader.grpc], { timeout: 30_000, env: { ...process.env, DEBUGHOST_LOG_LEVEL: 'warn', DEBUGHOST_TOKEN: cluster.adminToken } });
   t.regex(leave.stdout, new RegExp(`removed ${leader.id} from cluster`));
   await Promise.race([leaderGone, sleep(20_000).then(async () => Promise.reject(new Error(`${leader.id} did not stop after its removal: ${JSON.stringify(await cluster.status(leader), (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))} ${leader.stderrTail.slice(-3000)}`)))]);
   const remaining = cluster.members.filter((m) => targets.has(m));

@@ -33,6 +33,8 @@ export class NodeMetrics {
   private readonly syncEntries: Counter;
   private readonly peerStreamErrors: Counter<'peer'>;
   private readonly grpcRequests: Counter<'method' | 'code'>;
+  private readonly authRefusals: Counter<'plane' | 'reason'>;
+  private readonly raftSpoofed: Counter;
   /** The last leader this node knew, to count changes. */
   private lastLeader: string | null = null;
 
@@ -117,6 +119,17 @@ export class NodeMetrics {
       labelNames: ['method', 'code'],
       registers,
     });
+    this.authRefusals = new Counter({
+      name: 'debughost_auth_refusals_total',
+      help: 'Calls refused before any handler ran, by plane (peer: member credentials; client: bearer tokens) and reason.',
+      labelNames: ['plane', 'reason'],
+      registers,
+    });
+    this.raftSpoofed = new Counter({
+      name: 'debughost_raft_messages_spoofed_total',
+      help: 'Raft messages dropped because their sender field named another node than the authenticated peer.',
+      registers,
+    });
     collectDefaultMetrics({ register: this.registry, prefix: 'debughost_' });
   }
 
@@ -134,6 +147,14 @@ export class NodeMetrics {
   sync(ms: number, entries: number): void {
     this.fsyncSeconds.observe(ms / 1000);
     this.syncEntries.inc(entries);
+  }
+
+  authRefused(plane: 'peer' | 'client', reason: string): void {
+    this.authRefusals.inc({ plane, reason });
+  }
+
+  raftMessageSpoofed(): void {
+    this.raftSpoofed.inc();
   }
 
   peerStreamError(peer: string): void {

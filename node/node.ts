@@ -21,9 +21,11 @@ import type { Logger } from './log.ts';
 import { NodeMetrics } from './metrics.ts';
 import { WatchHub, watchedKvMachineFactory } from './watch-hub.ts';
 import { NodeActors, type ActorNodeOptions } from './node-actors.ts';
-import { insecureAuth, type NodeAuth } from './auth.ts';
+import type { NodeAuth } from './auth.ts';
 import { systemValueError } from '../actors/records.ts';
 import type { Message } from '../consensus/types.ts';
+import type { ActorStore } from '../actors/components.ts';
+import { NodeTrust, TrustStartError } from './trust.ts';
 
 export interface NodeOptions {
   readonly id: string;
@@ -45,7 +47,17 @@ export interface NodeOptions {
   readonly unsafeAckBeforeCommit?: boolean;
   /** The actor layer (ports, Docker, host timing); defaults when absent. */
   readonly actors?: ActorNodeOptions;
-  /** Who may call this node and as whom; absent means --insecure-no-auth. */
+  /** MCP and the gRPC client plane without tokens: every client acts as admin (loopback only, refused by cli-node.ts elsewhere). */
+  readonly insecureNoAuth: boolean;
+  /** The cluster secret a founder starts from (or a node its operator handed it to); copied into the data dir. */
+  readonly clusterSecretFile?: string | null;
+  /** The first admin token (made there if missing); its record enters the replicated state at bootstrap. */
+  readonly adminTokenFile?: string | null;
+  /** An admin-issued join token: how a new node without the secret is admitted. */
+  readonly joinToken?: string | null;
+  /** Redis for cluster-wide rate limits; node-local limits without it. */
+  readonly redisUrl?: string | null;
+  /** Who may call this node and as whom; absent: the node's own (NodeTrust.nodeAuth), which honours insecureNoAuth. */
   readonly auth?: NodeAuth;
   /** Disaster recovery: restart this data dir as a new one-member cluster (see forcedState). */
   readonly forceNewCluster?: boolean;
@@ -109,6 +121,8 @@ export class DebughostNode {
   private everMember = false;
   private stopping = false;
   readonly peers: PeerClients;
+  /** The applied state and proposals through the leader, for the trust services (proposals need the actor layer). */
+  readonly store: Pick<ActorStore, 'view' | 'propose'>;
   /** Events of applied writes, for KV.Watch. */
   readonly watches = new WatchHub();
   /** Called after every persisted ready: leader, term and role changes show up here first (the dashboard listens). */
@@ -122,11 +136,41 @@ export class DebughostNode {
   private constructor(
     readonly options: NodeOptions,
     readonly storage: LevelStorage,
-    readonly credentials: grpc.ChannelCredentials,
+    /** Tokens, peer authentication, audit, rate limits (node/trust.ts). */
+    readonly trust: NodeTrust,
     readonly metrics: NodeMetrics,
   ) {
-    this.peers = new PeerClients(credentials);
-    this.auth = options.auth ?? insecureAuth();
+    this.peers = new PeerClients(trust.peerCredentials);
+    this.store = {
+      view: () => {
+        const kv = this.raft?.machine.kv ?? null;
+        return kv === null ? { get: () => null, range: () => [], revision: 0 } : { get: (key) => kv.get(key), range: (start, end, limit) => kv.range(start, end, limit), revision: kv.revision };
+      },
+      propose: (command, callback) => {
+        if (this.actors === null) return callback({ ok: false, reason: 'unavailable', detail: `node ${this.id} is still starting` });
+        this.actors.store.propose(command, callback);
+      },
+    };
+    this.auth = options.auth ?? trust.nodeAuth();
+  }
+
+  /** Channel credentials for calls to peers: TLS, or plaintext carrying this node's peer proof. */
+  get credentials(): grpc.ChannelCredentials {
+    return this.trust.peerCredentials;
+  }
+
+  /**
+   * May `id` use the peer plane here? It must be in this node's configuration
+   * (or, while a joiner has applied nothing, in its join answer). A node that
+   * knows no configuration yet (still waiting for its seeds) has only the
+   * credential to go by.
+   */
+  isKnownMember(id: string): boolean {
+    const raft = this.raft;
+    if (raft === null) return true;
+    const conf = raft.raft.confState();
+    if (conf.voters.includes(id as NodeId) || conf.learners.includes(id as NodeId) || this.joinAddresses.has(id)) return true;
+    return conf.voters.length === 0 && conf.learners.length === 0 && this.joinAddresses.size === 0;
   }
 
   get id(): NodeId {
@@ -163,9 +207,39 @@ export class DebughostNode {
         `data dir ${options.dataDir} belongs to node '${meta.nodeId}' of cluster ${meta.clusterId}, not '${options.id}'; start with --id ${meta.nodeId} or use another --data-dir`,
       );
     }
-    const credentials =
-      options.tls === null ? grpc.credentials.createInsecure() : grpc.credentials.createSsl(options.tls.ca, options.tls.key, options.tls.cert);
-    const node = new DebughostNode(options, storage, credentials, metrics);
+    let trust: NodeTrust;
+    try {
+      trust = await NodeTrust.open(
+        {
+          nodeId: options.id,
+          dataDir: options.dataDir,
+          tls: options.tls,
+          insecureNoAuth: options.insecureNoAuth,
+          clusterSecretFile: options.clusterSecretFile ?? null,
+          adminTokenFile: options.adminTokenFile ?? null,
+          joinToken: options.joinToken ?? null,
+          redisUrl: options.redisUrl ?? null,
+        },
+        {
+          log: options.log,
+          clock: systemClock,
+          wallNowMs: () => Date.now(),
+          // The node exists by the time anything calls these: they run on requests and after start.
+          store: {
+            view: () => view.node?.store.view() ?? { get: () => null, range: () => [], revision: 0 },
+            propose: (command, callback) => (view.node === null ? callback({ ok: false, reason: 'unavailable', detail: 'the node is starting' }) : view.node.store.propose(command, callback)),
+          },
+          isMember: (id) => view.node?.isKnownMember(id) ?? true,
+          clusterId: () => view.node?.clusterId ?? '',
+          onRefused: (plane, reason) => metrics.authRefused(plane, reason),
+        },
+      );
+    } catch (error) {
+      await storage.close();
+      if (error instanceof TrustStartError) throw new NodeStartError(error.message);
+      throw error;
+    }
+    const node = new DebughostNode(options, storage, trust, metrics);
     view.node = node;
     if (meta !== null) node.clusterId = meta.clusterId;
     return node;
@@ -178,7 +252,11 @@ export class DebughostNode {
       await this.forceNewCluster(meta.clusterId);
       return;
     }
+    const plaintext = this.options.tls === null;
     if (meta !== null) {
+      if (plaintext && !this.trust.hasClusterSecret) {
+        throw new NodeStartError(`${this.options.dataDir} holds no cluster secret, so the other members would refuse this node; give the cluster's secret with --cluster-secret-file FILE (any member's data dir has it as cluster-secret)`);
+      }
       this.options.log.info({ clusterId: meta.clusterId }, 'restarting from data dir');
       this.startRaft(this.storage.load());
       return;
@@ -193,12 +271,25 @@ export class DebughostNode {
       const clusterId = foundingClusterId(members);
       const other = identities.find((identity) => identity.clusterId !== '' && identity.clusterId !== clusterId);
       if (other === undefined) {
+        this.checkFounderCredentials();
         await this.bootstrap(members, clusterId);
         return;
       }
       this.options.log.info({ clusterId: other.clusterId }, 'the seeds belong to an existing cluster; joining it');
     }
     await this.join(others, signal);
+  }
+
+  /** A founder needs the secret its peers share, and (unless MCP runs without auth) the first admin token. */
+  private checkFounderCredentials(): void {
+    if (this.options.tls === null && !this.trust.hasClusterSecret) {
+      throw new NodeStartError(
+        'a founding node needs the cluster secret every founder shares: --cluster-secret-file FILE (debughost init DIR makes it and an admin token), or mutual TLS with node certificates',
+      );
+    }
+    if (!this.trust.hasBootstrapToken && !this.options.insecureNoAuth) {
+      throw new NodeStartError('a founding node needs --admin-token-file FILE (the first admin token; made there if missing), or --insecure-no-auth on loopback');
+    }
   }
 
   private async writeIdentity(): Promise<void> {
@@ -243,6 +334,10 @@ export class DebughostNode {
 
   private async join(seeds: readonly string[], signal: AbortSignal): Promise<void> {
     if (seeds.length === 0) throw new NodeStartError('no seed to join through: give --seeds with the address of at least one running member');
+    const joinToken = this.options.joinToken ?? '';
+    if (this.options.tls === null && !this.trust.hasClusterSecret && joinToken === '') {
+      throw new NodeStartError('joining needs --join-token TOKEN (an admin makes one with debughost token create --join) or the cluster secret (--cluster-secret-file)');
+    }
     const deadline = Date.now() + this.options.seedWaitMs;
     let lastError = '';
     while (Date.now() < deadline && !signal.aborted) {
@@ -253,13 +348,17 @@ export class DebughostNode {
             lastError = `${seed} has not formed a cluster yet`;
             continue;
           }
-          const response = await this.peers.join(seed, { nodeId: this.options.id, address: this.options.grpcAddress, clusterId: status.clusterId }, 10_000);
+          const response = await this.peers.join(seed, { nodeId: this.options.id, address: this.options.grpcAddress, clusterId: status.clusterId, joinToken }, 10_000);
           if (!response.ok) {
             lastError = `${seed}: ${response.error}`;
             if (response.error.startsWith('refused:')) throw new NodeStartError(`joining through ${seed} was refused: ${response.error.slice(8).trim()}`);
             continue;
           }
           this.clusterId = status.clusterId;
+          if (!this.trust.hasClusterSecret) {
+            if (this.options.tls === null && response.clusterSecret.length === 0) throw new NodeStartError(`${seed} admitted this node but sent no cluster secret; it runs another version?`);
+            await this.trust.adoptClusterSecret(response.clusterSecret);
+          }
           for (const member of response.members) if (member.address !== '') this.joinAddresses.set(member.id, member.address);
           if (response.leaderId !== '' && response.leaderAddress !== '') this.joinAddresses.set(response.leaderId, response.leaderAddress);
           await this.writeIdentity();
@@ -363,6 +462,7 @@ export class DebughostNode {
       plantAckBeforeCommit(this.raft);
     }
     this.raft.start();
+    this.trust.start();
     void this.openActors();
     // The leader promotes learners once they have caught up, and notices its own removal.
     this.promoteTimer = setInterval(() => this.housekeeping(), 200);
@@ -504,6 +604,7 @@ export class DebughostNode {
       await actors.close();
     }
     if (this.promoteTimer !== null) clearInterval(this.promoteTimer);
+    this.trust.close();
     raft?.stop();
     this.transport?.close();
     this.peers.close();

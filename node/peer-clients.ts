@@ -41,7 +41,7 @@ export class PeerClients {
     return callUnary(this.adminAt(address), 'status', create(StatusRequestSchema, {}), { deadline: deadlineIn(timeoutMs) });
   }
 
-  join(address: string, request: { nodeId: string; address: string; clusterId: string }, timeoutMs: number): Promise<JoinResponse> {
+  join(address: string, request: { nodeId: string; address: string; clusterId: string; joinToken: string }, timeoutMs: number): Promise<JoinResponse> {
     return callUnary(this.raftAt(address), 'join', create(JoinRequestSchema, request), { deadline: deadlineIn(timeoutMs) });
   }
 

@@ -48,7 +48,7 @@ function fakeNode(keys: number, readOk = true, held = false): { node: DebughostN
 async function serve(t: ExecutionContext, snapshotSave: SaveHandler): Promise<InstanceType<typeof AdminClient>> {
   const server = new grpc.Server();
   const unimplemented = (_call: unknown, callback: grpc.sendUnaryData<never>): void => callback({ code: grpc.status.UNIMPLEMENTED });
-  addService(server, Admin, { memberList: unimplemented, memberAdd: unimplemented, memberPromote: unimplemented, memberRemove: unimplemented, transferLeadership: unimplemented, status: unimplemented, snapshotSave });
+  addService(server, Admin, { memberList: unimplemented, memberAdd: unimplemented, memberPromote: unimplemented, memberRemove: unimplemented, transferLeadership: unimplemented, status: unimplemented, tokenCreate: unimplemented, tokenRevoke: unimplemented, tokenList: unimplemented, auditQuery: unimplemented, auditVerify: unimplemented, snapshotSave });
   const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (error, bound) => (error === null ? resolve(bound) : reject(error))));
   const client = new AdminClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
   t.teardown(() => {

@@ -1,4 +1,4 @@
-// Mutual TLS between nodes and clients: a 3-node cluster on certificates from one CA takes writes; clients without a cert, with another CA's cert, or in plaintext are refused.
+// Mutual TLS between nodes and clients: a 3-node cluster on certificates from one CA takes writes; clients without a cert, with another CA's cert, or in plaintext are refused; on the peer plane the certificate names the member (a client certificate or another node's cannot speak as n1).
 import test from 'ava';
 import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -8,24 +8,28 @@ import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
 import { KV, RangeRequestSchema } from '../proto/gen/kv_pb.ts';
+import { Raft, RaftBatchSchema, RaftMessageSchema } from '../proto/gen/raft_pb.ts';
+import { NODE_URI_PREFIX } from './peer-auth.ts';
 import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
 import { quietIpServerNameWarning } from './cli-node.ts';
 import { LocalCluster, bin, type Member } from './local-cluster.ts';
 
 const run = promisify(execFile);
 const KvClient = makeClientConstructor(KV);
+const RaftClient = makeClientConstructor(Raft);
 
-/** A CA in `dir`, and `issue(name, usage)` for certificates it signs (valid for 127.0.0.1 and localhost). */
-async function makeCa(dir: string, name: string): Promise<{ cert: string; issue: (subject: string, usage: 'serverAuth,clientAuth' | 'clientAuth') => Promise<{ cert: string; key: string }> }> {
+/** A CA in `dir`, and `issue(name, usage, nodeId)` for certificates it signs (valid for 127.0.0.1 and localhost; a node's names it in a URI SAN). */
+async function makeCa(dir: string, name: string): Promise<{ cert: string; issue: (subject: string, usage: 'serverAuth,clientAuth' | 'clientAuth', nodeId?: string) => Promise<{ cert: string; key: string }> }> {
   const caKey = join(dir, `${name}-ca.key`);
   const caCert = join(dir, `${name}-ca.crt`);
   await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', caKey, '-out', caCert, '-days', '2', '-subj', `/CN=${name} test CA`]);
-  const issue = async (subject: string, usage: 'serverAuth,clientAuth' | 'clientAuth') => {
+  const issue = async (subject: string, usage: 'serverAuth,clientAuth' | 'clientAuth', nodeId?: string) => {
     const key = join(dir, `${name}-${subject}.key`);
     const csr = join(dir, `${name}-${subject}.csr`);
     const cert = join(dir, `${name}-${subject}.crt`);
     const ext = join(dir, `${name}-${subject}.ext`);
-    await writeFile(ext, `subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=${usage}\nkeyUsage=digitalSignature,keyEncipherment\n`);
+    const uri = nodeId === undefined ? '' : `,URI:${NODE_URI_PREFIX}${nodeId}`;
+    await writeFile(ext, `subjectAltName=IP:127.0.0.1,DNS:localhost${uri}\nextendedKeyUsage=${usage}\nkeyUsage=digitalSignature,keyEncipherment\n`);
     await run('openssl', ['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${subject}`]);
     await run('openssl', ['x509', '-req', '-in', csr, '-CA', caCert, '-CAkey', caKey, '-CAcreateserial', '-out', cert, '-days', '2', '-extfile', ext]);
     return { cert, key };
@@ -39,23 +43,28 @@ test('mutual TLS: members and a client with a cert from the cluster CA work; no 
   t.teardown(() => rm(pki, { recursive: true, force: true }));
   const ca = await makeCa(pki, 'cluster');
   const other = await makeCa(pki, 'other');
-  const nodeCert = await ca.issue('node', 'serverAuth,clientAuth');
+  const nodeCerts = new Map<string, { cert: string; key: string }>();
+  for (const id of ['n1', 'n2', 'n3']) nodeCerts.set(id, await ca.issue(id, 'serverAuth,clientAuth', id));
   const client = await ca.issue('client', 'clientAuth');
   const stranger = await other.issue('stranger', 'clientAuth');
   const caPem = await readFile(ca.cert);
   const credentials = grpc.credentials.createSsl(caPem, await readFile(client.key), await readFile(client.cert));
 
-  const tlsFlags = ['--tls-cert', nodeCert.cert, '--tls-key', nodeCert.key, '--tls-ca', ca.cert];
-  const cluster = await LocalCluster.create(3, { extraArgs: tlsFlags, credentials });
+  const tlsFlags = (member: Member): string[] => {
+    const own = nodeCerts.get(member.id);
+    if (own === undefined) throw new Error(`no certificate for ${member.id}`);
+    return ['--tls-cert', own.cert, '--tls-key', own.key, '--tls-ca', ca.cert];
+  };
+  const cluster = await LocalCluster.create(3, { memberArgs: tlsFlags, credentials });
   t.teardown(() => cluster.stop());
   for (const member of cluster.members) cluster.start(member);
   // Forming the cluster needs the members to reach each other over mutual TLS.
-  const leader = await cluster.waitForLeader(30_000);
+  const leader = await cluster.waitForLeader(90_000);
   const [n1, n2, n3] = cluster.members as [Member, Member, Member];
 
-  const env = { ...process.env, DEBUGHOST_LOG_LEVEL: 'warn' };
+  const env = { ...process.env, DEBUGHOST_LOG_LEVEL: 'warn', DEBUGHOST_TOKEN: cluster.adminToken };
   const cli = (args: string[]) =>
-    run(process.execPath, [bin, ...args], { timeout: 20_000, env }).then(
+    run(process.execPath, [bin, ...args], { timeout: 60_000, env }).then(
       ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
       (error: { code: number; stdout: string; stderr: string }) => error,
     );
@@ -79,7 +88,9 @@ test('mutual TLS: members and a client with a cert from the cluster CA work; no 
       kv.close();
     }
   };
-  t.is(await rangeWith(credentials), null, 'the cluster CA\'s client cert is accepted');
+  t.is(await rangeWith(cluster.credentials), null, 'the cluster CA\'s client cert with the admin token is accepted');
+  const noToken = await rangeWith(credentials);
+  t.is(noToken?.code, grpc.status.UNAUTHENTICATED, 'a client cert alone is no client credential: it needs a token');
   const noCert = await rangeWith(grpc.credentials.createSsl(caPem));
   t.is(noCert?.code, grpc.status.UNAVAILABLE, 'a client without a certificate is refused');
   const foreign = await rangeWith(grpc.credentials.createSsl(caPem, await readFile(stranger.key), await readFile(stranger.cert)));
@@ -97,3 +108,61 @@ test('mutual TLS: members and a client with a cert from the cluster CA work; no 
   t.is(half.code, 2);
   t.regex(half.stderr, /TLS needs all three of --tls-cert, --tls-key and --tls-ca/);
 });
+
+test('mutual TLS peer plane: a client certificate cannot send Raft messages; a node certificate of n2 cannot speak as n1; a certificate without a node SAN is refused at start', async (t) => {
+  quietIpServerNameWarning();
+  const pki = await mkdtemp(join(tmpdir(), 'debughost-pki-'));
+  t.teardown(() => rm(pki, { recursive: true, force: true }));
+  const ca = await makeCa(pki, 'cluster');
+  const nodeCerts = new Map<string, { cert: string; key: string }>();
+  for (const id of ['n1', 'n2', 'n3']) nodeCerts.set(id, await ca.issue(id, 'serverAuth,clientAuth', id));
+  const client = await ca.issue('client', 'clientAuth');
+  const caPem = await readFile(ca.cert);
+  const cluster = await LocalCluster.create(3, {
+    memberArgs: (member) => ['--tls-cert', nodeCerts.get(member.id)?.cert ?? '', '--tls-key', nodeCerts.get(member.id)?.key ?? '', '--tls-ca', ca.cert],
+    credentials: grpc.credentials.createSsl(caPem, await readFile(client.key), await readFile(client.cert)),
+  });
+  t.teardown(() => cluster.stop());
+  for (const member of cluster.members) cluster.start(member);
+  const leader = await cluster.waitForLeader(90_000);
+  const target = cluster.members.find((m) => m.id !== leader.id && m.id !== 'n1') as Member;
+
+  const sendAs = async (certificate: { cert: string; key: string }, from: string): Promise<grpc.ServiceError | null> => {
+    const raft = new RaftClient(target.grpc, grpc.credentials.createSsl(caPem, await readFile(certificate.key), await readFile(certificate.cert)));
+    try {
+      // A vote request at a huge term: accepted, it would depose the leader.
+      const message = create(RaftMessageSchema, { from, to: target.id, term: 1_000_000n, body: { case: 'vote', value: { lastLogIndex: 1_000_000n, lastLogTerm: 999_999n, transfer: true } } });
+      const status = await cluster.status(target);
+      await callUnary(raft, 'sendOne', create(RaftBatchSchema, { messages: [message], clusterId: status?.clusterId ?? '' }), { deadline: Date.now() + 3000 });
+      return null;
+    } catch (error) {
+      return error as grpc.ServiceError;
+    } finally {
+      raft.close();
+    }
+  };
+  const byClient = await sendAs(client, 'n1');
+  t.is(byClient?.code, grpc.status.UNAUTHENTICATED, 'a client certificate is refused on the peer plane');
+  t.regex(byClient?.details ?? '', /names no node/);
+  const spoofedBefore = await spoofedCount(target);
+  const byOtherNode = await sendAs(nodeCerts.get(leader.id === 'n2' ? 'n3' : 'n2') as { cert: string; key: string }, 'n1');
+  t.is(byOtherNode, null, 'a member certificate is accepted on the peer plane');
+  t.is(await spoofedCount(target), spoofedBefore + 1, 'but its message claiming to come from n1 is dropped and counted');
+  const after = await cluster.status(target);
+  t.true(after !== null && after.term < 1_000_000n, 'the spoofed vote request changed nothing');
+
+  // A node certificate must name its node: one without the SAN is refused with the fix in one line.
+  const unnamed = await ca.issue('unnamed', 'serverAuth,clientAuth');
+  const refused = await run(process.execPath, [bin, 'node', '--id', 'n9', '--grpc', '127.0.0.1:1', '--mcp', '127.0.0.1:2', '--seeds', '127.0.0.1:1', '--data-dir', join(pki, 'n9'), '--tls-cert', unnamed.cert, '--tls-key', unnamed.key, '--tls-ca', ca.cert], { timeout: 60_000 }).then(
+    () => ({ code: 0, stderr: '' }),
+    (error: { code: number; stderr: string }) => error,
+  );
+  t.is(refused.code, 2);
+  t.regex(refused.stderr, /--tls-cert names no node; a node certificate must carry the SAN URI:urn:debughost:node:n9/);
+});
+
+/** debughost_raft_messages_spoofed_total on a member's /metrics. */
+async function spoofedCount(member: Member): Promise<number> {
+  const text = await (await fetch(`http://${member.mcp}/metrics`)).text();
+  return Number(/^debughost_raft_messages_spoofed_total\{[^}]*\} (\d+)/m.exec(text)?.[1] ?? '0');
+}

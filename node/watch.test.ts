@@ -80,7 +80,7 @@ test.serial('real nodes: `kv watch` on one node sees writes made through another
   for (const member of cluster.members) cluster.start(member);
   await cluster.waitForLeader(30_000);
   const [n1, n2, n3] = cluster.members as [Member, Member, Member];
-  const env = { ...process.env, DEBUGHOST_LOG_LEVEL: 'warn' };
+  const env = { ...process.env, DEBUGHOST_LOG_LEVEL: 'warn', DEBUGHOST_TOKEN: cluster.adminToken };
   const cli = (args: string[]) => run(process.execPath, [bin, ...args], { timeout: 20_000, env });
 
   // A live watch through n2, for 4 events under app/.

@@ -191,6 +191,11 @@ test('the adapter maps paths and streaming flags from the descriptor', (t) => {
     'transferLeadership',
     'status',
     'snapshotSave',
+    'tokenCreate',
+    'tokenRevoke',
+    'tokenList',
+    'auditQuery',
+    'auditVerify',
   ]);
   t.like(grpcServiceFromDescriptor(Admin).snapshotSave, { path: '/debughost.admin.v1.Admin/SnapshotSave', requestStream: false, responseStream: true });
 });
@@ -225,6 +230,11 @@ test('a client stream carries three batches intact and a unary Admin.Status answ
     memberRemove: unimplemented,
     transferLeadership: unimplemented,
     snapshotSave: (call) => call.emit('error', { code: grpc.status.UNIMPLEMENTED }),
+    tokenCreate: unimplemented,
+    tokenRevoke: unimplemented,
+    tokenList: unimplemented,
+    auditQuery: unimplemented,
+    auditVerify: unimplemented,
     status(_call, callback) {
       callback(
         null,

@@ -219,6 +219,8 @@ async function inProcessNode(t: ExecutionContext): Promise<Member> {
     log: createLogger('solo', process.env.DEBUGHOST_TEST_LOG_LEVEL ?? 'warn'),
     seedWaitMs: 10_000,
     snapshotEntries: 10_000,
+    // The page's tokens are this test's own (authorize above); the node's MCP needs none.
+    insecureNoAuth: true,
     actors: { portRangeStart: 27_100, portRangeEnd: 27_199, docker: 'off' },
   });
   const grpcServer = await startGrpcServer(node, grpc.ServerCredentials.createInsecure());
@@ -232,7 +234,7 @@ async function inProcessNode(t: ExecutionContext): Promise<Member> {
   });
   await node.start(new AbortController().signal);
   await until('the node leading itself', 30_000, () => (node.raft?.raft.role === 'leader' && node.actors !== null ? true : null));
-  return { id: 'solo', grpc: grpcAddress, mcp: `127.0.0.1:${httpPort}`, dataDir, process: null, stderrTail: '' };
+  return { id: 'solo', grpc: grpcAddress, mcp: `127.0.0.1:${httpPort}`, dataDir, process: null, mcpHeaders: {}, stderrTail: '' };
 }
 
 browserTest('the page asks for a token once, keeps it for the tab, and a tenant token shows only its tenant', async (t) => {

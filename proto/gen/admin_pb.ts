@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file admin.proto.
  */
 export const file_admin: GenFile = /*@__PURE__*/
-  fileDesc("CgthZG1pbi5wcm90bxISZGVidWdob3N0LmFkbWluLnYxIhMKEU1lbWJlckxpc3RSZXF1ZXN0IkAKEk1lbWJlckxpc3RSZXNwb25zZRIqCgdtZW1iZXJzGAEgAygLMhkuZGVidWdob3N0LnJhZnQudjEuTWVtYmVyIkAKEE1lbWJlckFkZFJlcXVlc3QSCgoCaWQYASABKAkSDwoHYWRkcmVzcxgCIAEoCRIPCgdtY3BfdXJsGAMgASgJImoKEU1lbWJlckFkZFJlc3BvbnNlEikKBm1lbWJlchgBIAEoCzIZLmRlYnVnaG9zdC5yYWZ0LnYxLk1lbWJlchIqCgdtZW1iZXJzGAIgAygLMhkuZGVidWdob3N0LnJhZnQudjEuTWVtYmVyIiIKFE1lbWJlclByb21vdGVSZXF1ZXN0EgoKAmlkGAEgASgJIkMKFU1lbWJlclByb21vdGVSZXNwb25zZRIqCgdtZW1iZXJzGAEgAygLMhkuZGVidWdob3N0LnJhZnQudjEuTWVtYmVyIiEKE01lbWJlclJlbW92ZVJlcXVlc3QSCgoCaWQYASABKAkiQgoUTWVtYmVyUmVtb3ZlUmVzcG9uc2USKgoHbWVtYmVycxgBIAMoCzIZLmRlYnVnaG9zdC5yYWZ0LnYxLk1lbWJlciIuChlUcmFuc2ZlckxlYWRlcnNoaXBSZXF1ZXN0EhEKCXRhcmdldF9pZBgBIAEoCSIvChpUcmFuc2ZlckxlYWRlcnNoaXBSZXNwb25zZRIRCglsZWFkZXJfaWQYASABKAkiDwoNU3RhdHVzUmVxdWVzdCL+AQoOU3RhdHVzUmVzcG9uc2USCgoCaWQYASABKAkSJgoEcm9sZRgCIAEoDjIYLmRlYnVnaG9zdC5hZG1pbi52MS5Sb2xlEgwKBHRlcm0YAyABKAQSEQoJbGVhZGVyX2lkGAQgASgJEhQKDGNvbW1pdF9pbmRleBgFIAEoBBIVCg1hcHBsaWVkX2luZGV4GAYgASgEEhIKCmxhc3RfaW5kZXgYByABKAQSFgoOc25hcHNob3RfaW5kZXgYCCABKAQSKgoHbWVtYmVycxgJIAMoCzIZLmRlYnVnaG9zdC5yYWZ0LnYxLk1lbWJlchISCgpjbHVzdGVyX2lkGAogASgJIhUKE1NuYXBzaG90U2F2ZVJlcXVlc3QiUAoUU25hcHNob3RTYXZlUmVzcG9uc2USDAoEZGF0YRgBIAEoDBITCgt0b3RhbF9ieXRlcxgCIAEoBBIVCg1hcHBsaWVkX2luZGV4GAMgASgEKmwKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEhEKDVJPTEVfRk9MTE9XRVIQARIWChJST0xFX1BSRV9DQU5ESURBVEUQAhISCg5ST0xFX0NBTkRJREFURRADEg8KC1JPTEVfTEVBREVSEAQysgUKBUFkbWluElsKCk1lbWJlckxpc3QSJS5kZWJ1Z2hvc3QuYWRtaW4udjEuTWVtYmVyTGlzdFJlcXVlc3QaJi5kZWJ1Z2hvc3QuYWRtaW4udjEuTWVtYmVyTGlzdFJlc3BvbnNlElgKCU1lbWJlckFkZBIkLmRlYnVnaG9zdC5hZG1pbi52MS5NZW1iZXJBZGRSZXF1ZXN0GiUuZGVidWdob3N0LmFkbWluLnYxLk1lbWJlckFkZFJlc3BvbnNlEmQKDU1lbWJlclByb21vdGUSKC5kZWJ1Z2hvc3QuYWRtaW4udjEuTWVtYmVyUHJvbW90ZVJlcXVlc3QaKS5kZWJ1Z2hvc3QuYWRtaW4udjEuTWVtYmVyUHJvbW90ZVJlc3BvbnNlEmEKDE1lbWJlclJlbW92ZRInLmRlYnVnaG9zdC5hZG1pbi52MS5NZW1iZXJSZW1vdmVSZXF1ZXN0GiguZGVidWdob3N0LmFkbWluLnYxLk1lbWJlclJlbW92ZVJlc3BvbnNlEnMKElRyYW5zZmVyTGVhZGVyc2hpcBItLmRlYnVnaG9zdC5hZG1pbi52MS5UcmFuc2ZlckxlYWRlcnNoaXBSZXF1ZXN0Gi4uZGVidWdob3N0LmFkbWluLnYxLlRyYW5zZmVyTGVhZGVyc2hpcFJlc3BvbnNlEk8KBlN0YXR1cxIhLmRlYnVnaG9zdC5hZG1pbi52MS5TdGF0dXNSZXF1ZXN0GiIuZGVidWdob3N0LmFkbWluLnYxLlN0YXR1c1Jlc3BvbnNlEmMKDFNuYXBzaG90U2F2ZRInLmRlYnVnaG9zdC5hZG1pbi52MS5TbmFwc2hvdFNhdmVSZXF1ZXN0GiguZGVidWdob3N0LmFkbWluLnYxLlNuYXBzaG90U2F2ZVJlc3BvbnNlMAFiBnByb3RvMw", [file_raft]);
+  fileDesc("CgthZG1pbi5wcm90bxISZGVidWdob3N0LmFkbWluLnYxIhMKEU1lbWJlckxpc3RSZXF1ZXN0IkAKEk1lbWJlckxpc3RSZXNwb25zZRIqCgdtZW1iZXJzGAEgAygLMhkuZGVidWdob3N0LnJhZnQudjEuTWVtYmVyIkAKEE1lbWJlckFkZFJlcXVlc3QSCgoCaWQYASABKAkSDwoHYWRkcmVzcxgCIAEoCRIPCgdtY3BfdXJsGAMgASgJImoKEU1lbWJlckFkZFJlc3BvbnNlEikKBm1lbWJlchgBIAEoCzIZLmRlYnVnaG9zdC5yYWZ0LnYxLk1lbWJlchIqCgdtZW1iZXJzGAIgAygLMhkuZGVidWdob3N0LnJhZnQudjEuTWVtYmVyIiIKFE1lbWJlclByb21vdGVSZXF1ZXN0EgoKAmlkGAEgASgJIkMKFU1lbWJlclByb21vdGVSZXNwb25zZRIqCgdtZW1iZXJzGAEgAygLMhkuZGVidWdob3N0LnJhZnQudjEuTWVtYmVyIiEKE01lbWJlclJlbW92ZVJlcXVlc3QSCgoCaWQYASABKAkiQgoUTWVtYmVyUmVtb3ZlUmVzcG9uc2USKgoHbWVtYmVycxgBIAMoCzIZLmRlYnVnaG9zdC5yYWZ0LnYxLk1lbWJlciIuChlUcmFuc2ZlckxlYWRlcnNoaXBSZXF1ZXN0EhEKCXRhcmdldF9pZBgBIAEoCSIvChpUcmFuc2ZlckxlYWRlcnNoaXBSZXNwb25zZRIRCglsZWFkZXJfaWQYASABKAkiDwoNU3RhdHVzUmVxdWVzdCL+AQoOU3RhdHVzUmVzcG9uc2USCgoCaWQYASABKAkSJgoEcm9sZRgCIAEoDjIYLmRlYnVnaG9zdC5hZG1pbi52MS5Sb2xlEgwKBHRlcm0YAyABKAQSEQoJbGVhZGVyX2lkGAQgASgJEhQKDGNvbW1pdF9pbmRleBgFIAEoBBIVCg1hcHBsaWVkX2luZGV4GAYgASgEEhIKCmxhc3RfaW5kZXgYByABKAQSFgoOc25hcHNob3RfaW5kZXgYCCABKAQSKgoHbWVtYmVycxgJIAMoCzIZLmRlYnVnaG9zdC5yYWZ0LnYxLk1lbWJlchISCgpjbHVzdGVyX2lkGAogASgJIl4KElRva2VuQ3JlYXRlUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSDAoEcm9sZRgCIAEoCRIOCgZ0dGxfbXMYAyABKAQSDAoEbmFtZRgEIAEoCRIMCgRqb2luGAUgASgIIqoBCglUb2tlbkluZm8SCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIOCgZ0ZW5hbnQYAyABKAkSDAoEcm9sZRgEIAEoCRIMCgRraW5kGAUgASgJEhUKDWNyZWF0ZWRfYXRfbXMYBiABKAQSFQoNZXhwaXJlc19hdF9tcxgHIAEoBBIVCg1yZXZva2VkX2F0X21zGAggASgEEhIKCmNyZWF0ZWRfYnkYCSABKAkiUQoTVG9rZW5DcmVhdGVSZXNwb25zZRINCgV0b2tlbhgBIAEoCRIrCgRpbmZvGAIgASgLMh0uZGVidWdob3N0LmFkbWluLnYxLlRva2VuSW5mbyIgChJUb2tlblJldm9rZVJlcXVlc3QSCgoCaWQYASABKAkiWwoTVG9rZW5SZXZva2VSZXNwb25zZRIrCgRpbmZvGAEgASgLMh0uZGVidWdob3N0LmFkbWluLnYxLlRva2VuSW5mbxIXCg9hbHJlYWR5X3Jldm9rZWQYAiABKAgiIgoQVG9rZW5MaXN0UmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkiQgoRVG9rZW5MaXN0UmVzcG9uc2USLQoGdG9rZW5zGAEgAygLMh0uZGVidWdob3N0LmFkbWluLnYxLlRva2VuSW5mbyKEAQoRQXVkaXRRdWVyeVJlcXVlc3QSDgoGdGVuYW50GAEgASgJEhAKCGlkZW50aXR5GAIgASgJEg4KBmFjdGlvbhgDIAEoCRIPCgdmcm9tX21zGAQgASgEEg0KBXRvX21zGAUgASgEEg4KBmN1cnNvchgGIAEoCRINCgVsaW1pdBgHIAEoDSIzChJBdWRpdFF1ZXJ5UmVzcG9uc2USDwoHcmVjb3JkcxgBIAMoCRIMCgRuZXh0GAIgASgJIhQKEkF1ZGl0VmVyaWZ5UmVxdWVzdCKSAQoKQXVkaXRDaGFpbhIMCgRub2RlGAEgASgJEgoKAm9rGAIgASgIEg8KB3JlY29yZHMYAyABKAQSEAoIZnJvbV9zZXEYBCABKAQSEAoIaGVhZF9zZXEYBSABKAQSEQoJaGVhZF9oYXNoGAYgASgJEhIKCmJyb2tlbl9rZXkYByABKAkSDgoGcmVhc29uGAggASgJImoKE0F1ZGl0VmVyaWZ5UmVzcG9uc2USLgoGY2hhaW5zGAEgAygLMh4uZGVidWdob3N0LmFkbWluLnYxLkF1ZGl0Q2hhaW4SDAoEbm9kZRgCIAEoCRIVCg1hcHBsaWVkX2luZGV4GAMgASgEIhUKE1NuYXBzaG90U2F2ZVJlcXVlc3QiUAoUU25hcHNob3RTYXZlUmVzcG9uc2USDAoEZGF0YRgBIAEoDBITCgt0b3RhbF9ieXRlcxgCIAEoBBIVCg1hcHBsaWVkX2luZGV4GAMgASgEKmwKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEhEKDVJPTEVfRk9MTE9XRVIQARIWChJST0xFX1BSRV9DQU5ESURBVEUQAhISCg5ST0xFX0NBTkRJREFURRADEg8KC1JPTEVfTEVBREVSEAQyiQkKBUFkbWluElsKCk1lbWJlckxpc3QSJS5kZWJ1Z2hvc3QuYWRtaW4udjEuTWVtYmVyTGlzdFJlcXVlc3QaJi5kZWJ1Z2hvc3QuYWRtaW4udjEuTWVtYmVyTGlzdFJlc3BvbnNlElgKCU1lbWJlckFkZBIkLmRlYnVnaG9zdC5hZG1pbi52MS5NZW1iZXJBZGRSZXF1ZXN0GiUuZGVidWdob3N0LmFkbWluLnYxLk1lbWJlckFkZFJlc3BvbnNlEmQKDU1lbWJlclByb21vdGUSKC5kZWJ1Z2hvc3QuYWRtaW4udjEuTWVtYmVyUHJvbW90ZVJlcXVlc3QaKS5kZWJ1Z2hvc3QuYWRtaW4udjEuTWVtYmVyUHJvbW90ZVJlc3BvbnNlEmEKDE1lbWJlclJlbW92ZRInLmRlYnVnaG9zdC5hZG1pbi52MS5NZW1iZXJSZW1vdmVSZXF1ZXN0GiguZGVidWdob3N0LmFkbWluLnYxLk1lbWJlclJlbW92ZVJlc3BvbnNlEnMKElRyYW5zZmVyTGVhZGVyc2hpcBItLmRlYnVnaG9zdC5hZG1pbi52MS5UcmFuc2ZlckxlYWRlcnNoaXBSZXF1ZXN0Gi4uZGVidWdob3N0LmFkbWluLnYxLlRyYW5zZmVyTGVhZGVyc2hpcFJlc3BvbnNlEk8KBlN0YXR1cxIhLmRlYnVnaG9zdC5hZG1pbi52MS5TdGF0dXNSZXF1ZXN0GiIuZGVidWdob3N0LmFkbWluLnYxLlN0YXR1c1Jlc3BvbnNlEmMKDFNuYXBzaG90U2F2ZRInLmRlYnVnaG9zdC5hZG1pbi52MS5TbmFwc2hvdFNhdmVSZXF1ZXN0GiguZGVidWdob3N0LmFkbWluLnYxLlNuYXBzaG90U2F2ZVJlc3BvbnNlMAESXgoLVG9rZW5DcmVhdGUSJi5kZWJ1Z2hvc3QuYWRtaW4udjEuVG9rZW5DcmVhdGVSZXF1ZXN0GicuZGVidWdob3N0LmFkbWluLnYxLlRva2VuQ3JlYXRlUmVzcG9uc2USXgoLVG9rZW5SZXZva2USJi5kZWJ1Z2hvc3QuYWRtaW4udjEuVG9rZW5SZXZva2VSZXF1ZXN0GicuZGVidWdob3N0LmFkbWluLnYxLlRva2VuUmV2b2tlUmVzcG9uc2USWAoJVG9rZW5MaXN0EiQuZGVidWdob3N0LmFkbWluLnYxLlRva2VuTGlzdFJlcXVlc3QaJS5kZWJ1Z2hvc3QuYWRtaW4udjEuVG9rZW5MaXN0UmVzcG9uc2USWwoKQXVkaXRRdWVyeRIlLmRlYnVnaG9zdC5hZG1pbi52MS5BdWRpdFF1ZXJ5UmVxdWVzdBomLmRlYnVnaG9zdC5hZG1pbi52MS5BdWRpdFF1ZXJ5UmVzcG9uc2USXgoLQXVkaXRWZXJpZnkSJi5kZWJ1Z2hvc3QuYWRtaW4udjEuQXVkaXRWZXJpZnlSZXF1ZXN0GicuZGVidWdob3N0LmFkbWluLnYxLkF1ZGl0VmVyaWZ5UmVzcG9uc2ViBnByb3RvMw", [file_raft]);
 
 /**
  * @generated from message debughost.admin.v1.MemberListRequest
@@ -279,6 +279,392 @@ export const StatusResponseSchema: GenMessage<StatusResponse> = /*@__PURE__*/
   messageDesc(file_admin, 11);
 
 /**
+ * @generated from message debughost.admin.v1.TokenCreateRequest
+ */
+export type TokenCreateRequest = Message<"debughost.admin.v1.TokenCreateRequest"> & {
+  /**
+   * Empty: the caller's own tenant.
+   *
+   * @generated from field: string tenant = 1;
+   */
+  tenant: string;
+
+  /**
+   * viewer, developer, exec, tenant-admin or admin; never above the caller's own.
+   *
+   * @generated from field: string role = 2;
+   */
+  role: string;
+
+  /**
+   * 0: never expires (a join token: one hour).
+   *
+   * @generated from field: uint64 ttl_ms = 3;
+   */
+  ttlMs: bigint;
+
+  /**
+   * Empty: one is made up from the role.
+   *
+   * @generated from field: string name = 4;
+   */
+  name: string;
+
+  /**
+   * A join token admits a new node (debughost node --join-token); admins only.
+   *
+   * @generated from field: bool join = 5;
+   */
+  join: boolean;
+};
+
+/**
+ * Describes the message debughost.admin.v1.TokenCreateRequest.
+ * Use `create(TokenCreateRequestSchema)` to create a new message.
+ */
+export const TokenCreateRequestSchema: GenMessage<TokenCreateRequest> = /*@__PURE__*/
+  messageDesc(file_admin, 12);
+
+/**
+ * @generated from message debughost.admin.v1.TokenInfo
+ */
+export type TokenInfo = Message<"debughost.admin.v1.TokenInfo"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string tenant = 3;
+   */
+  tenant: string;
+
+  /**
+   * @generated from field: string role = 4;
+   */
+  role: string;
+
+  /**
+   * client or join.
+   *
+   * @generated from field: string kind = 5;
+   */
+  kind: string;
+
+  /**
+   * @generated from field: uint64 created_at_ms = 6;
+   */
+  createdAtMs: bigint;
+
+  /**
+   * 0 when it never expires / was never revoked.
+   *
+   * @generated from field: uint64 expires_at_ms = 7;
+   */
+  expiresAtMs: bigint;
+
+  /**
+   * @generated from field: uint64 revoked_at_ms = 8;
+   */
+  revokedAtMs: bigint;
+
+  /**
+   * @generated from field: string created_by = 9;
+   */
+  createdBy: string;
+};
+
+/**
+ * Describes the message debughost.admin.v1.TokenInfo.
+ * Use `create(TokenInfoSchema)` to create a new message.
+ */
+export const TokenInfoSchema: GenMessage<TokenInfo> = /*@__PURE__*/
+  messageDesc(file_admin, 13);
+
+/**
+ * @generated from message debughost.admin.v1.TokenCreateResponse
+ */
+export type TokenCreateResponse = Message<"debughost.admin.v1.TokenCreateResponse"> & {
+  /**
+   * The bearer token: shown this once.
+   *
+   * @generated from field: string token = 1;
+   */
+  token: string;
+
+  /**
+   * @generated from field: debughost.admin.v1.TokenInfo info = 2;
+   */
+  info?: TokenInfo | undefined;
+};
+
+/**
+ * Describes the message debughost.admin.v1.TokenCreateResponse.
+ * Use `create(TokenCreateResponseSchema)` to create a new message.
+ */
+export const TokenCreateResponseSchema: GenMessage<TokenCreateResponse> = /*@__PURE__*/
+  messageDesc(file_admin, 14);
+
+/**
+ * @generated from message debughost.admin.v1.TokenRevokeRequest
+ */
+export type TokenRevokeRequest = Message<"debughost.admin.v1.TokenRevokeRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message debughost.admin.v1.TokenRevokeRequest.
+ * Use `create(TokenRevokeRequestSchema)` to create a new message.
+ */
+export const TokenRevokeRequestSchema: GenMessage<TokenRevokeRequest> = /*@__PURE__*/
+  messageDesc(file_admin, 15);
+
+/**
+ * @generated from message debughost.admin.v1.TokenRevokeResponse
+ */
+export type TokenRevokeResponse = Message<"debughost.admin.v1.TokenRevokeResponse"> & {
+  /**
+   * @generated from field: debughost.admin.v1.TokenInfo info = 1;
+   */
+  info?: TokenInfo | undefined;
+
+  /**
+   * It was revoked before this call.
+   *
+   * @generated from field: bool already_revoked = 2;
+   */
+  alreadyRevoked: boolean;
+};
+
+/**
+ * Describes the message debughost.admin.v1.TokenRevokeResponse.
+ * Use `create(TokenRevokeResponseSchema)` to create a new message.
+ */
+export const TokenRevokeResponseSchema: GenMessage<TokenRevokeResponse> = /*@__PURE__*/
+  messageDesc(file_admin, 16);
+
+/**
+ * @generated from message debughost.admin.v1.TokenListRequest
+ */
+export type TokenListRequest = Message<"debughost.admin.v1.TokenListRequest"> & {
+  /**
+   * Empty: every tenant (admins only).
+   *
+   * @generated from field: string tenant = 1;
+   */
+  tenant: string;
+};
+
+/**
+ * Describes the message debughost.admin.v1.TokenListRequest.
+ * Use `create(TokenListRequestSchema)` to create a new message.
+ */
+export const TokenListRequestSchema: GenMessage<TokenListRequest> = /*@__PURE__*/
+  messageDesc(file_admin, 17);
+
+/**
+ * @generated from message debughost.admin.v1.TokenListResponse
+ */
+export type TokenListResponse = Message<"debughost.admin.v1.TokenListResponse"> & {
+  /**
+   * @generated from field: repeated debughost.admin.v1.TokenInfo tokens = 1;
+   */
+  tokens: TokenInfo[];
+};
+
+/**
+ * Describes the message debughost.admin.v1.TokenListResponse.
+ * Use `create(TokenListResponseSchema)` to create a new message.
+ */
+export const TokenListResponseSchema: GenMessage<TokenListResponse> = /*@__PURE__*/
+  messageDesc(file_admin, 18);
+
+/**
+ * @generated from message debughost.admin.v1.AuditQueryRequest
+ */
+export type AuditQueryRequest = Message<"debughost.admin.v1.AuditQueryRequest"> & {
+  /**
+   * Empty strings and zeros mean "any".
+   *
+   * @generated from field: string tenant = 1;
+   */
+  tenant: string;
+
+  /**
+   * A token id or name.
+   *
+   * @generated from field: string identity = 2;
+   */
+  identity: string;
+
+  /**
+   * A tool or verb (project_start, kv put).
+   *
+   * @generated from field: string action = 3;
+   */
+  action: string;
+
+  /**
+   * @generated from field: uint64 from_ms = 4;
+   */
+  fromMs: bigint;
+
+  /**
+   * @generated from field: uint64 to_ms = 5;
+   */
+  toMs: bigint;
+
+  /**
+   * @generated from field: string cursor = 6;
+   */
+  cursor: string;
+
+  /**
+   * @generated from field: uint32 limit = 7;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message debughost.admin.v1.AuditQueryRequest.
+ * Use `create(AuditQueryRequestSchema)` to create a new message.
+ */
+export const AuditQueryRequestSchema: GenMessage<AuditQueryRequest> = /*@__PURE__*/
+  messageDesc(file_admin, 19);
+
+/**
+ * @generated from message debughost.admin.v1.AuditQueryResponse
+ */
+export type AuditQueryResponse = Message<"debughost.admin.v1.AuditQueryResponse"> & {
+  /**
+   * Each record as JSON (actors/audit.ts AuditRecord).
+   *
+   * @generated from field: repeated string records = 1;
+   */
+  records: string[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next = 2;
+   */
+  next: string;
+};
+
+/**
+ * Describes the message debughost.admin.v1.AuditQueryResponse.
+ * Use `create(AuditQueryResponseSchema)` to create a new message.
+ */
+export const AuditQueryResponseSchema: GenMessage<AuditQueryResponse> = /*@__PURE__*/
+  messageDesc(file_admin, 20);
+
+/**
+ * @generated from message debughost.admin.v1.AuditVerifyRequest
+ */
+export type AuditVerifyRequest = Message<"debughost.admin.v1.AuditVerifyRequest"> & {
+};
+
+/**
+ * Describes the message debughost.admin.v1.AuditVerifyRequest.
+ * Use `create(AuditVerifyRequestSchema)` to create a new message.
+ */
+export const AuditVerifyRequestSchema: GenMessage<AuditVerifyRequest> = /*@__PURE__*/
+  messageDesc(file_admin, 21);
+
+/**
+ * @generated from message debughost.admin.v1.AuditChain
+ */
+export type AuditChain = Message<"debughost.admin.v1.AuditChain"> & {
+  /**
+   * @generated from field: string node = 1;
+   */
+  node: string;
+
+  /**
+   * @generated from field: bool ok = 2;
+   */
+  ok: boolean;
+
+  /**
+   * @generated from field: uint64 records = 3;
+   */
+  records: bigint;
+
+  /**
+   * The chain verifies from this checkpoint (0: from its first record).
+   *
+   * @generated from field: uint64 from_seq = 4;
+   */
+  fromSeq: bigint;
+
+  /**
+   * @generated from field: uint64 head_seq = 5;
+   */
+  headSeq: bigint;
+
+  /**
+   * @generated from field: string head_hash = 6;
+   */
+  headHash: string;
+
+  /**
+   * The first broken link, when not ok.
+   *
+   * @generated from field: string broken_key = 7;
+   */
+  brokenKey: string;
+
+  /**
+   * @generated from field: string reason = 8;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message debughost.admin.v1.AuditChain.
+ * Use `create(AuditChainSchema)` to create a new message.
+ */
+export const AuditChainSchema: GenMessage<AuditChain> = /*@__PURE__*/
+  messageDesc(file_admin, 22);
+
+/**
+ * @generated from message debughost.admin.v1.AuditVerifyResponse
+ */
+export type AuditVerifyResponse = Message<"debughost.admin.v1.AuditVerifyResponse"> & {
+  /**
+   * @generated from field: repeated debughost.admin.v1.AuditChain chains = 1;
+   */
+  chains: AuditChain[];
+
+  /**
+   * The node that walked the chains, and the index it had applied.
+   *
+   * @generated from field: string node = 2;
+   */
+  node: string;
+
+  /**
+   * @generated from field: uint64 applied_index = 3;
+   */
+  appliedIndex: bigint;
+};
+
+/**
+ * Describes the message debughost.admin.v1.AuditVerifyResponse.
+ * Use `create(AuditVerifyResponseSchema)` to create a new message.
+ */
+export const AuditVerifyResponseSchema: GenMessage<AuditVerifyResponse> = /*@__PURE__*/
+  messageDesc(file_admin, 23);
+
+/**
  * @generated from message debughost.admin.v1.SnapshotSaveRequest
  */
 export type SnapshotSaveRequest = Message<"debughost.admin.v1.SnapshotSaveRequest"> & {
@@ -289,7 +675,7 @@ export type SnapshotSaveRequest = Message<"debughost.admin.v1.SnapshotSaveReques
  * Use `create(SnapshotSaveRequestSchema)` to create a new message.
  */
 export const SnapshotSaveRequestSchema: GenMessage<SnapshotSaveRequest> = /*@__PURE__*/
-  messageDesc(file_admin, 12);
+  messageDesc(file_admin, 24);
 
 /**
  * @generated from message debughost.admin.v1.SnapshotSaveResponse
@@ -320,7 +706,7 @@ export type SnapshotSaveResponse = Message<"debughost.admin.v1.SnapshotSaveRespo
  * Use `create(SnapshotSaveResponseSchema)` to create a new message.
  */
 export const SnapshotSaveResponseSchema: GenMessage<SnapshotSaveResponse> = /*@__PURE__*/
-  messageDesc(file_admin, 13);
+  messageDesc(file_admin, 25);
 
 /**
  * @generated from enum debughost.admin.v1.Role
@@ -426,6 +812,53 @@ export const Admin: GenService<{
     methodKind: "server_streaming";
     input: typeof SnapshotSaveRequestSchema;
     output: typeof SnapshotSaveResponseSchema;
+  },
+  /**
+   * Tokens (docs/security.md): the caller's bearer token (gRPC metadata
+   * `authorization`) must allow it. The new token's secret is in the answer
+   * once and nowhere else.
+   *
+   * @generated from rpc debughost.admin.v1.Admin.TokenCreate
+   */
+  tokenCreate: {
+    methodKind: "unary";
+    input: typeof TokenCreateRequestSchema;
+    output: typeof TokenCreateResponseSchema;
+  },
+  /**
+   * @generated from rpc debughost.admin.v1.Admin.TokenRevoke
+   */
+  tokenRevoke: {
+    methodKind: "unary";
+    input: typeof TokenRevokeRequestSchema;
+    output: typeof TokenRevokeResponseSchema;
+  },
+  /**
+   * @generated from rpc debughost.admin.v1.Admin.TokenList
+   */
+  tokenList: {
+    methodKind: "unary";
+    input: typeof TokenListRequestSchema;
+    output: typeof TokenListResponseSchema;
+  },
+  /**
+   * The audit trail: records filtered and paginated, and a walk of every
+   * node's hash chain that names the first broken link.
+   *
+   * @generated from rpc debughost.admin.v1.Admin.AuditQuery
+   */
+  auditQuery: {
+    methodKind: "unary";
+    input: typeof AuditQueryRequestSchema;
+    output: typeof AuditQueryResponseSchema;
+  },
+  /**
+   * @generated from rpc debughost.admin.v1.Admin.AuditVerify
+   */
+  auditVerify: {
+    methodKind: "unary";
+    input: typeof AuditVerifyRequestSchema;
+    output: typeof AuditVerifyResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_admin, 0);

@@ -1,0 +1,273 @@
+// The trust boundary on real processes: issue 10's attacks through the KV API and the peer plane do no harm; a revoked token is refused on every node within 1 s; nodes join by join token (and not without one); a spoofed Raft sender is dropped; audit verify names a record edited in the state; bad start flags are refused in one line.
+import test from 'ava';
+import { execFile, spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { access, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { promisify } from 'node:util';
+import * as grpc from '@grpc/grpc-js';
+import { create } from '@bufbuild/protobuf';
+import { auditRecordKey, type AuditRecord } from '../actors/audit.ts';
+import { encodeCommand } from '../consensus/kv-state-machine.ts';
+import { Actors, ProposeRequestSchema } from '../proto/gen/actor_pb.ts';
+import { Admin, MemberRemoveRequestSchema, TokenCreateRequestSchema, TokenRevokeRequestSchema } from '../proto/gen/admin_pb.ts';
+import { KV, RangeRequestSchema } from '../proto/gen/kv_pb.ts';
+import { JoinRequestSchema, Raft, RaftBatchSchema, RaftMessageSchema } from '../proto/gen/raft_pb.ts';
+import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
+import { clusterSecretPath, readClusterSecret } from './cluster-files.ts';
+import { bin, codeOf, freePort, LocalCluster, until, type Member } from './local-cluster.ts';
+import { peerMetadata, withMetadata } from './peer-auth.ts';
+
+const run = promisify(execFile);
+const KvClient = makeClientConstructor(KV);
+const AdminClient = makeClientConstructor(Admin);
+const ActorsClient = makeClientConstructor(Actors);
+const RaftClient = makeClientConstructor(Raft);
+
+/** The machine is shared and often loaded: start-ups and CLI calls get wide margins. */
+const LEADER_WAIT_MS = 120_000;
+const CLI_TIMEOUT_MS = 60_000;
+
+let cluster: LocalCluster;
+let scratch: string;
+
+async function cli(args: string[], token: string | null = cluster.adminToken): Promise<{ code: number; stdout: string; stderr: string }> {
+  const env = { ...process.env, DEBUGHOST_LOG_LEVEL: 'warn', DEBUGHOST_TOKEN: token ?? '' };
+  return run(process.execPath, [bin, ...args], { timeout: CLI_TIMEOUT_MS, env, cwd: scratch }).then(
+    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+    (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
+  );
+}
+
+const member = (id: string): Member => cluster.member(id);
+
+test.before(async () => {
+  scratch = await mkdtemp(join(tmpdir(), 'debughost-trust-'));
+  cluster = await LocalCluster.create(3);
+  for (const m of cluster.members) cluster.start(m);
+  await cluster.waitForLeader(LEADER_WAIT_MS);
+  for (const m of cluster.members) await cluster.waitCaughtUp(m, LEADER_WAIT_MS);
+});
+
+test.after.always(async () => {
+  await cluster?.stop();
+  await rm(scratch, { recursive: true, force: true });
+});
+
+test.serial('issue 10 attack: `kv put projects/evil/x` with a command no longer runs anything, nor do the other ways into the system keys', async (t) => {
+  const pwned = join(scratch, 'pwned');
+  const evil = JSON.stringify({
+    spec: { command: `touch ${pwned}`, image: null, cwd: null, env: {}, ports: [], restart: { policy: 'never' }, healthCheck: null, memoryBytes: 0 },
+    desired: 'running',
+    generation: 1,
+  });
+  const n2 = member('n2').grpc;
+  const put = await cli(['kv', 'put', 'projects/evil/x', evil, '--endpoints', n2]);
+  t.is(put.code, 2, put.stdout);
+  t.regex(put.stderr, /keys under 'projects\/' belong to the cluster/);
+  t.is(put.stderr.trim().split('\n').length, 1);
+  const txn = await cli(['kv', 'txn', JSON.stringify({ compare: [{ key: 'nope', target: 'VERSION', op: 'EQUAL', number: 7 }], failure: [{ put: { key: 'projects/evil/y', value: evil } }] }), '--endpoints', n2]);
+  t.is(txn.code, 2);
+  t.regex(txn.stderr, /'projects\/'/);
+  const wipe = await cli(['kv', 'del', 'm', '--prefix', '--endpoints', n2]);
+  t.is(wipe.code, 2, 'a delete range over members/ is refused');
+  const stranger = await cli(['kv', 'put', 'projects/evil/x', evil, '--endpoints', n2], null);
+  t.is(stranger.code, 2);
+  t.regex(stranger.stderr, /no bearer token/);
+  // The peer plane without the cluster secret: a raw proposal, a join, a member removal.
+  const actors = new ActorsClient(n2, grpc.credentials.createInsecure());
+  const raft = new RaftClient(n2, grpc.credentials.createInsecure());
+  const admin = new AdminClient(n2, grpc.credentials.createInsecure());
+  t.teardown(() => [actors, raft, admin].forEach((c) => c.close()));
+  const deadline = () => ({ deadline: Date.now() + 10_000 });
+  t.is(await codeOf(callUnary(actors, 'propose', create(ProposeRequestSchema, { commands: [encodeCommand({ type: 'put', key: 'projects/evil/z', value: evil })] }), deadline())), grpc.status.UNAUTHENTICATED);
+  const status = await cluster.status(member('n2'));
+  const joined = await callUnary(raft, 'join', create(JoinRequestSchema, { nodeId: 'evil', address: '127.0.0.1:1', clusterId: status?.clusterId ?? '' }), deadline());
+  t.false(joined.ok);
+  t.regex(joined.error, /^refused: joining needs a join token/);
+  t.is(await codeOf(callUnary(admin, 'memberRemove', create(MemberRemoveRequestSchema, { id: 'n1' }), deadline())), grpc.status.UNAUTHENTICATED);
+  // A token without the right: a viewer of tenant alice.
+  const viewer = await cli(['token', 'create', '--tenant', 'alice', '--role', 'viewer', '--endpoints', member('n1').grpc]);
+  t.is(viewer.code, 0, viewer.stderr);
+  const asViewer = await cli(['kv', 'get', 'projects/', '--prefix', '--endpoints', n2], viewer.stdout.trim());
+  t.is(asViewer.code, 2);
+  t.regex(asViewer.stderr, /lacks the right 'cluster\.kv'/);
+  // An admin still uses the KV API for its own keys, and may read the system keys.
+  t.is((await cli(['kv', 'put', 'app/greeting', 'hello', '--endpoints', n2])).code, 0);
+  t.is((await cli(['kv', 'get', 'members/', '--prefix', '--endpoints', n2])).code, 0);
+  // Give a node time to act on anything that got in (it used to run within seconds).
+  await new Promise((resolve) => setTimeout(resolve, 5_000));
+  await t.throwsAsync(access(pwned), undefined, 'no command ran');
+  const stored = await cluster.readPrefix(member('n3'), 'projects/', 'projects0');
+  t.is(stored.size, 0, 'no project record was written');
+  t.log('kv put projects/evil/x: refused with PERMISSION_DENIED; peer-plane proposal, join and member removal without the secret: refused; no command ran in 5 s');
+});
+
+test.serial('a revoked token is refused on every node within 1 s', async (t) => {
+  const adminClient = new AdminClient(member('n1').grpc, cluster.credentials);
+  t.teardown(() => adminClient.close());
+  const created = await callUnary(adminClient, 'tokenCreate', create(TokenCreateRequestSchema, { tenant: 'default', role: 'admin', name: 'to-revoke' }), { deadline: Date.now() + 10_000 });
+  const withToken = withMetadata(null, () => ({ authorization: `Bearer ${created.token}` }));
+  const pollers = [member('n2'), member('n3')].map((m) => ({ id: m.id, client: new KvClient(m.grpc, withToken) }));
+  t.teardown(() => pollers.forEach((p) => p.client.close()));
+  const range = (client: InstanceType<typeof KvClient>) => codeOf(callUnary(client, 'range', create(RangeRequestSchema, { key: 'app/greeting', serializable: true }), { deadline: Date.now() + 5_000 }));
+  // Both nodes accept the new token first (they may need a moment to apply it).
+  for (const p of pollers) await until(`${p.id} to accept the new token`, 30_000, async () => ((await range(p.client)) === 'ok' ? true : null), 20);
+  const revokedAt = performance.now();
+  const revoke = callUnary(adminClient, 'tokenRevoke', create(TokenRevokeRequestSchema, { id: created.info?.id ?? '' }), { deadline: Date.now() + 10_000 });
+  const refusedAfter = await Promise.all(
+    pollers.map(async (p) => {
+      for (;;) {
+        const code = await range(p.client);
+        if (code === grpc.status.UNAUTHENTICATED) return performance.now() - revokedAt;
+        if (performance.now() - revokedAt > 10_000) return Infinity;
+      }
+    }),
+  );
+  const answered = await revoke;
+  t.false(answered.alreadyRevoked);
+  const worst = Math.max(...refusedAfter);
+  t.log(`revoked through n1; refused on n2 after ${refusedAfter[0]?.toFixed(0)} ms, on n3 after ${refusedAfter[1]?.toFixed(0)} ms (from the revoke call's start)`);
+  t.true(worst < 1_000, `${worst.toFixed(0)} ms`);
+});
+
+test.serial('a spoofed Raft sender is dropped; audit verify names a record changed in the state', async (t) => {
+  const secret = await readClusterSecret(cluster.secretFile);
+  // The test holds the secret, so it may speak as member n2, but it claims to be n1 inside the batch.
+  const asN2 = withMetadata(null, peerMetadata('n2', () => secret));
+  const target = member('n3');
+  const raft = new RaftClient(target.grpc, asN2);
+  t.teardown(() => raft.close());
+  const status = await cluster.status(target);
+  const vote = create(RaftMessageSchema, { from: 'n1', to: 'n3', term: 1_000_000n, body: { case: 'vote', value: { lastLogIndex: 1_000_000n, lastLogTerm: 999_999n, transfer: true } } });
+  const metric = async (): Promise<number> => Number(/^debughost_raft_messages_spoofed_total\{[^}]*\} (\d+)/m.exec(await (await fetch(`http://${target.mcp}/metrics`)).text())?.[1] ?? '0');
+  const before = await metric();
+  await callUnary(raft, 'sendOne', create(RaftBatchSchema, { messages: [vote], clusterId: status?.clusterId ?? '' }), { deadline: Date.now() + 10_000 });
+  t.is(await metric(), before + 1, 'dropped and counted');
+  t.true(((await cluster.status(target))?.term ?? 1_000_000n) < 1_000_000n, 'the vote request changed nothing');
+
+  const verified = await cli(['audit', 'verify', '--endpoints', member('n1').grpc]);
+  t.is(verified.code, 0, verified.stdout + verified.stderr);
+  t.regex(verified.stdout, /: ok, \d+ records/);
+  // Find a record and rewrite it in the state through the peer plane (as a member could), changing its outcome.
+  const query = await cli(['audit', 'query', '--json', '--endpoints', member('n1').grpc]);
+  const records = (JSON.parse(query.stdout) as { records: AuditRecord[] }).records;
+  const victim = records.find((r) => r.action === 'kv put' && r.outcome === 'denied') ?? records[0];
+  if (victim === undefined) return t.fail('no audit record to edit');
+  t.log(`audit trail: ${records.length} records; editing ${victim.node}#${victim.seq} (${victim.action} → ${victim.outcome})`);
+  const key = auditRecordKey(victim.node, victim.seq);
+  const actors = new ActorsClient(status?.leaderId === 'n3' ? target.grpc : member(status?.leaderId ?? 'n1').grpc, asN2);
+  t.teardown(() => actors.close());
+  const response = await callUnary(actors, 'propose', create(ProposeRequestSchema, { commands: [encodeCommand({ type: 'put', key, value: JSON.stringify({ ...victim, outcome: 'ok', detail: null }) })] }), { deadline: Date.now() + 10_000 });
+  t.is(response.outcomes[0]?.status, 'ok');
+  const broken = await until('verify to see the edit', 30_000, async () => {
+    const result = await cli(['audit', 'verify', '--endpoints', member('n1').grpc]);
+    return result.code === 1 ? result : null;
+  });
+  t.regex(broken.stdout, new RegExp(`${victim.node}: BROKEN at ${key}: its content does not match its hash`));
+  t.log(broken.stdout.trim());
+});
+
+test.serial('a node joins with an admin-issued join token and receives the secret; without one, or with a revoked one, it is refused', async (t) => {
+  const joinToken = await cli(['token', 'create', '--join', '--ttl', '10m', '--endpoints', member('n2').grpc]);
+  t.is(joinToken.code, 0, joinToken.stderr);
+  const token = joinToken.stdout.trim();
+  t.regex(token, /^dhj\./);
+  const n4 = await cluster.addMember();
+  cluster.start(n4, { trustFiles: false, args: ['--join-token', token] });
+  await until('n4 to join', LEADER_WAIT_MS, async () => ((await cluster.status(member('n1')))?.members.some((m) => m.id === 'n4') === true ? true : null));
+  await cluster.waitCaughtUp(n4, LEADER_WAIT_MS);
+  const kept = await stat(clusterSecretPath(n4.dataDir));
+  t.is(kept.mode & 0o777, 0o600);
+  t.deepEqual(await readFile(clusterSecretPath(n4.dataDir)), await readFile(cluster.secretFile), 'the joiner keeps the cluster secret');
+
+  const n5 = await cluster.addMember();
+  cluster.start(n5, { trustFiles: false });
+  await cluster.exited(n5);
+  t.regex(n5.stderrTail, /joining needs --join-token TOKEN/);
+  const id = token.split('.')[1] ?? '';
+  t.is((await cli(['token', 'revoke', id, '--endpoints', member('n1').grpc])).code, 0);
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  cluster.start(n5, { trustFiles: false, args: ['--join-token', token, '--seed-wait-ms', '20000'] });
+  await cluster.exited(n5);
+  t.regex(n5.stderrTail, /was refused: token [0-9a-f]{16} \(join-[0-9a-f]+\) was revoked/);
+});
+
+test('bad start flags are refused in one line: --insecure-no-auth off loopback, a founder without the secret or an admin token', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'debughost-flags-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const [grpcPort, mcpPort] = [await freePort(), await freePort()];
+  let dirs = 0;
+  const node = (args: string[]) => cli(['node', '--id', 'a', '--grpc', `127.0.0.1:${grpcPort}`, '--seeds', `127.0.0.1:${grpcPort}`, '--data-dir', join(dir, `a${(dirs += 1)}`), ...args], null);
+  const open = await node(['--mcp', `0.0.0.0:${mcpPort}`, '--insecure', '--insecure-no-auth']);
+  t.is(open.code, 2);
+  t.regex(open.stderr, /--insecure-no-auth makes every client an admin, so it is refused on a non-loopback address/);
+  t.is(open.stderr.trim().split('\n').length, 1);
+  const init = await cli(['init', join(dir, 'files')], null);
+  t.is(init.code, 0, init.stderr);
+  for (const file of ['cluster-secret', 'admin-token']) t.is((await stat(join(dir, 'files', file))).mode & 0o777, 0o600, file);
+  const noToken = await node(['--mcp', `127.0.0.1:${mcpPort}`, '--cluster-secret-file', join(dir, 'files', 'cluster-secret')]);
+  t.is(noToken.code, 2);
+  t.regex(noToken.stderr, /a founding node needs --admin-token-file FILE .* or --insecure-no-auth on loopback/);
+  const noSecret = await node(['--mcp', `127.0.0.1:${mcpPort}`, '--admin-token-file', join(dir, 'files', 'admin-token')]);
+  t.is(noSecret.code, 2);
+  t.regex(noSecret.stderr, /a founding node needs the cluster secret every founder shares/);
+});
+
+/** A base port P for `up --nodes 1`: P+1 (MCP) and P+101 (gRPC) both free. */
+async function freeBasePort(): Promise<number> {
+  for (;;) {
+    const mcp = await freePort();
+    const listener = createServer();
+    const free = await new Promise<boolean>((resolve) => {
+      listener.once('error', () => resolve(false));
+      listener.listen(mcp + 100, '127.0.0.1', () => listener.close(() => resolve(true)));
+    });
+    if (free) return mcp - 1;
+  }
+}
+
+/** Run `debughost up --nodes 1` until it prints the Claude Code line; returns that line and a stop function (SIGINT by pid). */
+async function up(dataDir: string, basePort: number): Promise<{ line: string; stop: () => Promise<number | null> }> {
+  const child = spawn(process.execPath, [bin, 'up', '--nodes', '1', '--data-dir', dataDir, '--base-port', String(basePort)], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DEBUGHOST_LOG_LEVEL: 'warn' } });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const stop = async (): Promise<number | null> => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
+    return exited;
+  };
+  let output = '';
+  const line = await new Promise<string>((resolve, reject) => {
+    child.stdout?.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      const found = output.split('\n').find((l) => l.includes('claude mcp add'));
+      if (found !== undefined && output.includes('try:')) resolve(found.trim());
+    });
+    void exited.then((code) => reject(new Error(`up exited with ${code}: ${output}`)));
+  }).catch(async (error: unknown) => {
+    await stop();
+    throw error;
+  });
+  return { line, stop };
+}
+
+test('npm start (up) makes an admin token in a 0600 file, prints the claude mcp add line with it, and reuses it on the next start', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'debughost-up-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dataDir = join(dir, 'data');
+  const basePort = await freeBasePort();
+  const first = await up(dataDir, basePort);
+  t.teardown(() => first.stop());
+  const token = (await readFile(join(dataDir, 'admin-token'), 'utf8')).trim();
+  t.is(first.line, `claude mcp add --transport http debughost http://127.0.0.1:${basePort + 1}/mcp --header "Authorization: Bearer ${token}"`);
+  for (const file of ['admin-token', 'cluster-secret']) t.is((await stat(join(dataDir, file))).mode & 0o777, 0o600, file);
+  // The printed token is an admin of the cluster (the CLI finds it in the data dir by itself).
+  const put = await run(process.execPath, [bin, 'kv', 'put', 'up-test', 'ok', '--endpoints', `127.0.0.1:${basePort + 101}`, '--data-dir', dataDir], { timeout: CLI_TIMEOUT_MS, env: { ...process.env, DEBUGHOST_TOKEN: '' } });
+  t.regex(put.stdout, /^OK version 1/);
+  t.is(await first.stop(), 0);
+  const second = await up(dataDir, basePort);
+  t.teardown(() => second.stop());
+  t.is(second.line, first.line, 'the same token on the next start');
+  t.is(await second.stop(), 0);
+});
