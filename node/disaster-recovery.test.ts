@@ -168,7 +168,7 @@ test.serial('a snapshot file restored into fresh data dirs brings back every pro
   const [n1, n2, n3] = members(cluster);
   const expected = await populate(t, cluster);
   const file = join(cluster.root, 'backup.snap');
-  const saved = await cli(['snapshot', 'save', file, '--endpoints', n2.grpc]);
+  const saved = await cli(['snapshot', 'save', file, '--endpoints', n2.grpc, '--token', cluster.adminToken]);
   t.is(saved.code, 0, saved.stderr);
   t.regex(saved.stdout, /^saved .*backup\.snap: cluster [0-9a-f]+, index \d+/);
   const checked = await cli(['snapshot', 'status', file]);

@@ -19,7 +19,7 @@ export class McpClients {
     const existing = this.clients.get(key);
     if (existing !== undefined) return existing;
     const client = new Client({ name: this.name, version: '1' });
-    await client.connect(new StreamableHTTPClientTransport(new URL(`http://${member.mcp}/mcp`)));
+    await client.connect(new StreamableHTTPClientTransport(new URL(`http://${member.mcp}/mcp`), { requestInit: { headers: { ...member.mcpHeaders } } }));
     this.clients.set(key, client);
     return client;
   }
