@@ -90,7 +90,7 @@ async function dockerFigures(dir: string): Promise<Record<string, number | strin
     return { docker: `skipped: no engine at /var/run/docker.sock or no image ${TEST_IMAGE} (run the docker tests' setup first)` };
   }
   const logs = new LogStore({ dir: join(dir, 'docker-logs'), wallNowMs: () => Date.now() });
-  const runtime = await DockerRuntime.open({ node: 'bench', logs, clock: realClock, wallNowMs: () => Date.now() });
+  const runtime = await DockerRuntime.open({ node: 'bench', stateDir: join(dir, 'docker-state'), logs, clock: realClock, wallNowMs: () => Date.now() });
   const ports = new PortRegistry({ node: 'bench', rangeStart: 25000, rangeEnd: 25999 });
   const started: number[] = [];
   const stopped: number[] = [];
@@ -111,6 +111,7 @@ async function dockerFigures(dir: string): Promise<Record<string, number | strin
     }
   } finally {
     await runtime.removeOrphans([]);
+    await runtime.close();
     await logs.close();
   }
   return { dockerStartToListenMsMedian: median(started), dockerStopMsMedian: median(stopped) };
