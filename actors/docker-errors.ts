@@ -23,12 +23,31 @@ export function oneLine(error: unknown): string {
   return message.replace(/\s+/g, ' ').trim().slice(0, 300);
 }
 
-/** One Docker API call: a dead engine becomes RuntimeUnavailableError, other errors keep their status code. */
-export async function dockerCall<T>(socketPath: string, what: string, action: () => Promise<T>): Promise<T> {
+/** Where the engine is and how long one request may take, for the errors below. */
+export interface DockerEndpoint {
+  readonly socketPath: string;
+  readonly requestMsMax: number;
+  readonly nowMs: () => number;
+}
+
+/**
+ * One Docker API call: a dead engine becomes RuntimeUnavailableError, other errors keep their status code.
+ * docker-modem ends a request that outlived its timeout by destroying the socket ("socket hang up"), which
+ * looks like a dead engine; the elapsed time tells the two apart, so the message says "too slow", not "gone".
+ */
+export async function dockerCall<T>(endpoint: DockerEndpoint, what: string, action: () => Promise<T>): Promise<T> {
+  const startedMs = endpoint.nowMs();
   try {
     return await action();
   } catch (error) {
-    if (isConnectionError(error)) throw unavailable(socketPath, error);
+    if (isConnectionError(error) && endpoint.nowMs() - startedMs >= endpoint.requestMsMax) {
+      throw new RuntimeError(
+        'RuntimeUnavailableError',
+        `the Docker engine at ${endpoint.socketPath} did not finish "${what}" within ${endpoint.requestMsMax} ms (overloaded or wedged); retry, and check dockerd if it persists`,
+        { cause: error },
+      );
+    }
+    if (isConnectionError(error)) throw unavailable(endpoint.socketPath, error);
     const code = statusCode(error);
     if (code !== undefined) throw Object.assign(new Error(`docker: ${what} failed: ${oneLine(error)}`, { cause: error }), { statusCode: code });
     throw error;

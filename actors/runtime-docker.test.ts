@@ -359,6 +359,16 @@ dockerTest('a missing image and a missing engine give errors that say what to do
   });
   t.is(noEngine?.name, 'RuntimeUnavailableError');
   t.regex(noEngine?.message ?? '', /^no Docker engine answers at .*no-engine\.sock .*start dockerd/);
+  // An engine too slow to answer is said to be slow, not gone.
+  const proxy = new SocketProxy(join(root, 'slow-engine.sock'), engine.socketPath);
+  await proxy.open();
+  const slow = await openRuntime(newLogs(), { socketPath: proxy.path, limits: { requestMsMax: 1000 } });
+  proxy.stall();
+  const late = await t.throwsAsync(slow.start(spec('late', 'true')), { instanceOf: RuntimeError });
+  t.is(late?.name, 'RuntimeUnavailableError');
+  t.regex(late?.message ?? '', /^the Docker engine at .*slow-engine\.sock did not finish "inspect image .*" within 1000 ms \(overloaded or wedged\); retry, and check dockerd if it persists$/);
+  slow.detach();
+  await proxy.cut();
   const badConfig = await t.throwsAsync(openRuntime(newLogs(), { limits: { usageIntervalMs: 0 } }));
   t.is(badConfig?.message, 'docker runtime config: usageIntervalMs must be a positive whole number, got 0');
 });

@@ -14,7 +14,7 @@ import Docker from 'dockerode';
 import type { Clock, TimerHandle } from '../consensus/types.ts';
 import { dockerLimits, type DockerLimits } from './docker-config.ts';
 import { checkSpec, containerName, createOptions, LABELS, specHash } from './docker-container-spec.ts';
-import { dockerCall, oneLine, statusCode, unavailable } from './docker-errors.ts';
+import { dockerCall, oneLine, statusCode, unavailable, type DockerEndpoint } from './docker-errors.ts';
 import { DockerEvents, type ContainerEvent } from './docker-events.ts';
 import { execInContainer } from './docker-exec.ts';
 import { ImageLedger } from './docker-image-ledger.ts';
@@ -98,7 +98,7 @@ export class DockerRuntime implements Runtime {
   private readonly nodeImages: NodeImages;
   private readonly events: DockerEvents;
   private readonly usage: UsageSampler;
-  private readonly socketPath: string;
+  private readonly endpoint: DockerEndpoint;
   private closed = false;
 
   private constructor(
@@ -109,7 +109,7 @@ export class DockerRuntime implements Runtime {
     /** Long streams (events, logs, exec, image loads): no timeout, since a quiet stream is not a dead one. */
     private readonly streams: Docker,
   ) {
-    this.socketPath = options.socketPath ?? DOCKER_SOCKET;
+    this.endpoint = { socketPath: options.socketPath ?? DOCKER_SOCKET, requestMsMax: limits.requestMsMax, nowMs: () => options.clock.nowMs() };
     this.restartLimits = { ...RESTART_DEFAULTS, ...options.restart };
     mkdirSync(options.stateDir, { recursive: true, mode: 0o700 });
     this.records = new ContainerRecords(options.stateDir);
@@ -208,7 +208,7 @@ export class DockerRuntime implements Runtime {
       throw new RuntimeError('NotRunningError', `project ${key} has no running container to exec in (it is ${workload.status.state}); start it first (project_start)`);
     }
     try {
-      return await dockerCall(this.socketPath, `exec in ${key}`, () =>
+      return await dockerCall(this.endpoint, `exec in ${key}`, () =>
         execInContainer(workload.container.id, spec, signal, { docker: this.streams, clock: this.options.clock, killMsMax: this.limits.execKillMsMax }),
       );
     } catch (error) {
@@ -219,17 +219,17 @@ export class DockerRuntime implements Runtime {
 
   /** This node's images: size, when a container of ours last started from each and for which projects. */
   images(): Promise<NodeImage[]> {
-    return dockerCall(this.socketPath, 'list images', () => this.nodeImages.list());
+    return dockerCall(this.endpoint, 'list images', () => this.nodeImages.list());
   }
 
   /** Removes images no container uses and `keep` does not name, oldest-used first, until the node's images fit the budget. */
   pruneImages(request: PruneRequest): Promise<PruneOutcome> {
-    return dockerCall(this.socketPath, 'prune images', () => this.nodeImages.prune(request));
+    return dockerCall(this.endpoint, 'prune images', () => this.nodeImages.prune(request));
   }
 
   /** Makes sure these images are on the engine before the node takes projects; missing ones load from tarballs (never pulled). */
   prewarm(images: readonly string[], options: PrewarmOptions = {}): Promise<PrewarmResult[]> {
-    return dockerCall(this.socketPath, 'prewarm images', () => this.nodeImages.prewarm(images, options));
+    return dockerCall(this.endpoint, 'prewarm images', () => this.nodeImages.prewarm(images, options));
   }
 
   /** Node shutdown: stops every container (they stay, with their records, for the next start to adopt or remove). */
@@ -701,7 +701,7 @@ export class DockerRuntime implements Runtime {
   }
 
   private call<T>(what: string, action: () => Promise<T>): Promise<T> {
-    return dockerCall(this.socketPath, what, action);
+    return dockerCall(this.endpoint, what, action);
   }
 }
 
