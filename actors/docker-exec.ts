@@ -145,6 +145,8 @@ export async function execInContainer(containerId: string, spec: ExecSpec, signa
     stream.destroy();
     if (first === 'abort') throw signal.reason;
   }
+  // The engine may only half-close an exec's connection: ours is closed here, in every case.
+  stream.destroy();
   stderrWithPid.flush();
   const info = await exec.inspect();
   const status = info.ExitCode === null || info.Running ? null : decodeShellStatus(info.ExitCode);
@@ -162,7 +164,8 @@ export async function execInContainer(containerId: string, spec: ExecSpec, signa
     return target
       .exec({ Cmd: ['/bin/sh', '-c', KILL_GROUP, 'debughost-kill', String(groupId)], AttachStdout: false, AttachStderr: false })
       .then((killer) => killer.start({ Detach: true }))
-      .then(() => undefined)
+      // Detached, the answer is empty, but docker-modem still hands back its response: close it, or its socket keeps the process alive.
+      .then((answer) => (answer as { destroy?: () => void } | undefined)?.destroy?.())
       .catch(() => undefined);
   }
 }

@@ -324,6 +324,9 @@ dockerTest('exec goes through the exec API: cwd, a killed timeout leaves nothing
   await waitState(runtime, project, ['running']);
   const here = await runtime.exec(project, { command: 'pwd; echo "$FROM_SPEC $EXTRA"', env: { EXTRA: 'extra' }, cwd: '/tmp', timeoutMs: 10_000, outputBytesMax: 1024 }, NEVER);
   t.is(here.stdout, '/tmp\nspec extra\n');
+  // Sockets that keep the process alive: a timed-out or aborted exec must not leave one behind.
+  const pipes = (): number => process.getActiveResourcesInfo().filter((name) => name === 'PipeWrap').length;
+  const pipesBefore = pipes();
   // A timed-out command and the children it started are killed (its process group).
   const slow = await exec(runtime, project, 'sleep 301 & sleep 302; echo late', { timeoutMs: 500 });
   t.true(slow.timedOut);
@@ -337,6 +340,7 @@ dockerTest('exec goes through the exec API: cwd, a killed timeout leaves nothing
   controller.abort(new Error('caller went away'));
   await t.throwsAsync(aborted, { message: 'caller went away' });
   await eventually('the aborted command gone', 10_000, async () => !/sleep 303/.test((await exec(runtime, project, 'ps -o args')).stdout));
+  await eventually('no socket left open by the killed execs', 10_000, () => pipes() <= pipesBefore);
   const bad = await t.throwsAsync(exec(runtime, project, '   '), { instanceOf: RuntimeError });
   t.is(bad?.name, 'InvalidSpecError');
   await runtime.stop(project, 1000);
