@@ -114,6 +114,8 @@ export type RuntimeErrorName =
   | 'RuntimeUnavailableError'
   | 'InvalidSpecError'
   | 'NotFoundError'
+  /** exec: the project's workload is not running (exited, stopped, crash loop). */
+  | 'NotRunningError'
   /** The spec's cwd does not exist or is not a directory. */
   | 'CwdMissingError'
   /** No free port is left in the node's configured range. */

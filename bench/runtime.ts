@@ -1,7 +1,8 @@
 // `npm run bench -- runtime [--json]`: what the process runtime costs, with real processes:
 // start() to running, start to a python3 dev server answering HTTP, stop (SIGTERM), and how
 // long a workload outlives a SIGKILLed node (the supervisor's pipe). Docker start/stop too
-// when an engine answers at /var/run/docker.sock and the test image is present.
+// when an engine answers at /var/run/docker.sock (with an image the bench imports and removes):
+// start to listening, first usage sample, exec, stop, and a kill by hand to the exited event.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,8 +14,8 @@ import { LogStore } from '../actors/logs.ts';
 import { PortRegistry } from '../actors/ports.ts';
 import { DockerRuntime } from '../actors/runtime-docker.ts';
 import { ProcessRuntime } from '../actors/runtime-process.ts';
-import type { WorkloadSpec } from '../actors/runtime.ts';
-import { TEST_IMAGE } from '../actors/testing/dockerd.ts';
+import type { LifecycleEvent, WorkloadSpec } from '../actors/runtime.ts';
+import { importImage } from '../actors/testing/dockerd.ts';
 import { eventually, groupMembers, realClock } from '../actors/testing/real.ts';
 
 const ROUNDS = 10;
@@ -83,35 +84,66 @@ async function orphanKillMs(dir: string): Promise<number> {
 
 async function dockerFigures(dir: string): Promise<Record<string, number | string>> {
   const docker = new Docker({ socketPath: '/var/run/docker.sock' });
+  // An image of the bench's own: the engine is shared, and the tests' image is not ours to remove.
+  const image = `debughost-bench-${process.pid}/busybox:1`;
   try {
     await docker.ping();
-    await docker.getImage(TEST_IMAGE).inspect();
-  } catch {
-    return { docker: `skipped: no engine at /var/run/docker.sock or no image ${TEST_IMAGE} (run the docker tests' setup first)` };
+    importImage(image);
+  } catch (error) {
+    return { docker: `skipped: no engine at /var/run/docker.sock or no static busybox to import (${(error as Error).message})` };
   }
   const logs = new LogStore({ dir: join(dir, 'docker-logs'), wallNowMs: () => Date.now() });
-  const runtime = await DockerRuntime.open({ node: 'bench', logs, clock: realClock, wallNowMs: () => Date.now() });
+  const runtime = await DockerRuntime.open({ node: 'bench', stateDir: join(dir, 'docker-state'), logs, clock: realClock, wallNowMs: () => Date.now() });
   const ports = new PortRegistry({ node: 'bench', rangeStart: 25000, rangeEnd: 25999 });
   const started: number[] = [];
   const stopped: number[] = [];
+  const killedToEvent: number[] = [];
+  const execs: number[] = [];
+  const firstUsage: number[] = [];
+  const lifecycle: LifecycleEvent[] = [];
+  runtime.subscribe((event) => {
+    if (event.type === 'lifecycle') lifecycle.push(event);
+  });
   try {
     for (let round = 0; round < 5; round += 1) {
       const allocated = await ports.allocate('projects/bench/c', ['default']);
       const project = { tenant: 'bench', name: `c${round}` };
       const begin = performance.now();
-      await runtime.start({ project, image: TEST_IMAGE, command: 'exec httpd -f -p "$PORT" -h /', env: {}, ports: allocated, restart: 'never', node: 'bench' });
+      await runtime.start({ project, image, command: 'exec httpd -f -p "$PORT" -h /', env: {}, ports: allocated, restart: 'never', node: 'bench' });
       const ready = await waitFor(() => checkTcp(allocated.default as number), { timeoutMs: 20_000, clock: realClock, intervalMs: 10 });
       if (!ready.ok) throw new Error(`container did not listen: ${ready.detail}`);
       started.push(performance.now() - begin);
+      await eventually('a usage sample', 20_000, () => runtime.status(project)?.usage);
+      firstUsage.push(performance.now() - begin);
+      const execBegin = performance.now();
+      await runtime.exec(project, { command: 'echo hi', env: {}, timeoutMs: 10_000, outputBytesMax: 1024 }, new AbortController().signal);
+      execs.push(performance.now() - execBegin);
       const stopBegin = performance.now();
       await runtime.stop(project, 1000);
       stopped.push(performance.now() - stopBegin);
       await runtime.remove(project);
+      // Killed by hand: how long until the exited event reaches a subscriber.
+      const victim = { tenant: 'bench', name: `k${round}` };
+      const victimStatus = await runtime.start({ project: victim, image, command: 'exec sleep 600', env: {}, ports: {}, restart: 'never', node: 'bench' });
+      const killBegin = performance.now();
+      await docker.getContainer(victimStatus.containerId as string).kill({ signal: 'SIGKILL' });
+      await eventually('the exited event', 20_000, () => lifecycle.find((event) => event.project.name === victim.name && event.kind === 'exited'));
+      killedToEvent.push(performance.now() - killBegin);
+      await runtime.remove(victim);
       await ports.release('projects/bench/c');
     }
   } finally {
     await runtime.removeOrphans([]);
+    await runtime.close();
     await logs.close();
+    await docker.getImage(image).remove({ force: true }).catch(() => undefined);
   }
-  return { dockerStartToListenMsMedian: median(started), dockerStopMsMedian: median(stopped) };
+  return {
+    dockerStartToListenMsMedian: median(started),
+    dockerStartToFirstUsageMsMedian: median(firstUsage),
+    dockerExecMsMedian: median(execs),
+    dockerStopMsMedian: median(stopped),
+    dockerKillToExitedEventMsMedian: median(killedToEvent),
+    dockerKillToExitedEventMsMax: max(killedToEvent),
+  };
 }

@@ -92,7 +92,7 @@ export class NodeActors {
     let dockerMissing = 'Docker is turned off on this node (--docker off)';
     if (options.docker === 'auto') {
       try {
-        docker = await DockerRuntime.open({ node: node.id, logs, clock: systemClock, wallNowMs, ...(options.dockerSocket === undefined ? {} : { socketPath: options.dockerSocket }) });
+        docker = await DockerRuntime.open({ node: node.id, stateDir: join(dataDir, 'runtime', 'docker'), logs, clock: systemClock, wallNowMs, ...(options.dockerSocket === undefined ? {} : { socketPath: options.dockerSocket }) });
       } catch (error) {
         dockerMissing = (error as Error).message;
         node.options.log.info({ reason: dockerMissing }, 'no Docker engine: projects with an image will be refused, commands run as processes');

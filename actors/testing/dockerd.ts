@@ -1,8 +1,10 @@
 // Docker for tests: uses the engine at /var/run/docker.sock if it answers, otherwise
 // starts dockerd in the background (its own pid, stopped afterwards only if we started
 // it), and builds a tiny busybox image locally with `docker import` (no registry).
+// Docker is shared with other test runs: a test file that removes or prunes images
+// imports its own under a name of its own (importImage), never the shared one.
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
@@ -10,7 +12,7 @@ import Docker from 'dockerode';
 export const DOCKER_SOCKET = '/var/run/docker.sock';
 export const TEST_IMAGE = 'debughost-test/busybox:1';
 const BUSYBOX = '/bin/busybox';
-const APPLETS = ['sh', 'echo', 'sleep', 'httpd', 'cat', 'mkdir', 'true', 'false', 'ls', 'head', 'dd', 'yes', 'kill', 'ps', 'id', 'env'];
+const APPLETS = ['sh', 'echo', 'sleep', 'httpd', 'cat', 'mkdir', 'true', 'false', 'ls', 'head', 'tail', 'dd', 'yes', 'kill', 'ps', 'id', 'env', 'grep', 'pwd'];
 
 export interface TestDocker {
   readonly socketPath: string;
@@ -40,8 +42,11 @@ function exited(pid: number): boolean {
   }
 }
 
-/** A Docker engine and the test image, or a reason to skip (logged by the caller). */
-export async function testDocker(): Promise<TestDocker | { skip: string }> {
+/**
+ * A Docker engine and the test image, or a reason to skip (logged by the caller). `image` names the
+ * test image: the shared TEST_IMAGE by default, or one of the caller's own.
+ */
+export async function testDocker(image: string = TEST_IMAGE): Promise<TestDocker | { skip: string }> {
   // The image is busybox alone, with no libc: it must be the static build.
   if (!existsSync(BUSYBOX) || spawnSync('ldd', [BUSYBOX], { encoding: 'utf8' }).stdout?.includes('=>') === true) {
     return { skip: `${BUSYBOX} is missing or dynamically linked; the test image needs a static one (apt-get install -y busybox-static)` };
@@ -73,16 +78,16 @@ export async function testDocker(): Promise<TestDocker | { skip: string }> {
   let imported = false;
 
   try {
-    await docker.getImage(TEST_IMAGE).inspect();
+    await docker.getImage(image).inspect();
   } catch {
-    importBusybox();
+    importImage(image);
     imported = true;
   }
   return {
     socketPath: DOCKER_SOCKET,
     docker,
     async cleanUp() {
-      if (imported) await docker.getImage(TEST_IMAGE).remove({ force: true }).catch(() => undefined);
+      if (imported) await docker.getImage(image).remove({ force: true }).catch(() => undefined);
       if (startedPid !== null) {
         process.kill(startedPid, 'SIGTERM');
         for (let waitedMs = 0; waitedMs < 20_000 && !exited(startedPid); waitedMs += 100) await sleep(100);
@@ -93,16 +98,22 @@ export async function testDocker(): Promise<TestDocker | { skip: string }> {
   };
 }
 
-/** rootfs = busybox + applet symlinks, imported as a one-layer image. */
-function importBusybox(): void {
+/**
+ * rootfs = busybox + applet symlinks (+ a file of `extraBytes` at /extra, to make images of
+ * different sizes), imported as a one-layer image named `reference`. Returns the image id.
+ */
+export function importImage(reference: string, extraBytes = 0): string {
   const root = mkdtempSync(join(tmpdir(), 'debughost-rootfs-'));
   try {
     mkdirSync(join(root, 'bin'));
     mkdirSync(join(root, 'tmp'));
+    mkdirSync(join(root, 'proc'));
     copyFileSync(BUSYBOX, join(root, 'bin', 'busybox'));
     for (const applet of APPLETS) symlinkSync('busybox', join(root, 'bin', applet));
-    const result = spawnSync('/bin/sh', ['-c', `tar -C "$1" -c . | docker -H unix://${DOCKER_SOCKET} import - "$2"`, 'import', root, TEST_IMAGE], { encoding: 'utf8' });
-    if (result.status !== 0) throw new Error(`docker import of ${TEST_IMAGE} failed: ${result.stderr.trim()}`);
+    if (extraBytes > 0) writeFileSync(join(root, 'extra'), Buffer.alloc(extraBytes, 1));
+    const result = spawnSync('/bin/sh', ['-c', `tar -C "$1" -c . | docker -H unix://${DOCKER_SOCKET} import - "$2"`, 'import', root, reference], { encoding: 'utf8' });
+    if (result.status !== 0) throw new Error(`docker import of ${reference} failed: ${result.stderr.trim()}`);
+    return result.stdout.trim();
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
