@@ -21,7 +21,7 @@ import {
 } from '../proto/gen/kv_pb.ts';
 import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
 import { prefixEnd } from '../consensus/kv-state-machine.ts';
-import { StorageCorruptError, StorageLockedError } from '../consensus/storage-leveldb.ts';
+import { StorageCorruptError, StorageFullError, StorageLockedError } from '../consensus/storage-errors.ts';
 import { startGrpcServer } from './grpc-server.ts';
 import { startHttpServer } from './http.ts';
 import { createLogger } from './log.ts';
@@ -131,7 +131,7 @@ export async function nodeCommand(argv: string[]): Promise<number> {
       actors: { portRangeStart: ports.from, portRangeEnd: ports.to, docker },
     });
   } catch (error) {
-    if (error instanceof NodeStartError || error instanceof StorageCorruptError || error instanceof StorageLockedError) throw new UsageError(error.message);
+    if (error instanceof NodeStartError || error instanceof StorageCorruptError || error instanceof StorageLockedError || error instanceof StorageFullError) throw new UsageError(error.message);
     throw error;
   }
   const abort = new AbortController();

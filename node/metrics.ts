@@ -28,6 +28,7 @@ export class NodeMetrics {
   private readonly syncEntries: Counter;
   private readonly peerStreamErrors: Counter<'peer'>;
   private readonly grpcRequests: Counter<'method' | 'code'>;
+  private readonly alarms: Gauge<'alarm'>;
   /** The last leader this node knew, to count changes. */
   private lastLeader: string | null = null;
 
@@ -100,7 +101,7 @@ export class NodeMetrics {
     });
     this.fsyncSeconds = new Histogram({
       name: 'debughost_storage_fsync_seconds',
-      help: 'Latency of one LevelDB write with sync (one group commit of the Raft log).',
+      help: 'Latency of one synced WAL write (one group commit of the Raft log).',
       buckets: FSYNC_BUCKETS_SECONDS,
       registers,
     });
@@ -112,6 +113,14 @@ export class NodeMetrics {
       labelNames: ['method', 'code'],
       registers,
     });
+    this.alarms = new Gauge({
+      name: 'debughost_alarm_active',
+      help: 'Alarms raised on this node: diskfull (its data disk has no room for the next WAL segment or snapshot; it refuses writes) and nospace (the replicated KV size quota is exceeded; the cluster refuses writes that put).',
+      labelNames: ['alarm'],
+      registers,
+    });
+    this.alarms.set({ alarm: 'diskfull' }, 0);
+    this.alarms.set({ alarm: 'nospace' }, 0);
     collectDefaultMetrics({ register: this.registry, prefix: 'debughost_' });
   }
 
@@ -129,6 +138,14 @@ export class NodeMetrics {
   sync(ms: number, entries: number): void {
     this.fsyncSeconds.observe(ms / 1000);
     this.syncEntries.inc(entries);
+  }
+
+  diskFull(active: boolean): void {
+    this.alarms.set({ alarm: 'diskfull' }, active ? 1 : 0);
+  }
+
+  nospace(active: boolean): void {
+    this.alarms.set({ alarm: 'nospace' }, active ? 1 : 0);
   }
 
   peerStreamError(peer: string): void {

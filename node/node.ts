@@ -10,7 +10,7 @@ import type { KvResult } from '../consensus/kv-state-machine.ts';
 import { RaftNode, type WriteOutcome } from '../consensus/raft-node.ts';
 import { defaultRaftConfig } from '../consensus/raft.ts';
 import { bootstrapState, emptyPersistedState, type PersistedState } from '../consensus/storage.ts';
-import { LevelStorage } from '../consensus/storage-leveldb.ts';
+import { WalStorage } from '../consensus/storage-wal.ts';
 import { GrpcTransport, MESSAGE_BYTES_MAX } from '../consensus/transport-grpc.ts';
 import type { ConfChange, LogIndex, NodeId } from '../consensus/types.ts';
 import { systemClock, systemRandom } from './system.ts';
@@ -38,6 +38,8 @@ export interface NodeOptions {
   readonly seedWaitMs: number;
   /** Snapshot and compact the log after this many applied entries. */
   readonly snapshotEntries: number;
+  /** Bytes of each preallocated WAL segment; default WAL_SEGMENT_BYTES_DEFAULT. */
+  readonly walSegmentBytes?: number;
   /** TEST-ONLY fault plant for the chaos suite: acknowledge writes before they commit (loses acknowledged writes). */
   readonly unsafeAckBeforeCommit?: boolean;
   /** The actor layer (ports, Docker, host timing); defaults when absent. */
@@ -112,7 +114,7 @@ export class DebughostNode {
 
   private constructor(
     readonly options: NodeOptions,
-    readonly storage: LevelStorage,
+    readonly storage: WalStorage,
     readonly credentials: grpc.ChannelCredentials,
     readonly metrics: NodeMetrics,
   ) {
@@ -140,7 +142,17 @@ export class DebughostNode {
       droppedMessages: () => view.node?.transport?.droppedTotal ?? 0,
       watchers: () => view.node?.watches.watcherCount ?? 0,
     });
-    const storage = await LevelStorage.open(join(options.dataDir, 'raft'), { fsync: options.fsync, onSync: (ms, entries) => metrics.sync(ms, entries) });
+    const storage = await WalStorage.open(options.dataDir, {
+      fsync: options.fsync,
+      clock: systemClock,
+      segmentBytes: options.walSegmentBytes,
+      onSync: (ms, entries) => metrics.sync(ms, entries),
+      onFull: (error) => {
+        metrics.diskFull(error !== null);
+        if (error !== null) options.log.error({ error: error.message }, 'the data disk is full; refusing writes until space is freed');
+        else options.log.info('the data disk has room again; writes resume');
+      },
+    });
     const meta = storage.readMeta();
     if (meta !== null && meta.nodeId !== options.id) {
       await storage.close();
