@@ -46,7 +46,7 @@ export type OpResult =
   /** `count` is every key in the range, `more` says the limit cut some off (as etcd's RangeResponse). */
   | { readonly type: 'range'; readonly kvs: readonly KeyValue[]; readonly count: number; readonly more: boolean };
 
-export type KvErrorName = 'MalformedCommandError' | 'InvalidCommandError';
+export type KvErrorName = 'MalformedCommandError' | 'InvalidCommandError' | 'NoSpaceError';
 export interface KvError {
   readonly name: KvErrorName;
   readonly message: string;
@@ -712,6 +712,16 @@ export interface KvStateMachineOptions {
   readonly indexLeafKeysMax?: number;
 }
 
+/**
+ * The NOSPACE alarm, as etcd's: while this key exists, a command that puts any
+ * other key is refused (deletes and reads go on, so space can be freed). It is
+ * ordinary replicated state, so every replica refuses the same commands; the
+ * leader raises and clears it (node/quota-alarm.ts) by putting and deleting it.
+ */
+export const NOSPACE_ALARM_KEY = 'cluster/alarms/nospace';
+/** What a key costs in `stateBytes` beyond its key and value bytes (the map entry, the index slot, three revisions). */
+export const KEY_OVERHEAD_BYTES = 64;
+
 export class KvStateMachine {
   readonly limits: KvLimits;
   readonly #valueCheck: ((key: string, value: string) => string | null) | null;
@@ -720,6 +730,8 @@ export class KvStateMachine {
   // (etcd starts its store at 1, so its first write is revision 2).
   #revision = 0;
   readonly #kvs = new Map<string, KeyValue>();
+  /** Sum over keys of key bytes + value bytes + KEY_OVERHEAD_BYTES: what the quota counts. */
+  #stateBytes = 0;
   #index: SortedKeys;
 
   constructor(options: KvStateMachineOptions = {}) {
@@ -758,7 +770,15 @@ export class KvStateMachine {
     if (!parsed.ok) return { ok: false, error: parsed.error };
     const refused = this.#refusedWrite(parsed.command);
     if (refused !== null) return { ok: false, error: { name: 'InvalidCommandError', message: refused } };
+    if (this.#kvs.has(NOSPACE_ALARM_KEY) && putsOtherThan(parsed.command, NOSPACE_ALARM_KEY)) {
+      return { ok: false, error: { name: 'NoSpaceError', message: NO_SPACE_MESSAGE } };
+    }
     return this.#execute(parsed.command);
+  }
+
+  /** Bytes of state the quota counts (keys, values and a fixed overhead per key); the same on every replica. */
+  get stateBytes(): number {
+    return this.#stateBytes;
   }
 
   /** The first write of `command` that the value check refuses, as one line; null when all pass. */
@@ -850,6 +870,7 @@ export class KvStateMachine {
       if (previous !== undefined && compareKeys(previous, kv.key) >= 0) corrupt(`key ${entry} is not after key ${entry - 1} in byte order`);
       keys.push(kv.key);
       machine.#kvs.set(kv.key, kv);
+      machine.#stateBytes += keyValueBytes(kv.key, kv.value);
     }
     if (reader.offset !== end) corrupt(`${end - reader.offset} bytes follow the last entry`);
     machine.#index = SortedKeys.fromSorted(keys, machine.#index.leafKeysMax);
@@ -967,6 +988,7 @@ export class KvStateMachine {
       modRevision: revision,
     });
     this.#kvs.set(key, next);
+    this.#stateBytes += keyValueBytes(key, value) - (prev === null ? 0 : keyValueBytes(key, prev.value));
     if (prev === null) this.#index.insert(key);
     return prev;
   }
@@ -975,6 +997,7 @@ export class KvStateMachine {
     const prev = this.#kvs.get(key);
     if (prev === undefined) return null;
     this.#kvs.delete(key);
+    this.#stateBytes -= keyValueBytes(key, prev.value);
     assert(this.#index.remove(key), `key ${JSON.stringify(key)} in the map but not the index`);
     return prev;
   }
@@ -995,6 +1018,24 @@ export class KvStateMachine {
     const kv = this.#kvs.get(key);
     assert(kv !== undefined, `indexed key ${JSON.stringify(key)} missing from the map`);
     return kv;
+  }
+}
+
+const NO_SPACE_MESSAGE = 'the cluster is out of space: its state is over the quota (--quota-bytes), so writes that put are refused; delete keys or projects to free space (the alarm clears by itself below 90 % of the quota)';
+
+const keyValueBytes = (key: string, value: string): number => utf8ByteLength(key) + utf8ByteLength(value) + KEY_OVERHEAD_BYTES;
+
+/** Whether the command puts a key other than `key`, in either branch (as etcd's capped applier: a put anywhere costs space). */
+function putsOtherThan(command: KvCommand, key: string): boolean {
+  switch (command.type) {
+    case 'put':
+      return command.key !== key;
+    case 'delete':
+      return false;
+    case 'txn':
+      return command.success.some((op) => op.type === 'put' && op.key !== key) || command.failure.some((op) => op.type === 'put' && op.key !== key);
+    default:
+      return assertNever(command);
   }
 }
 

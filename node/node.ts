@@ -11,6 +11,7 @@ import { RaftNode, type WriteOutcome } from '../consensus/raft-node.ts';
 import { defaultRaftConfig } from '../consensus/raft.ts';
 import { bootstrapState, emptyPersistedState, type PersistedState } from '../consensus/storage.ts';
 import { WalStorage } from '../consensus/storage-wal.ts';
+import { QUOTA_BYTES_DEFAULT, QuotaAlarm } from './quota-alarm.ts';
 import { GrpcTransport, MESSAGE_BYTES_MAX } from '../consensus/transport-grpc.ts';
 import type { ConfChange, LogIndex, NodeId } from '../consensus/types.ts';
 import { systemClock, systemRandom } from './system.ts';
@@ -41,6 +42,8 @@ export interface NodeOptions {
   readonly snapshotEntries: number;
   /** Bytes of each preallocated WAL segment; default WAL_SEGMENT_BYTES_DEFAULT. */
   readonly walSegmentBytes?: number;
+  /** Most bytes of replicated state before the NOSPACE alarm (the leader's value counts); default QUOTA_BYTES_DEFAULT. */
+  readonly quotaBytes?: number;
   /** TEST-ONLY fault plant for the chaos suite: acknowledge writes before they commit (loses acknowledged writes). */
   readonly unsafeAckBeforeCommit?: boolean;
   /** The actor layer (ports, Docker, host timing); defaults when absent. */
@@ -70,11 +73,18 @@ export class NodeStartError extends Error {
 
 export type KvNode = RaftNode<KvResult, KvMachine>;
 
-/** The Raft driver, counting every proposal's outcome for /metrics. */
+/**
+ * The Raft driver, counting every proposal's outcome for /metrics, and
+ * refusing new proposals while this node's data disk is full (its log could
+ * not take them; Raft's own traffic still has the current WAL segment).
+ */
 class MeteredRaftNode extends RaftNode<KvResult, KvMachine> {
   metrics: NodeMetrics | null = null;
+  storage: WalStorage | null = null;
 
   override propose(data: Uint8Array, callback: (outcome: WriteOutcome<KvResult>) => void): void {
+    const full = this.storage?.full ?? null;
+    if (full !== null) return this.refuse('command', full.message, callback);
     super.propose(data, (outcome) => {
       this.metrics?.proposal('command', outcome);
       callback(outcome);
@@ -82,10 +92,18 @@ class MeteredRaftNode extends RaftNode<KvResult, KvMachine> {
   }
 
   override proposeConfChange(change: ConfChange, callback: (outcome: WriteOutcome<KvResult>) => void): void {
+    const full = this.storage?.full ?? null;
+    if (full !== null) return this.refuse('membership', full.message, callback);
     super.proposeConfChange(change, (outcome) => {
       this.metrics?.proposal('membership', outcome);
       callback(outcome);
     });
+  }
+
+  private refuse(kind: 'command' | 'membership', detail: string, callback: (outcome: WriteOutcome<KvResult>) => void): void {
+    const outcome: WriteOutcome<KvResult> = { ok: false, reason: 'rejected', detail: `node ${this.id}: ${detail}` };
+    this.metrics?.proposal(kind, outcome);
+    callback(outcome);
   }
 }
 
@@ -109,6 +127,8 @@ export class DebughostNode {
   readonly peers: PeerClients;
   /** Events of applied writes, for KV.Watch. */
   readonly watches = new WatchHub();
+  /** Raises and clears the NOSPACE alarm when this node leads. */
+  private readonly quota: QuotaAlarm;
   /** Called once when this node learns it was removed from the cluster. */
   onRemoved: (() => void) | null = null;
   /** The actor layer, once Raft runs. */
@@ -122,6 +142,7 @@ export class DebughostNode {
     readonly metrics: NodeMetrics,
   ) {
     this.peers = new PeerClients(credentials);
+    this.quota = new QuotaAlarm(options.quotaBytes ?? QUOTA_BYTES_DEFAULT, metrics, options.log);
     this.auth = options.auth ?? insecureAuth();
   }
 
@@ -319,8 +340,14 @@ export class DebughostNode {
         observer: {
           // A new leader shows up in what gets persisted (its term, its first entry) on every node.
           persisted: () => this.metrics.observeLeader(this.raft?.raft.leader ?? null),
-          applied: () => this.actors?.host.applied(),
-          snapshotApplied: () => this.actors?.host.applied(),
+          applied: () => {
+            this.quota.check(raft);
+            this.actors?.host.applied();
+          },
+          snapshotApplied: () => {
+            this.quota.check(raft);
+            this.actors?.host.applied();
+          },
           fatal: (_node, error) => {
             this.options.log.fatal({ error: error.message }, 'storage failed; stopping');
             process.exitCode = 1;
@@ -345,6 +372,7 @@ export class DebughostNode {
       persisted,
     );
     raft.metrics = this.metrics;
+    raft.storage = this.storage;
     this.raft = raft;
     if (this.options.unsafeAckBeforeCommit === true) {
       this.options.log.warn('--unsafe-ack-before-commit: writes are acknowledged before they commit; acknowledged writes WILL be lost (test-only)');
