@@ -3,6 +3,8 @@ import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import {
   ApplyOrderError,
+  KEY_OVERHEAD_BYTES,
+  NOSPACE_ALARM_KEY,
   CorruptSnapshotError,
   KvStateMachine,
   compareKeys,
@@ -721,4 +723,24 @@ test('a value check refuses a whole command with a bad write, as a recorded reje
   t.false(hidden.ok);
   expectOk(applyNext(machine, { type: 'put', key: 'records/d', value: '{"ok":2}' }));
   t.is(machine.get('records/d')?.value, '{"ok":2}');
+});
+
+test('NOSPACE alarm: while its key exists, commands that put are refused on apply; deletes, reads and the alarm key itself go on; stateBytes survives a snapshot', (t) => {
+  const machine = new KvStateMachine();
+  expectOk(applyNext(machine, { type: 'put', key: 'a', value: 'xyz' }));
+  t.is(machine.stateBytes, 1 + 3 + KEY_OVERHEAD_BYTES);
+  expectOk(applyNext(machine, { type: 'put', key: NOSPACE_ALARM_KEY, value: '{}' }));
+  const refused = applyNext(machine, { type: 'put', key: 'b', value: 'v' });
+  t.false(refused.ok);
+  t.is(refused.ok ? '' : refused.error.name, 'NoSpaceError');
+  t.regex(refused.ok ? '' : refused.error.message, /out of space.*delete keys/);
+  // A put in either branch of a txn costs space: refused whatever the compare says.
+  t.false(applyNext(machine, { type: 'txn', compare: [], success: [{ type: 'get', key: 'a' }], failure: [{ type: 'put', key: 'c', value: 'v' }] }).ok);
+  expectOk(applyNext(machine, { type: 'txn', compare: [], success: [{ type: 'get', key: 'a' }, { type: 'delete', key: 'a' }], failure: [] }));
+  t.is(machine.get('b'), null);
+  const restored = KvStateMachine.restore(machine.snapshot());
+  t.is(restored.stateBytes, machine.stateBytes, 'recomputed from the snapshot');
+  expectOk(applyNext(machine, { type: 'delete', key: NOSPACE_ALARM_KEY }));
+  t.is(machine.stateBytes, 0);
+  expectOk(applyNext(machine, { type: 'put', key: 'b', value: 'v' }));
 });

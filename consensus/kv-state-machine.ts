@@ -46,7 +46,7 @@ export type OpResult =
   /** `count` is every key in the range, `more` says the limit cut some off (as etcd's RangeResponse). */
   | { readonly type: 'range'; readonly kvs: readonly KeyValue[]; readonly count: number; readonly more: boolean };
 
-export type KvErrorName = 'MalformedCommandError' | 'InvalidCommandError';
+export type KvErrorName = 'MalformedCommandError' | 'InvalidCommandError' | 'NoSpaceError';
 export interface KvError {
   readonly name: KvErrorName;
   readonly message: string;
@@ -371,48 +371,291 @@ const textEncoder = new TextEncoder();
 // ignoreBOM keeps a leading U+FEFF instead of silently stripping it: a key may start with one.
 const textDecoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
-function canonicalOp(op: KvOp): KvOp {
+// Binary command bytes, version 1. Every string is u32 byte length + UTF-8; numbers are f64.
+//   u8 1 (version), u8 type: 1 put (key, value) | 2 delete (key) | 3 txn:
+//     u16 count, compares (key, u8 target, u8 op, u8 operand kind 0 number | 1 string, operand),
+//     u16 count, success ops; u16 count, failure ops;
+//   op: u8 1 put (key, value) | 2 delete (key) | 3 deleteRange (start, end) | 4 get (key) | 5 range (start, end, u8 has limit, f64 limit)
+// A log written before it holds canonical JSON, which starts with '{' and still decodes.
+const BINARY_VERSION = 1;
+const COMMAND_CODES = { put: 1, delete: 2, txn: 3 } as const;
+const OP_CODES = { put: 1, delete: 2, deleteRange: 3, get: 4, range: 5 } as const;
+const TARGET_CODES: Readonly<Record<CompareTarget, number>> = { version: 1, value: 2, modRevision: 3, createRevision: 4 };
+const TARGETS_BY_CODE: readonly (CompareTarget | undefined)[] = [undefined, 'version', 'value', 'modRevision', 'createRevision'];
+const OPS_BY_CODE: readonly (CompareOp | undefined)[] = [undefined, '==', '!=', '<', '>'];
+const COMPARE_OP_CODES: Readonly<Record<CompareOp, number>> = { '==': 1, '!=': 2, '<': 3, '>': 4 };
+const LIST_COUNT_MAX = 0xffff;
+
+/** Writes a command into a buffer sized exactly up front. */
+class CommandWriter {
+  readonly bytes: Uint8Array;
+  readonly #view: DataView;
+  offset = 0;
+  constructor(length: number) {
+    this.bytes = new Uint8Array(length);
+    this.#view = new DataView(this.bytes.buffer);
+  }
+  u8(value: number): void {
+    this.bytes[this.offset++] = value;
+  }
+  u16(value: number): void {
+    assert(value <= LIST_COUNT_MAX, `command list of ${value} entries`);
+    this.#view.setUint16(this.offset, value);
+    this.offset += 2;
+  }
+  f64(value: number): void {
+    this.#view.setFloat64(this.offset, value);
+    this.offset += 8;
+  }
+  text(value: string): void {
+    const { written } = textEncoder.encodeInto(value, this.bytes.subarray(this.offset + 4));
+    this.#view.setUint32(this.offset, written);
+    this.offset += 4 + written;
+  }
+}
+
+const textBytes = (value: string): number => 4 + utf8ByteLength(value);
+
+function opBytes(op: KvOp): number {
   switch (op.type) {
     case 'put':
-      return { type: 'put', key: op.key, value: op.value };
+      return 1 + textBytes(op.key) + textBytes(op.value);
     case 'delete':
     case 'get':
-      return { type: op.type, key: op.key };
+      return 1 + textBytes(op.key);
     case 'deleteRange':
-      return { type: 'deleteRange', start: op.start, end: op.end };
+      return 1 + textBytes(op.start) + textBytes(op.end);
     case 'range':
-      return op.limit === undefined ? { type: 'range', start: op.start, end: op.end } : { type: 'range', start: op.start, end: op.end, limit: op.limit };
+      return 1 + textBytes(op.start) + textBytes(op.end) + 1 + 8;
     default:
       return assertNever(op);
   }
 }
 
-function canonicalCommand(command: KvCommand): KvCommand {
-  switch (command.type) {
+function writeOp(writer: CommandWriter, op: KvOp): void {
+  writer.u8(OP_CODES[op.type]);
+  switch (op.type) {
     case 'put':
-      return { type: 'put', key: command.key, value: command.value };
+      writer.text(op.key);
+      writer.text(op.value);
+      return;
     case 'delete':
-      return { type: 'delete', key: command.key };
-    case 'txn':
-      return {
-        type: 'txn',
-        compare: command.compare.map((c) => ({ key: c.key, target: c.target, op: c.op, operand: c.operand })),
-        success: command.success.map(canonicalOp),
-        failure: command.failure.map(canonicalOp),
-      };
+    case 'get':
+      writer.text(op.key);
+      return;
+    case 'deleteRange':
+      writer.text(op.start);
+      writer.text(op.end);
+      return;
+    case 'range':
+      writer.text(op.start);
+      writer.text(op.end);
+      writer.u8(op.limit === undefined ? 0 : 1);
+      writer.f64(op.limit ?? 0);
+      return;
     default:
-      return assertNever(command);
+      assertNever(op);
   }
 }
 
-/** Deterministic bytes for a command: equal commands give equal bytes whatever their field order. Validate first. */
+/**
+ * Deterministic bytes for a command: equal commands give equal bytes whatever
+ * their field order. Binary, so that applying it takes no JSON parse and no
+ * second validation walk. Validate first.
+ */
 export function encodeCommand(command: KvCommand): Uint8Array {
-  return textEncoder.encode(JSON.stringify(canonicalCommand(command)));
+  let length = 2;
+  switch (command.type) {
+    case 'put':
+      length += textBytes(command.key) + textBytes(command.value);
+      break;
+    case 'delete':
+      length += textBytes(command.key);
+      break;
+    case 'txn':
+      length += 6;
+      for (const compare of command.compare) length += textBytes(compare.key) + 3 + (typeof compare.operand === 'string' ? textBytes(compare.operand) : 8);
+      for (const op of command.success) length += opBytes(op);
+      for (const op of command.failure) length += opBytes(op);
+      break;
+    default:
+      return assertNever(command);
+  }
+  const writer = new CommandWriter(length);
+  writer.u8(BINARY_VERSION);
+  writer.u8(COMMAND_CODES[command.type]);
+  switch (command.type) {
+    case 'put':
+      writer.text(command.key);
+      writer.text(command.value);
+      break;
+    case 'delete':
+      writer.text(command.key);
+      break;
+    case 'txn':
+      writer.u16(command.compare.length);
+      for (const compare of command.compare) {
+        writer.text(compare.key);
+        writer.u8(TARGET_CODES[compare.target]);
+        writer.u8(COMPARE_OP_CODES[compare.op]);
+        if (typeof compare.operand === 'string') {
+          writer.u8(1);
+          writer.text(compare.operand);
+        } else {
+          writer.u8(0);
+          writer.f64(compare.operand);
+        }
+      }
+      writer.u16(command.success.length);
+      for (const op of command.success) writeOp(writer, op);
+      writer.u16(command.failure.length);
+      for (const op of command.failure) writeOp(writer, op);
+      break;
+    default:
+      return assertNever(command);
+  }
+  // Lone surrogates would encode shorter than counted: validateCommand refuses them first.
+  assert(writer.offset === length, `command encoded to ${writer.offset} bytes, sized for ${length}`);
+  return writer.bytes;
+}
+
+/** Reads binary command bytes, checking the same limits as validateCommand. */
+class CommandBytesReader {
+  offset = 2;
+  textBytes = 0;
+  readonly #view: DataView;
+  constructor(
+    readonly bytes: Uint8Array,
+    readonly limits: KvLimits,
+  ) {
+    this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+  #need(count: number, what: string): number {
+    const at = this.offset;
+    if (at + count > this.bytes.byteLength) invalid(`${what} runs past the end of the command bytes`);
+    this.offset += count;
+    return at;
+  }
+  u8(what: string): number {
+    return this.bytes[this.#need(1, what)] as number;
+  }
+  u16(what: string): number {
+    return this.#view.getUint16(this.#need(2, what));
+  }
+  f64(what: string): number {
+    return this.#view.getFloat64(this.#need(8, what));
+  }
+  text(what: string, bytesMax: number, limitName: string): string {
+    const length = this.#view.getUint32(this.#need(4, what));
+    if (length > bytesMax) invalid(`${what} is ${length} bytes; the most is ${bytesMax} (${limitName})`);
+    const at = this.#need(length, what);
+    this.textBytes += length;
+    try {
+      // Valid UTF-8 holds no surrogates, so a decoded string is always well-formed.
+      return textDecoder.decode(this.bytes.subarray(at, at + length));
+    } catch {
+      return invalid(`${what} is not valid UTF-8`);
+    }
+  }
+  key(what: string): string {
+    const key = this.text(what, this.limits.keyBytesMax, 'keyBytesMax');
+    if (key === '') invalid(`${what} is empty; give a non-empty key`);
+    return key;
+  }
+  bound(what: string): string {
+    return this.text(what, this.limits.keyBytesMax + boundBytesSlack, 'keyBytesMax + 4');
+  }
+  value(what: string): string {
+    return this.text(what, this.limits.valueBytesMax, 'valueBytesMax');
+  }
+  count(what: string): number {
+    const count = this.u16(`${what} count`);
+    if (count > this.limits.txnOpsMax) invalid(`${what} has ${count} entries; the most is ${this.limits.txnOpsMax} (txnOpsMax)`);
+    return count;
+  }
+  integer(what: string): number {
+    const value = this.f64(what);
+    if (!Number.isSafeInteger(value)) invalid(`${what} is ${value}; it needs an integer`);
+    return value;
+  }
+  op(path: string): KvOp {
+    const code = this.u8(`${path}.type`);
+    switch (code) {
+      case OP_CODES.put:
+        return { type: 'put', key: this.key(`${path}.key`), value: this.value(`${path}.value`) };
+      case OP_CODES.delete:
+        return { type: 'delete', key: this.key(`${path}.key`) };
+      case OP_CODES.get:
+        return { type: 'get', key: this.key(`${path}.key`) };
+      case OP_CODES.deleteRange:
+        return { type: 'deleteRange', start: this.bound(`${path}.start`), end: this.bound(`${path}.end`) };
+      case OP_CODES.range: {
+        const start = this.bound(`${path}.start`);
+        const end = this.bound(`${path}.end`);
+        const hasLimit = this.u8(`${path}.limit flag`);
+        const limit = this.integer(`${path}.limit`);
+        if (hasLimit > 1 || limit < 0) invalid(`${path}.limit is malformed`);
+        return hasLimit === 1 ? { type: 'range', start, end, limit } : { type: 'range', start, end };
+      }
+      default:
+        return invalid(`${path}.type code ${code} is unknown`);
+    }
+  }
+  ops(path: string): KvOp[] {
+    const count = this.count(path);
+    const ops: KvOp[] = [];
+    for (let i = 0; i < count; i++) ops.push(this.op(`${path}[${i}]`));
+    return ops;
+  }
+  command(): KvCommand {
+    const code = this.bytes[1];
+    switch (code) {
+      case COMMAND_CODES.put:
+        return { type: 'put', key: this.key('put.key'), value: this.value('put.value') };
+      case COMMAND_CODES.delete:
+        return { type: 'delete', key: this.key('delete.key') };
+      case COMMAND_CODES.txn: {
+        const compareCount = this.count('txn.compare');
+        const compare: Compare[] = [];
+        for (let i = 0; i < compareCount; i++) {
+          const path = `txn.compare[${i}]`;
+          const key = this.key(`${path}.key`);
+          const target = TARGETS_BY_CODE[this.u8(`${path}.target`)];
+          const op = OPS_BY_CODE[this.u8(`${path}.op`)];
+          if (target === undefined || op === undefined) invalid(`${path} has an unknown target or op`);
+          const kind = this.u8(`${path}.operand kind`);
+          if (kind !== (target === 'value' ? 1 : 0)) invalid(`${path}.operand does not fit target '${target}'`);
+          compare.push({ key, target, op, operand: kind === 1 ? this.value(`${path}.operand`) : this.integer(`${path}.operand`) });
+        }
+        const success = this.ops('txn.success');
+        const failure = this.ops('txn.failure');
+        return { type: 'txn', compare, success, failure };
+      }
+      default:
+        return invalid(`command type code ${String(code)} is unknown`);
+    }
+  }
+}
+
+function decodeBinary(bytes: Uint8Array, limits: KvLimits): ParseResult {
+  const reader = new CommandBytesReader(bytes, limits);
+  try {
+    const command = reader.command();
+    if (reader.offset !== bytes.byteLength) invalid(`${bytes.byteLength - reader.offset} bytes follow the command`);
+    if (reader.textBytes > limits.commandBytesMax) {
+      invalid(`command carries ${reader.textBytes} bytes of keys, values and operands; the most is ${limits.commandBytesMax} (commandBytesMax)`);
+    }
+    return { ok: true, command };
+  } catch (error) {
+    if (error instanceof Invalid) return { ok: false, error: { name: 'InvalidCommandError', message: error.message } };
+    throw error;
+  }
 }
 
 type ParseResult = { readonly ok: true; readonly command: KvCommand } | { readonly ok: false; readonly error: KvError };
 
 function parseCommand(bytes: Uint8Array, limits: KvLimits): ParseResult {
+  if (bytes.byteLength >= 2 && bytes[0] === BINARY_VERSION) return decodeBinary(bytes, limits);
   let input: unknown;
   try {
     input = JSON.parse(textDecoder.decode(bytes));
@@ -712,6 +955,16 @@ export interface KvStateMachineOptions {
   readonly indexLeafKeysMax?: number;
 }
 
+/**
+ * The NOSPACE alarm, as etcd's: while this key exists, a command that puts any
+ * other key is refused (deletes and reads go on, so space can be freed). It is
+ * ordinary replicated state, so every replica refuses the same commands; the
+ * leader raises and clears it (node/quota-alarm.ts) by putting and deleting it.
+ */
+export const NOSPACE_ALARM_KEY = 'cluster/alarms/nospace';
+/** What a key costs in `stateBytes` beyond its key and value bytes (the map entry, the index slot, three revisions). */
+export const KEY_OVERHEAD_BYTES = 64;
+
 export class KvStateMachine {
   readonly limits: KvLimits;
   readonly #valueCheck: ((key: string, value: string) => string | null) | null;
@@ -720,6 +973,8 @@ export class KvStateMachine {
   // (etcd starts its store at 1, so its first write is revision 2).
   #revision = 0;
   readonly #kvs = new Map<string, KeyValue>();
+  /** Sum over keys of key bytes + value bytes + KEY_OVERHEAD_BYTES: what the quota counts. */
+  #stateBytes = 0;
   #index: SortedKeys;
 
   constructor(options: KvStateMachineOptions = {}) {
@@ -758,7 +1013,15 @@ export class KvStateMachine {
     if (!parsed.ok) return { ok: false, error: parsed.error };
     const refused = this.#refusedWrite(parsed.command);
     if (refused !== null) return { ok: false, error: { name: 'InvalidCommandError', message: refused } };
+    if (this.#kvs.has(NOSPACE_ALARM_KEY) && putsOtherThan(parsed.command, NOSPACE_ALARM_KEY)) {
+      return { ok: false, error: { name: 'NoSpaceError', message: NO_SPACE_MESSAGE } };
+    }
     return this.#execute(parsed.command);
+  }
+
+  /** Bytes of state the quota counts (keys, values and a fixed overhead per key); the same on every replica. */
+  get stateBytes(): number {
+    return this.#stateBytes;
   }
 
   /** The first write of `command` that the value check refuses, as one line; null when all pass. */
@@ -850,6 +1113,7 @@ export class KvStateMachine {
       if (previous !== undefined && compareKeys(previous, kv.key) >= 0) corrupt(`key ${entry} is not after key ${entry - 1} in byte order`);
       keys.push(kv.key);
       machine.#kvs.set(kv.key, kv);
+      machine.#stateBytes += keyValueBytes(kv.key, kv.value);
     }
     if (reader.offset !== end) corrupt(`${end - reader.offset} bytes follow the last entry`);
     machine.#index = SortedKeys.fromSorted(keys, machine.#index.leafKeysMax);
@@ -967,6 +1231,7 @@ export class KvStateMachine {
       modRevision: revision,
     });
     this.#kvs.set(key, next);
+    this.#stateBytes += keyValueBytes(key, value) - (prev === null ? 0 : keyValueBytes(key, prev.value));
     if (prev === null) this.#index.insert(key);
     return prev;
   }
@@ -975,6 +1240,7 @@ export class KvStateMachine {
     const prev = this.#kvs.get(key);
     if (prev === undefined) return null;
     this.#kvs.delete(key);
+    this.#stateBytes -= keyValueBytes(key, prev.value);
     assert(this.#index.remove(key), `key ${JSON.stringify(key)} in the map but not the index`);
     return prev;
   }
@@ -995,6 +1261,24 @@ export class KvStateMachine {
     const kv = this.#kvs.get(key);
     assert(kv !== undefined, `indexed key ${JSON.stringify(key)} missing from the map`);
     return kv;
+  }
+}
+
+const NO_SPACE_MESSAGE = 'the cluster is out of space: its state is over the quota (--quota-bytes), so writes that put are refused; delete keys or projects to free space (the alarm clears by itself below 90 % of the quota)';
+
+const keyValueBytes = (key: string, value: string): number => utf8ByteLength(key) + utf8ByteLength(value) + KEY_OVERHEAD_BYTES;
+
+/** Whether the command puts a key other than `key`, in either branch (as etcd's capped applier: a put anywhere costs space). */
+function putsOtherThan(command: KvCommand, key: string): boolean {
+  switch (command.type) {
+    case 'put':
+      return command.key !== key;
+    case 'delete':
+      return false;
+    case 'txn':
+      return command.success.some((op) => op.type === 'put' && op.key !== key) || command.failure.some((op) => op.type === 'put' && op.key !== key);
+    default:
+      return assertNever(command);
   }
 }
 

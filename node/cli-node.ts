@@ -21,7 +21,10 @@ import {
 } from '../proto/gen/kv_pb.ts';
 import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
 import { prefixEnd } from '../consensus/kv-state-machine.ts';
-import { StorageCorruptError, StorageLockedError } from '../consensus/storage-leveldb.ts';
+import { StorageCorruptError, StorageFullError, StorageLockedError } from '../consensus/storage-errors.ts';
+import { WAL_SEGMENT_BYTES_DEFAULT } from '../consensus/storage-wal.ts';
+import { SEGMENT_BYTES_MIN } from '../consensus/wal.ts';
+import { QUOTA_BYTES_DEFAULT } from './quota-alarm.ts';
 import { startGrpcServer } from './grpc-server.ts';
 import { startHttpServer } from './http.ts';
 import { createLogger } from './log.ts';
@@ -54,6 +57,7 @@ const NODE_HELP = `usage: debughost node --id ID --grpc HOST:PORT --mcp HOST:POR
                       [--cluster-secret-file FILE] [--admin-token-file FILE] [--join-token TOKEN]
                       [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] [--insecure-no-auth]
                       [--redis URL] [--no-fsync] [--tick-ms MS] [--snapshot-entries N] [--seed-wait-ms MS]
+                      [--quota-bytes N] [--wal-segment-bytes N]
                       [--ports FROM-TO] [--docker auto|off] [--force-new-cluster]
                       [--unsafe-ack-before-commit]   (TEST-ONLY: loses acknowledged writes)
 
@@ -64,6 +68,9 @@ with the same --data-dir rejoins. Stop with Ctrl-C or SIGTERM: a leader hands
 leadership over first and hands its projects to the other nodes.
 
 --ports     the range projects' ports are allocated from on this node (default 20000-29999)
+--quota-bytes        most bytes of replicated state (keys, values, 64 per key) before the NOSPACE
+                     alarm refuses writes that put (default 512 MiB; the leader's value counts)
+--wal-segment-bytes  size of each preallocated WAL segment file (default 16 MiB)
 --docker    auto (default): run projects with an image in Docker when an engine answers; off: processes only
 --force-new-cluster  disaster recovery: restart a surviving member's data dir as a new
             one-member cluster holding all of its state; the others rejoin it with empty
@@ -80,6 +87,14 @@ each node certificate names its node (SAN URI:urn:debughost:node:ID) instead.
 
 /** Longest a starting node waits for its bootstrap admin token to be applied before saying it is ready. */
 const BOOTSTRAP_TOKEN_WAIT_MS = 15_000;
+
+/** A quota below 1 MiB would leave no room for the cluster's own records. */
+const QUOTA_BYTES_MIN = 1024 * 1024;
+/** The whole state is in the heap and a snapshot is one allocation: 4 GiB is past what V8 can hold. */
+const QUOTA_BYTES_MAX = 4 * 1024 * 1024 * 1024;
+/** A segment is zero-filled whole and read whole at start: 1 GiB is plenty. */
+const WAL_SEGMENT_BYTES_MAX = 1024 * 1024 * 1024;
+
 /** A stopped node exits by itself after this long even if a library left a connection open. */
 const STOPPED_EXIT_GRACE_MS = 1_000;
 
@@ -99,6 +114,8 @@ export async function nodeCommand(argv: string[]): Promise<number> {
       'no-fsync': { type: 'boolean' },
       'tick-ms': { type: 'string' },
       'snapshot-entries': { type: 'string' },
+      'quota-bytes': { type: 'string' },
+      'wal-segment-bytes': { type: 'string' },
       'seed-wait-ms': { type: 'string' },
       'unsafe-ack-before-commit': { type: 'boolean' },
       ports: { type: 'string' },
@@ -140,6 +157,8 @@ export async function nodeCommand(argv: string[]): Promise<number> {
   if (joinToken !== null && parseToken(joinToken)?.kind !== 'join') throw new UsageError('--join-token needs a join token (dhj.…); an admin makes one with debughost token create --join');
   const tickMs = parseIntegerFlag('tick-ms', values['tick-ms'] ?? String(TICK_MS_DEFAULT), 5, 1000);
   const snapshotEntries = parseIntegerFlag('snapshot-entries', values['snapshot-entries'] ?? '10000', 10, 10_000_000);
+  const quotaBytes = parseIntegerFlag('quota-bytes', values['quota-bytes'] ?? String(QUOTA_BYTES_DEFAULT), QUOTA_BYTES_MIN, QUOTA_BYTES_MAX);
+  const walSegmentBytes = parseIntegerFlag('wal-segment-bytes', values['wal-segment-bytes'] ?? String(WAL_SEGMENT_BYTES_DEFAULT), SEGMENT_BYTES_MIN, WAL_SEGMENT_BYTES_MAX);
   const seedWaitMs = parseIntegerFlag('seed-wait-ms', values['seed-wait-ms'] ?? '60000', 100, 3_600_000);
   const ports = parsePortRange(values.ports ?? '20000-29999');
   const docker = values.docker ?? 'auto';
@@ -159,6 +178,8 @@ export async function nodeCommand(argv: string[]): Promise<number> {
       log,
       seedWaitMs,
       snapshotEntries,
+      quotaBytes,
+      walSegmentBytes,
       // The chaos suite's planted fault; see plantAckBeforeCommit in node.ts.
       unsafeAckBeforeCommit: values['unsafe-ack-before-commit'] === true,
       actors: { portRangeStart: ports.from, portRangeEnd: ports.to, docker },
@@ -170,7 +191,7 @@ export async function nodeCommand(argv: string[]): Promise<number> {
       redisUrl,
     });
   } catch (error) {
-    if (error instanceof NodeStartError || error instanceof StorageCorruptError || error instanceof StorageLockedError) throw new UsageError(error.message);
+    if (error instanceof NodeStartError || error instanceof StorageCorruptError || error instanceof StorageLockedError || error instanceof StorageFullError) throw new UsageError(error.message);
     throw error;
   }
   const abort = new AbortController();

@@ -6,7 +6,8 @@
 import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { PersistBatch, RaftStorage } from '../consensus/storage.ts';
-import { LevelStorage, type LevelStorageOptions } from '../consensus/storage-leveldb.ts';
+import { WalStorage, type WalStorageOptions } from '../consensus/storage-wal.ts';
+import { systemClock } from './system.ts';
 
 export const IDENTITY_FILE = 'identity.json';
 
@@ -15,8 +16,9 @@ export interface NodeIdentity {
   readonly nodeId: string;
 }
 
-export function openRaftStorage(dataDir: string, options: LevelStorageOptions): Promise<LevelStorage> {
-  return LevelStorage.open(join(dataDir, 'raft'), options);
+/** The Raft storage of a data dir (its WAL and snapshot store); the clock defaults to the system's. */
+export function openRaftStorage(dataDir: string, options: Omit<WalStorageOptions, 'clock'> & { readonly clock?: WalStorageOptions['clock'] }): Promise<WalStorage> {
+  return WalStorage.open(dataDir, { clock: systemClock, ...options });
 }
 
 /** Persist one batch and wait until it is durable. */
@@ -25,7 +27,7 @@ export function persistSynced(storage: RaftStorage, batch: PersistBatch): Promis
 }
 
 /** Record which cluster and node the dir belongs to: in the storage, then identity.json (written whole, synced, renamed). */
-export async function writeIdentity(storage: LevelStorage, dataDir: string, identity: NodeIdentity): Promise<void> {
+export async function writeIdentity(storage: WalStorage, dataDir: string, identity: NodeIdentity): Promise<void> {
   await storage.writeMeta(identity);
   const path = join(dataDir, IDENTITY_FILE);
   const handle = await open(`${path}.tmp`, 'w');

@@ -72,7 +72,11 @@ const AUDIT_DETAIL_CHARS_MAX = 300;
 /** The one place write outcomes become results or gRPC errors. */
 function writeResult(outcome: WriteOutcome<KvResult>): KvResult & { ok: true } {
   if (outcome.ok) {
-    if (!outcome.result.ok) throw new RpcError(grpc.status.INVALID_ARGUMENT, outcome.result.error.message);
+    if (!outcome.result.ok) {
+      // Out of space is the cluster's condition, not the request's fault.
+      const code = outcome.result.error.name === 'NoSpaceError' ? grpc.status.RESOURCE_EXHAUSTED : grpc.status.INVALID_ARGUMENT;
+      throw new RpcError(code, outcome.result.error.message);
+    }
     return outcome.result;
   }
   switch (outcome.reason) {

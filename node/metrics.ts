@@ -35,6 +35,7 @@ export class NodeMetrics {
   private readonly grpcRequests: Counter<'method' | 'code'>;
   private readonly authRefusals: Counter<'plane' | 'reason'>;
   private readonly raftSpoofed: Counter;
+  private readonly alarms: Gauge<'alarm'>;
   /** The last leader this node knew, to count changes. */
   private lastLeader: string | null = null;
 
@@ -107,7 +108,7 @@ export class NodeMetrics {
     });
     this.fsyncSeconds = new Histogram({
       name: 'debughost_storage_fsync_seconds',
-      help: 'Latency of one LevelDB write with sync (one group commit of the Raft log).',
+      help: 'Latency of one synced WAL write (one group commit of the Raft log).',
       buckets: FSYNC_BUCKETS_SECONDS,
       registers,
     });
@@ -130,6 +131,14 @@ export class NodeMetrics {
       help: 'Raft messages dropped because their sender field named another node than the authenticated peer.',
       registers,
     });
+    this.alarms = new Gauge({
+      name: 'debughost_alarm_active',
+      help: 'Alarms raised on this node: diskfull (its data disk has no room for the next WAL segment or snapshot; it refuses writes) and nospace (the replicated KV size quota is exceeded; the cluster refuses writes that put).',
+      labelNames: ['alarm'],
+      registers,
+    });
+    this.alarms.set({ alarm: 'diskfull' }, 0);
+    this.alarms.set({ alarm: 'nospace' }, 0);
     collectDefaultMetrics({ register: this.registry, prefix: 'debughost_' });
   }
 
@@ -155,6 +164,14 @@ export class NodeMetrics {
 
   raftMessageSpoofed(): void {
     this.raftSpoofed.inc();
+  }
+
+  diskFull(active: boolean): void {
+    this.alarms.set({ alarm: 'diskfull' }, active ? 1 : 0);
+  }
+
+  nospace(active: boolean): void {
+    this.alarms.set({ alarm: 'nospace' }, active ? 1 : 0);
   }
 
   peerStreamError(peer: string): void {

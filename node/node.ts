@@ -10,7 +10,8 @@ import type { KvResult } from '../consensus/kv-state-machine.ts';
 import { RaftNode, type WriteOutcome } from '../consensus/raft-node.ts';
 import { defaultRaftConfig } from '../consensus/raft.ts';
 import { bootstrapState, emptyPersistedState, type PersistedState } from '../consensus/storage.ts';
-import type { LevelStorage } from '../consensus/storage-leveldb.ts';
+import type { WalStorage } from '../consensus/storage-wal.ts';
+import { QUOTA_BYTES_DEFAULT, QuotaAlarm } from './quota-alarm.ts';
 import { GrpcTransport, MESSAGE_BYTES_MAX } from '../consensus/transport-grpc.ts';
 import type { ConfChange, LogIndex, NodeId } from '../consensus/types.ts';
 import { systemClock, systemRandom } from './system.ts';
@@ -43,6 +44,10 @@ export interface NodeOptions {
   readonly seedWaitMs: number;
   /** Snapshot and compact the log after this many applied entries. */
   readonly snapshotEntries: number;
+  /** Bytes of each preallocated WAL segment; default WAL_SEGMENT_BYTES_DEFAULT. */
+  readonly walSegmentBytes?: number;
+  /** Most bytes of replicated state before the NOSPACE alarm (the leader's value counts); default QUOTA_BYTES_DEFAULT. */
+  readonly quotaBytes?: number;
   /** TEST-ONLY fault plant for the chaos suite: acknowledge writes before they commit (loses acknowledged writes). */
   readonly unsafeAckBeforeCommit?: boolean;
   /** The actor layer (ports, Docker, host timing); defaults when absent. */
@@ -84,11 +89,18 @@ export class NodeStartError extends Error {
 
 export type KvNode = RaftNode<KvResult, KvMachine>;
 
-/** The Raft driver, counting every proposal's outcome for /metrics. */
+/**
+ * The Raft driver, counting every proposal's outcome for /metrics, and
+ * refusing new proposals while this node's data disk is full (its log could
+ * not take them; Raft's own traffic still has the current WAL segment).
+ */
 class MeteredRaftNode extends RaftNode<KvResult, KvMachine> {
   metrics: NodeMetrics | null = null;
+  storage: WalStorage | null = null;
 
   override propose(data: Uint8Array, callback: (outcome: WriteOutcome<KvResult>) => void): void {
+    const full = this.storage?.full ?? null;
+    if (full !== null) return this.refuse('command', full.message, callback);
     super.propose(data, (outcome) => {
       this.metrics?.proposal('command', outcome);
       callback(outcome);
@@ -96,10 +108,18 @@ class MeteredRaftNode extends RaftNode<KvResult, KvMachine> {
   }
 
   override proposeConfChange(change: ConfChange, callback: (outcome: WriteOutcome<KvResult>) => void): void {
+    const full = this.storage?.full ?? null;
+    if (full !== null) return this.refuse('membership', full.message, callback);
     super.proposeConfChange(change, (outcome) => {
       this.metrics?.proposal('membership', outcome);
       callback(outcome);
     });
+  }
+
+  private refuse(kind: 'command' | 'membership', detail: string, callback: (outcome: WriteOutcome<KvResult>) => void): void {
+    const outcome: WriteOutcome<KvResult> = { ok: false, reason: 'rejected', detail: `node ${this.id}: ${detail}` };
+    this.metrics?.proposal(kind, outcome);
+    callback(outcome);
   }
 }
 
@@ -127,6 +147,8 @@ export class DebughostNode {
   readonly watches = new WatchHub();
   /** Called after every persisted ready: leader, term and role changes show up here first (the dashboard listens). */
   readonly raftListeners = new Set<() => void>();
+  /** Raises and clears the NOSPACE alarm when this node leads. */
+  private readonly quota: QuotaAlarm;
   /** Called once when this node learns it was removed from the cluster. */
   onRemoved: (() => void) | null = null;
   /** The actor layer, once Raft runs. */
@@ -135,12 +157,13 @@ export class DebughostNode {
 
   private constructor(
     readonly options: NodeOptions,
-    readonly storage: LevelStorage,
+    readonly storage: WalStorage,
     /** Tokens, peer authentication, audit, rate limits (node/trust.ts). */
     readonly trust: NodeTrust,
     readonly metrics: NodeMetrics,
   ) {
     this.peers = new PeerClients(trust.peerCredentials);
+    this.quota = new QuotaAlarm(options.quotaBytes ?? QUOTA_BYTES_DEFAULT, metrics, options.log);
     this.store = {
       view: () => {
         const kv = this.raft?.machine.kv ?? null;
@@ -199,7 +222,16 @@ export class DebughostNode {
       watchers: () => view.node?.watches.watcherCount ?? 0,
     });
     metrics.space.watch(options.dataDir);
-    const storage = await openRaftStorage(options.dataDir, { fsync: options.fsync, onSync: (ms, entries) => metrics.sync(ms, entries) });
+    const storage = await openRaftStorage(options.dataDir, {
+      fsync: options.fsync,
+      ...(options.walSegmentBytes === undefined ? {} : { segmentBytes: options.walSegmentBytes }),
+      onSync: (ms, entries) => metrics.sync(ms, entries),
+      onFull: (error) => {
+        metrics.diskFull(error !== null);
+        if (error !== null) options.log.error({ error: error.message }, 'the data disk is full; refusing writes until space is freed');
+        else options.log.info('the data disk has room again; writes resume');
+      },
+    });
     const meta = storage.readMeta();
     if (meta !== null && meta.nodeId !== options.id) {
       await storage.close();
@@ -430,8 +462,14 @@ export class DebughostNode {
             this.metrics.observeLeader(this.raft?.raft.leader ?? null);
             for (const listener of this.raftListeners) listener();
           },
-          applied: () => this.actors?.host.applied(),
-          snapshotApplied: () => this.actors?.host.applied(),
+          applied: () => {
+            this.quota.check(raft);
+            this.actors?.host.applied();
+          },
+          snapshotApplied: () => {
+            this.quota.check(raft);
+            this.actors?.host.applied();
+          },
           fatal: (_node, error) => {
             this.options.log.fatal({ error: error.message }, 'storage failed; stopping');
             process.exitCode = 1;
@@ -456,6 +494,7 @@ export class DebughostNode {
       persisted,
     );
     raft.metrics = this.metrics;
+    raft.storage = this.storage;
     this.raft = raft;
     if (this.options.unsafeAckBeforeCommit === true) {
       this.options.log.warn('--unsafe-ack-before-commit: writes are acknowledged before they commit; acknowledged writes WILL be lost (test-only)');

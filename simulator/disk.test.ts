@@ -58,25 +58,38 @@ test('completions are in persist order even when a later sync draws a shorter la
   t.deepEqual(acks, Array.from({ length: 50 }, (_, i) => i + 1));
 });
 
-test('a crash loses the unsynced batches, keeps the synced ones, and never calls their done', (t) => {
-  const { scheduler, disk, acks, persist } = setup({ syncMsBase: 5, syncMsJitter: 0, slowSyncProbability: 0, slowSyncMsMax: 0 });
-  persist(1, { hardState: hard(1, 0), entries: entries(1, 2) });
-  scheduler.runUntil(5, 10);
-  persist(2, { hardState: hard(2, 2), entries: entries(3, 4, 2) });
-  persist(3, { entries: entries(5, 5, 2) });
-  scheduler.runUntil(7, 10);
-  t.is(disk.crash(), 2);
-  scheduler.runUntil(100, 10);
-  t.deepEqual(acks, [1]);
-  const state = disk.load();
-  t.deepEqual(indexes(state.entries), [1, 2]);
-  t.is(Number(state.hardState.term), 1);
-  t.deepEqual(disk.counts, { persisted: 3, synced: 1, lost: 2 });
-  // After the crash the disk continues from the durable state.
-  persist(4, { entries: entries(3, 3, 3) });
-  scheduler.runUntil(200, 10);
-  t.deepEqual(acks, [1, 4]);
-  t.deepEqual(indexes(disk.load().entries), [1, 2, 3]);
+test('a crash keeps the synced batches and a prefix of the unsynced records, and never calls their done', (t) => {
+  const seen = new Set<string>();
+  for (let seed = 1; seed <= 60; seed++) {
+    const scheduler = new Scheduler();
+    const disk = new SimDisk({ node: n1, scheduler, prng: new Prng(seed).fork('disk:n1'), latency: { syncMsBase: 5, syncMsJitter: 0, slowSyncProbability: 0, slowSyncMsMax: 0 } });
+    const acks: number[] = [];
+    const persist = (label: number, fields: Partial<PersistBatch>): void => disk.persist(batch(fields), (error) => (error === null ? acks.push(label) : t.fail(error.message)));
+    persist(1, { hardState: hard(1, 0), entries: entries(1, 2) });
+    scheduler.runUntil(5, 10);
+    // Records in write order: 3, 4, hard state (term 2), 5.
+    persist(2, { hardState: hard(2, 2), entries: entries(3, 4, 2) });
+    persist(3, { entries: entries(5, 5, 2) });
+    scheduler.runUntil(7, 10);
+    const lost = disk.crash();
+    scheduler.runUntil(100, 10);
+    t.deepEqual(acks, [1]);
+    const state = disk.load();
+    const kept = indexes(state.entries);
+    t.deepEqual(kept.slice(0, 2), [1, 2]);
+    t.deepEqual(kept, [1, 2, 3, 4, 5].slice(0, kept.length), 'a prefix, in order');
+    // The hard state of batch 2 is its last record: durable only with all of its entries.
+    t.is(Number(state.hardState.term), kept.length >= 4 && (kept.length === 5 || lost < 2) ? 2 : 1);
+    t.is(lost, kept.length === 5 ? 0 : kept.length >= 4 && state.hardState.term === 2 ? 1 : 2);
+    seen.add(`${kept.length}/${Number(state.hardState.term)}`);
+    // After the crash the disk continues from the durable state.
+    persist(4, { entries: entries(kept.length + 1, kept.length + 1, 3) });
+    scheduler.runUntil(200, 10);
+    t.deepEqual(acks, [1, 4]);
+    t.deepEqual(indexes(disk.load().entries), [1, 2, 3, 4, 5, 6].slice(0, kept.length + 1));
+  }
+  // Every cut: nothing, after 3, after 4, after the hard state, everything.
+  t.deepEqual([...seen].sort(), ['2/1', '3/1', '4/1', '4/2', '5/2']);
 });
 
 test('entries replace stored entries at and after the first new index', (t) => {

@@ -1,6 +1,7 @@
 // Simulated disk for one node: batches are queued at once and become durable
-// in order after an fsync latency drawn from the PRNG; a crash loses whatever
-// was not yet synced and never calls its `done`.
+// in order after an fsync latency drawn from the PRNG; a crash keeps what was
+// synced plus, as the real WAL may (consensus/wal.ts), a prefix of the records
+// of the unsynced batches (a write cut short), and never calls their `done`.
 import assert from 'node:assert/strict';
 import type { Entry, HardState, NodeId, Snapshot } from '../consensus/types.ts';
 import { emptyPersistedState, type PersistBatch, type PersistedState, type RaftStorage } from '../consensus/storage.ts';
@@ -130,6 +131,17 @@ class StoredLog {
   }
 }
 
+/** Records a batch is written as: a snapshot mark, one per entry, a hard state. */
+const recordCount = (batch: PersistBatch): number => (batch.snapshot === null ? 0 : 1) + batch.entries.length + (batch.hardState === null ? 0 : 1);
+
+/** The first `count` records of a batch, as a batch. */
+function prefixOf(batch: PersistBatch, count: number): PersistBatch {
+  const hasSnapshot = batch.snapshot !== null;
+  const entries = batch.entries.slice(0, Math.max(0, count - (hasSnapshot ? 1 : 0)));
+  const whole = count >= recordCount(batch);
+  return { hardState: whole ? batch.hardState : null, snapshot: batch.snapshot, dropEntriesAfterSnapshot: batch.dropEntriesAfterSnapshot, entries };
+}
+
 function checkContiguous(entries: readonly Entry[], firstIndex: number, where: string): void {
   for (let i = 0; i < entries.length; i++) {
     const entry = entries[i] as Entry;
@@ -170,8 +182,10 @@ export class SimDisk implements RaftStorage {
   private pendingLastIndex: number;
   private readonly syncCompletedBound: (write: PendingWrite) => void;
   private readonly acknowledgeBound: (write: PendingWrite) => void;
-  /** Batches persisted, synced and lost to crashes since construction. */
-  readonly counts = { persisted: 0, synced: 0, lost: 0 };
+  /** Batches persisted, synced and lost to crashes since construction; `torn`: crashes that kept part of an unsynced batch. */
+  readonly counts = { persisted: 0, synced: 0, lost: 0, torn: 0 };
+  /** Its own stream, so that drawing torn prefixes leaves every other draw of a seed as it was. */
+  private readonly tornPrng: Prng;
 
   constructor(options: SimDiskOptions) {
     this.node = options.node;
@@ -182,6 +196,7 @@ export class SimDisk implements RaftStorage {
     this.durable = new StoredLog(options.initial ?? emptyPersistedState());
     this.pendingSnapshotIndex = this.durable.snapshotIndex;
     this.pendingLastIndex = this.durable.lastIndex;
+    this.tornPrng = options.prng.fork('torn');
     this.syncCompletedBound = (write) => this.syncCompleted(write);
     this.acknowledgeBound = (write) => this.acknowledge(write);
   }
@@ -203,13 +218,30 @@ export class SimDisk implements RaftStorage {
     this.counts.persisted++;
   }
 
-  /** The process died: unsynced batches are lost and their `done` is never called. Returns how many were lost. */
+  /**
+   * The process died: unsynced batches never get their `done`. What reached
+   * the disk of them is a prefix of their records in write order (per batch:
+   * snapshot mark, entries, hard state), as with the real WAL, whose torn tail
+   * ends at the first record a crash cut. Returns how many batches were not
+   * kept whole.
+   */
   crash(): number {
-    let lost = 0;
+    const unsynced: PendingWrite[] = [];
     for (let i = this.ackHead; i < this.queue.length; i++) {
       const write = this.queue[i] as PendingWrite;
       if (write.handle !== null) this.scheduler.cancel(write.handle);
-      if (!write.synced) lost++;
+      if (!write.synced) unsynced.push(write);
+    }
+    const records = unsynced.reduce((sum, write) => sum + recordCount(write.batch), 0);
+    let keep = records === 0 ? 0 : this.tornPrng.int(records + 1);
+    let lost = 0;
+    for (const write of unsynced) {
+      const count = recordCount(write.batch);
+      const kept = Math.min(keep, count);
+      keep -= kept;
+      if (kept > 0) this.durable.apply(prefixOf(write.batch, kept), `${this.node} torn`);
+      if (kept < count) lost++;
+      if (kept > 0 && kept < count) this.counts.torn++;
     }
     this.queue = [];
     this.ackHead = 0;

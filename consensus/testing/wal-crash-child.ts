@@ -1,13 +1,14 @@
-// Child process for consensus/storage-leveldb.test.ts. Usage:
-//   node --import tsx consensus/testing/leveldb-crash-child.ts DIR write SEED
+// Child process for consensus/storage-wal.test.ts. Usage:
+//   node --import tsx consensus/testing/wal-crash-child.ts DIR write SEED
 //     appends entries (term a pure function of the index, data the index) with
 //     a few persists in flight and an occasional compaction snapshot, printing
 //     `ack FIRST LAST` once a batch's done fires, until it is killed;
-//   node --import tsx consensus/testing/leveldb-crash-child.ts DIR hold
+//   node --import tsx consensus/testing/wal-crash-child.ts DIR hold
 //     opens the storage, prints `ready` and holds the LOCK until killed.
 import { pathToFileURL } from 'node:url';
 import type { PersistBatch } from '../storage.ts';
-import { LevelStorage } from '../storage-leveldb.ts';
+import { WalStorage } from '../storage-wal.ts';
+import { systemClock } from '../../node/system.ts';
 import type { Entry, LogIndex, NodeId, Term } from '../types.ts';
 import { Prng } from '../../simulator/prng.ts';
 
@@ -24,10 +25,12 @@ export function crashEntryData(index: number, paddingBytes: number): Uint8Array 
 export const crashEntryIndexOf = (data: Uint8Array): number => new DataView(data.buffer, data.byteOffset, data.byteLength).getFloat64(0);
 
 const INFLIGHT_MAX = 3;
+/** Small segments, so that kills also land around rotations and segment deletions. */
+export const CRASH_SEGMENT_BYTES = 64 * 1024;
 const SNAPSHOT_EVERY_ENTRIES = 150;
 
 async function write(dir: string, seed: number): Promise<void> {
-  const storage = await LevelStorage.open(dir);
+  const storage = await WalStorage.open(dir, { clock: systemClock, segmentBytes: CRASH_SEGMENT_BYTES });
   const loaded = storage.load();
   const prng = new Prng(seed);
   let lastIndex = (loaded.snapshot?.meta.index ?? 0) + loaded.entries.length;
@@ -76,7 +79,7 @@ async function write(dir: string, seed: number): Promise<void> {
 }
 
 async function hold(dir: string): Promise<void> {
-  await LevelStorage.open(dir);
+  await WalStorage.open(dir, { clock: systemClock, segmentBytes: CRASH_SEGMENT_BYTES });
   process.stdout.write('ready\n');
   setInterval(() => undefined, 60_000);
 }
@@ -84,7 +87,7 @@ async function hold(dir: string): Promise<void> {
 function main(): void {
   const [dir, mode = 'write', seed = '1'] = process.argv.slice(2);
   if (dir === undefined) {
-    process.stderr.write('usage: leveldb-crash-child.ts DIR [write SEED | hold]\n');
+    process.stderr.write('usage: wal-crash-child.ts DIR [write SEED | hold]\n');
     process.exit(2);
   }
   (mode === 'hold' ? hold(dir) : write(dir, Number(seed))).catch((error: unknown) => {
