@@ -9,6 +9,7 @@ import { PortRegistry } from './ports.ts';
 import { DockerRuntime, LABELS, type DockerRuntimeOptions } from './runtime-docker.ts';
 import { RuntimeError, type ProjectRef, type WorkloadSpec, type WorkloadStatus } from './runtime.ts';
 import { testDocker, TEST_IMAGE, type TestDocker } from './testing/dockerd.ts';
+import { prerequisites } from './testing/prerequisites.ts';
 import { eventually, realClock } from './testing/real.ts';
 import { runtimeCompliance, type Behaviour } from './testing/runtime-compliance.ts';
 
@@ -19,15 +20,14 @@ const ports = new PortRegistry({ node, rangeStart: 22000, rangeEnd: 22999 });
 const runtimes: DockerRuntime[] = [];
 const logStores: LogStore[] = [];
 let engine: TestDocker | null = null;
-let skip: string | null = null;
+const docker = await prerequisites('docker', 'busybox-static');
+const dockerTest = docker.guard(test.serial);
 
-test.before(async () => {
-  const found = await testDocker();
-  if ('skip' in found) {
-    skip = found.skip;
-    console.log(`runtime-docker tests skipped: ${skip}`);
-  } else engine = found;
-});
+if (docker.met) {
+  test.before(async () => {
+    engine = await testDocker();
+  });
+}
 
 test.after.always(async () => {
   for (const runtime of runtimes) runtime.detach();
@@ -74,8 +74,8 @@ const waitState = (runtime: DockerRuntime, project: ProjectRef, states: Workload
 
 const HTTPD = 'mkdir -p /www && echo hello > /www/index.html && echo "serving on $PORT" && echo "a warning" >&2 && exec httpd -f -p "$PORT" -h /www';
 
-test.serial('a container serves HTTP on its allocated port, with labels, limits and demuxed logs; stop stops it', async (t) => {
-  if (engine === null) return t.pass(`skipped: ${skip ?? ''}`);
+dockerTest('a container serves HTTP on its allocated port, with labels, limits and demuxed logs; stop stops it', async (t) => {
+  if (engine === null) return t.fail('no engine: the before hook failed');
   const logs = newLogs();
   const runtime = await openRuntime(logs);
   const project = { tenant: 'td', name: 'web' };
@@ -106,8 +106,8 @@ test.serial('a container serves HTTP on its allocated port, with labels, limits 
   await t.throwsAsync(engine.docker.getContainer(started.containerId as string).inspect());
 });
 
-test.serial('a crashing container is restarted by policy with back-off, then held in crashLoop', async (t) => {
-  if (engine === null) return t.pass(`skipped: ${skip ?? ''}`);
+dockerTest('a crashing container is restarted by policy with back-off, then held in crashLoop', async (t) => {
+  if (engine === null) return t.fail('no engine: the before hook failed');
   const logs = newLogs();
   const runtime = await openRuntime(logs, { restart: { backoffMsMin: 50, backoffMsMax: 500, crashLoopExitsMax: 3, crashLoopWindowMs: 60_000, stableRunMs: 10_000 } });
   const project = { tenant: 'td', name: 'crash' };
@@ -119,8 +119,8 @@ test.serial('a crashing container is restarted by policy with back-off, then hel
   await runtime.remove(project);
 });
 
-test.serial('the memory limit is enforced: a container that needs more is OOM-killed and the status says so', async (t) => {
-  if (engine === null) return t.pass(`skipped: ${skip ?? ''}`);
+dockerTest('the memory limit is enforced: a container that needs more is OOM-killed and the status says so', async (t) => {
+  if (engine === null) return t.fail('no engine: the before hook failed');
   const runtime = await openRuntime(newLogs());
   const project = { tenant: 'td', name: 'oom' };
   // dd allocates its 64 MiB block and fills it: far above the 16 MiB limit (no swap beyond it).
@@ -131,8 +131,8 @@ test.serial('the memory limit is enforced: a container that needs more is OOM-ki
   await runtime.remove(project);
 });
 
-test.serial('a missing image and a missing engine give errors that say what to do', async (t) => {
-  if (engine === null) return t.pass(`skipped: ${skip ?? ''}`);
+dockerTest('a missing image and a missing engine give errors that say what to do', async (t) => {
+  if (engine === null) return t.fail('no engine: the before hook failed');
   const runtime = await openRuntime(newLogs());
   const missing = await t.throwsAsync(runtime.start(spec('ghost', 'true', { image: 'debughost-test/not-here:0' })), { instanceOf: RuntimeError });
   t.is(missing?.name, 'ImageMissingError');
@@ -142,8 +142,8 @@ test.serial('a missing image and a missing engine give errors that say what to d
   t.regex(noEngine?.message ?? '', /^no Docker engine answers at .*no-engine\.sock .*start dockerd/);
 });
 
-test.serial('after a node restart the runtime adopts its running container (not started twice) and removes orphans', async (t) => {
-  if (engine === null) return t.pass(`skipped: ${skip ?? ''}`);
+dockerTest('after a node restart the runtime adopts its running container (not started twice) and removes orphans', async (t) => {
+  if (engine === null) return t.fail('no engine: the before hook failed');
   const logDir = join(root, 'logs-adopt');
   const logs = newLogs(logDir);
   const first = await openRuntime(logs);
@@ -175,8 +175,8 @@ test.serial('after a node restart the runtime adopts its running container (not 
 });
 
 const behaviours: Record<Behaviour, string> = { helloThenRun: 'echo hello; exec sleep 600', exit0: 'exit 0', exit3: 'exit 3' };
-runtimeCompliance(test, 'docker', async () => {
-  if (engine === null) return { skip: skip ?? 'no Docker engine' };
+runtimeCompliance(dockerTest, 'docker', async () => {
+  if (engine === null) throw new Error('no engine: the before hook failed');
   const logs = newLogs();
   const runtime = await openRuntime(logs, { restart: { backoffMsMin: 20, backoffMsMax: 200, crashLoopExitsMax: 3, crashLoopWindowMs: 60_000, stableRunMs: 10_000 } });
   return {

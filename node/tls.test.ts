@@ -9,10 +9,13 @@ import * as grpc from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
 import { KV, RangeRequestSchema } from '../proto/gen/kv_pb.ts';
 import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
+import { prerequisites } from '../actors/testing/prerequisites.ts';
 import { quietIpServerNameWarning } from './cli-node.ts';
 import { LocalCluster, bin, type Member } from './local-cluster.ts';
 
 const run = promisify(execFile);
+// The certificates are made with the openssl command line.
+const opensslTest = (await prerequisites('openssl')).guard(test);
 const KvClient = makeClientConstructor(KV);
 
 /** A CA in `dir`, and `issue(name, usage)` for certificates it signs (valid for 127.0.0.1 and localhost). */
@@ -33,7 +36,7 @@ async function makeCa(dir: string, name: string): Promise<{ cert: string; issue:
   return { cert: caCert, issue };
 }
 
-test('mutual TLS: members and a client with a cert from the cluster CA work; no cert, a foreign CA, or plaintext are refused', async (t) => {
+opensslTest('mutual TLS: members and a client with a cert from the cluster CA work; no cert, a foreign CA, or plaintext are refused', async (t) => {
   quietIpServerNameWarning();
   const pki = await mkdtemp(join(tmpdir(), 'debughost-pki-'));
   t.teardown(() => rm(pki, { recursive: true, force: true }));

@@ -1,15 +1,17 @@
 // Docker for tests: uses the engine at /var/run/docker.sock if it answers, otherwise
 // starts dockerd in the background (its own pid, stopped afterwards only if we started
 // it), and builds a tiny busybox image locally with `docker import` (no registry).
+// Whether the machine has what this needs is asked first, through prerequisites.ts
+// ('docker', 'busybox-static'); here a failure is an error, not a skip.
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
+import { BUSYBOX, DOCKER_SOCKET } from './prerequisites.ts';
 
-export const DOCKER_SOCKET = '/var/run/docker.sock';
+export { DOCKER_SOCKET } from './prerequisites.ts';
 export const TEST_IMAGE = 'debughost-test/busybox:1';
-const BUSYBOX = '/bin/busybox';
 const APPLETS = ['sh', 'echo', 'sleep', 'httpd', 'cat', 'mkdir', 'true', 'false', 'ls', 'head', 'dd', 'yes', 'kill', 'ps', 'id', 'env'];
 
 export interface TestDocker {
@@ -40,16 +42,16 @@ function exited(pid: number): boolean {
   }
 }
 
-/** A Docker engine and the test image, or a reason to skip (logged by the caller). */
-export async function testDocker(): Promise<TestDocker | { skip: string }> {
-  // The image is busybox alone, with no libc: it must be the static build.
-  if (!existsSync(BUSYBOX) || spawnSync('ldd', [BUSYBOX], { encoding: 'utf8' }).stdout?.includes('=>') === true) {
-    return { skip: `${BUSYBOX} is missing or dynamically linked; the test image needs a static one (apt-get install -y busybox-static)` };
-  }
+/** Thrown when an engine that should be there does not come up. */
+export class TestDockerError extends Error {
+  override readonly name = 'TestDockerError';
+}
+
+/** A Docker engine and the test image; call it only when prerequisites('docker', 'busybox-static') are met. */
+export async function testDocker(): Promise<TestDocker> {
   let startedPid: number | null = null;
   let logDir: string | null = null;
   if (!(await answers(DOCKER_SOCKET))) {
-    if (spawnSync('which', ['dockerd']).status !== 0) return { skip: 'dockerd is not installed (apt-get install -y docker.io)' };
     logDir = mkdtempSync(join(tmpdir(), 'debughost-dockerd-'));
     const log = openSync(join(logDir, 'dockerd.log'), 'a');
     const child = spawn('dockerd', [], { detached: true, stdio: ['ignore', log, log] });
@@ -62,7 +64,7 @@ export async function testDocker(): Promise<TestDocker | { skip: string }> {
         const logTail = readFileSync(join(logDir, 'dockerd.log'), 'utf8').trim().split('\n').slice(-3).join(' | ');
         if (startedPid !== null && !exited(startedPid)) process.kill(startedPid, 'SIGKILL');
         rmSync(logDir, { recursive: true, force: true });
-        return { skip: `dockerd did not answer on ${DOCKER_SOCKET} within 60 s; its last log lines: ${logTail}` };
+        throw new TestDockerError(`dockerd did not answer on ${DOCKER_SOCKET} within 60 s; its last log lines: ${logTail}`);
       }
       await sleep(200);
     }
