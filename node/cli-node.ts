@@ -27,6 +27,7 @@ import { startHttpServer } from './http.ts';
 import { createLogger } from './log.ts';
 import { DebughostNode, NodeStartError, TICK_MS_DEFAULT, type TlsFiles } from './node.ts';
 import { deadlineIn } from './peer-clients.ts';
+import { refuseTestFaultFlags, TEST_FAULTS_ENV } from './test-faults.ts';
 import { UsageError, parseIntegerFlag } from './usage-error.ts';
 
 function parse<T extends Record<string, { type: 'string' | 'boolean'; short?: string }>>(argv: string[], options: T, command: string, positionals = false) {
@@ -58,7 +59,9 @@ with the same --data-dir rejoins. Stop with Ctrl-C or SIGTERM: a leader hands
 leadership over first and hands its projects to the other nodes.
 
 --ports     the range projects' ports are allocated from on this node (default 20000-29999)
---docker    auto (default): run projects with an image in Docker when an engine answers; off: processes only`;
+--docker    auto (default): run projects with an image in Docker when an engine answers; off: processes only
+--no-fsync and --unsafe-ack-before-commit are faults for tests: a node refuses them
+unless ${TEST_FAULTS_ENV}=1 is set in its environment.`;
 
 /** A stopped node exits by itself after this long even if a library left a connection open. */
 const STOPPED_EXIT_GRACE_MS = 1_000;
@@ -91,6 +94,7 @@ export async function nodeCommand(argv: string[]): Promise<number> {
     process.stdout.write(`${NODE_HELP}\n`);
     return 0;
   }
+  refuseTestFaultFlags(values);
   const id = values.id ?? '';
   if (!/^[a-zA-Z0-9_-]{1,64}$/.test(id)) throw new UsageError(`--id needs 1-64 letters, digits, '-' or '_', got '${id}'`);
   const grpcAddress = parseAddress('grpc', values.grpc);
