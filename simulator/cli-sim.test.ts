@@ -1,9 +1,9 @@
-// The simulator as a user runs it: 50 seeds clean, same seed same trace hash, bad input refused in one line.
+// The simulator as a user runs it: progress on a terminal, quiet with --json, 50 seeds clean, same seed same trace hash, bad input refused in one line.
 import test from 'ava';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { debughost, raftSeedsRunClean } from './testing/sim-cli.ts';
+import { debughost, raftSeedsRunClean, runInTerminal } from './testing/sim-cli.ts';
 
 // 50 seeds here, at least twice real time even on a loaded machine (one at load 21 on 2 cores ran 3.5x);
 // 500 seeds and the 20x margin in simulator/cli-sim.long.test.ts (npm run test:long).
@@ -58,3 +58,15 @@ for (const [name, args, pattern] of [
     t.notRegex(result.stderr, /\bat .*\.(ts|js):\d+/);
   });
 }
+
+test('on a terminal a run shows a progress line on stderr; with --json it stays quiet', async (t) => {
+  // script(1) gives the command a pseudo-terminal, as a person's shell would.
+  const onTerminal = (args: string): Promise<{ code: number; stdout: string }> => runInTerminal(['sim', ...args.split(' ')]);
+  const plain = await onTerminal('--seeds 3 --nodes 3');
+  t.is(plain.code, 0, plain.stdout);
+  t.regex(plain.stdout, /\r\x1b\[Ksim: seed [123]\/3, 0 failed, \d+ s/);
+  t.regex(plain.stdout, /3 seed\(s\), 3 nodes: 0 failed/);
+  const json = await onTerminal('--seeds 3 --nodes 3 --json');
+  t.is(json.code, 0, json.stdout);
+  t.notRegex(json.stdout, /\r\x1b\[K/);
+});

@@ -17,8 +17,24 @@ export async function debughost(args: readonly string[]): Promise<{ code: number
   }
 }
 
-/** The `--json` summary: the last line of stdout. */
+/** `debughost ARGS` on a pseudo-terminal (script(1)), as from a person's shell: stdout and stderr arrive together. */
+export async function runInTerminal(args: readonly string[]): Promise<{ code: number; stdout: string }> {
+  const quote = (word: string): string => `'${word.replaceAll("'", "'\\''")}'`;
+  const command = [process.execPath, bin, ...args].map(quote).join(' ');
+  try {
+    const { stdout } = await run('script', ['-qec', command, '/dev/null'], { maxBuffer: 64 * 1024 * 1024 });
+    return { code: 0, stdout };
+  } catch (error) {
+    const failure = error as { code: number; stdout: string };
+    return { code: failure.code, stdout: failure.stdout };
+  }
+}
+
+/** The `--json` summary: stdout holds it alone (the lines for people go to stderr). */
 export const lastJson = (stdout: string): Record<string, unknown> => JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as Record<string, unknown>;
+
+/** The lines a failed run printed, for an assertion's message. */
+const head = (result: { stdout: string; stderr: string }): string => `${result.stderr}\n${result.stdout}`.trim().split('\n').slice(0, 10).join('\n');
 
 /**
  * `sim --seeds N --nodes 5 --json` (Raft and KV only) exits 0 with no failed seed, did real work, and ran at
@@ -27,7 +43,8 @@ export const lastJson = (stdout: string): Record<string, unknown> => JSON.parse(
 export async function raftSeedsRunClean(t: ExecutionContext, seeds: number, speedupMin: number): Promise<void> {
   const result = await debughost(['sim', '--seeds', String(seeds), '--nodes', '5', '--json']);
   const summary = lastJson(result.stdout);
-  t.is(result.code, 0, result.stdout.split('\n').slice(0, 10).join('\n'));
+  t.is(result.code, 0, head(result));
+  t.is(result.stdout.trim().split('\n').length, 1, 'with --json, stdout is the JSON object alone');
   t.is(summary.seeds, seeds);
   t.deepEqual(summary.failed, []);
   t.is(summary.violations, 0);
@@ -41,7 +58,8 @@ export async function raftSeedsRunClean(t: ExecutionContext, seeds: number, spee
 export async function actorSeedsRunClean(t: ExecutionContext, seeds: number, extra: readonly string[] = []): Promise<void> {
   const result = await debughost(['sim', '--actors', '20', '--seeds', String(seeds), '--nodes', '5', ...extra, '--json']);
   const summary = lastJson(result.stdout);
-  t.is(result.code, 0, result.stdout.split('\n').slice(0, 10).join('\n'));
+  t.is(result.code, 0, head(result));
+  t.is(result.stdout.trim().split('\n').length, 1, 'with --json, stdout is the JSON object alone');
   t.is(summary.seeds, seeds);
   t.deepEqual(summary.failed, []);
   // Per seed, at least 40 calls, 40 owner writes and 10 hand-offs (50 seeds at --safety-ms 4000 ran 112, 124 and 55 a seed).
