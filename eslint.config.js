@@ -22,6 +22,18 @@ export default tseslint.config(
     },
   },
   {
+    // A skipped test must say why: through actors/testing/prerequisites.ts, which puts the reason in
+    // its title and fails it under CI=true instead. ava's own skip would be silent.
+    files: ['**/*.test.ts'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        { selector: "MemberExpression[object.name='test'][property.name='skip'], MemberExpression[object.property.name='serial'][property.name='skip']", message: 'Skip through actors/testing/prerequisites.ts, so the skip names its reason.' },
+        { selector: "CallExpression[callee.property.name='pass'] > TemplateLiteral:first-child > TemplateElement[value.raw=/^skipped/]", message: 'A skipped test is not a pass: use actors/testing/prerequisites.ts.' },
+      ],
+    },
+  },
+  {
     files: ['consensus/raft*.ts', 'consensus/quorum.ts', 'consensus/log.ts', 'consensus/progress.ts', 'consensus/kv-state-machine.ts', 'consensus/types.ts'],
     ignores: ['**/*.test.ts'],
     rules: {

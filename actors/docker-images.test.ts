@@ -9,23 +9,20 @@ import { DockerRuntime } from './runtime-docker.ts';
 import { LABELS } from './docker-container-spec.ts';
 import { RuntimeError, type WorkloadSpec } from './runtime.ts';
 import { importImage, testDocker } from './testing/dockerd.ts';
+import { prerequisites } from './testing/prerequisites.ts';
 import { realClock } from './testing/real.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'debughost-docker-images-'));
 const node = `itest${process.pid}x${Math.floor(Math.random() * 1e6)}`;
 // The runtime manages only this namespace: other test runs share the engine and their images are not ours to prune.
 const scope = `debughost-test-${node}`;
-const found = await testDocker(`${scope}-base/busybox:1`);
-const engine = 'skip' in found ? null : found;
-const skip = 'skip' in found ? found.skip : null;
-if (skip !== null) console.log(`docker-images tests skipped: ${skip}`);
+const dockerPrerequisites = await prerequisites('docker', 'busybox-static');
+const engine = dockerPrerequisites.met ? await testDocker(`${scope}-base/busybox:1`) : null;
 const logs = new LogStore({ dir: join(root, 'logs'), wallNowMs: () => Date.now() });
 const runtimes: DockerRuntime[] = [];
 
-const dockerTest = (title: string, body: (t: ExecutionContext) => Promise<void>): void => {
-  if (skip === null) test.serial(title, body);
-  else test.skip(`${title} (skipped: ${skip})`, () => undefined);
-};
+/** A serial test, or a skipped one that names what to install (a failure under CI=true). */
+const dockerTest = (title: string, body: (t: ExecutionContext) => Promise<void>): void => dockerPrerequisites.guard(test.serial)(title, body);
 
 test.after.always(async () => {
   for (const runtime of runtimes) runtime.detach();

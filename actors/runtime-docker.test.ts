@@ -1,5 +1,5 @@
 // Goal: the Docker runtime against a real engine — start/stop, ports, limits, hardening, labels, logs, crash loop, lifecycle events (OOM, kill by hand, reconnect after the engine went away), usage, exec, adoption after a restart, orphans, missing image, no engine.
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -12,6 +12,7 @@ import { PortRegistry } from './ports.ts';
 import { DockerRuntime, LABELS, type DockerRuntimeOptions } from './runtime-docker.ts';
 import { RuntimeError, type LifecycleEvent, type ProjectRef, type Runtime, type RuntimeEvent, type WorkloadSpec, type WorkloadStatus } from './runtime.ts';
 import { testDocker } from './testing/dockerd.ts';
+import { prerequisites } from './testing/prerequisites.ts';
 import { eventually, realClock, sleep } from './testing/real.ts';
 import { runtimeCompliance, type Behaviour, type RuntimeHarness } from './testing/runtime-compliance.ts';
 import { ContractError, optionalChecks, optionalCompliance } from './testing/runtime-compliance-optional.ts';
@@ -24,16 +25,11 @@ const image = `debughost-test-${node}/busybox:1`;
 const ports = new PortRegistry({ node, rangeStart: 22000, rangeEnd: 22999 });
 const runtimes: DockerRuntime[] = [];
 const logStores: LogStore[] = [];
-const found = await testDocker(image);
-const engine = 'skip' in found ? null : found;
-const skip = 'skip' in found ? found.skip : null;
-if (skip !== null) console.log(`runtime-docker tests skipped: ${skip}`);
+const dockerPrerequisites = await prerequisites('docker', 'busybox-static');
+const engine = dockerPrerequisites.met ? await testDocker(image) : null;
 
-/** A serial test, or a skipped one that says why when there is no engine. */
-const dockerTest = (title: string, body: (t: ExecutionContext) => Promise<void>): void => {
-  if (skip === null) test.serial(title, body);
-  else test.skip(`${title} (skipped: ${skip})`, () => undefined);
-};
+/** A serial test, or a skipped one that names what to install (a failure under CI=true). */
+const dockerTest = dockerPrerequisites.guard(test.serial);
 
 const ownContainers = async () => (engine === null ? [] : engine.docker.listContainers({ all: true, filters: { label: [`${LABELS.node}=${node}`] } }));
 
@@ -437,9 +433,8 @@ async function harness(wrap: (runtime: DockerRuntime) => Runtime = (runtime) => 
     },
   };
 }
-if (skip === null) runtimeCompliance(test, 'docker', () => harness());
-else test.skip(`docker compliance (skipped: ${skip})`, () => undefined);
-optionalCompliance(test, 'docker', () => harness(), { skip, features: ['restartEvents', 'exec'] });
+runtimeCompliance(dockerTest, 'docker', () => harness());
+optionalCompliance(test, 'docker', () => harness(), { serial: dockerTest, features: ['restartEvents', 'exec'] });
 
 /** A planted bug: the runtime's events reach subscribers without its `restarted` lifecycle events. */
 function droppingRestarts(runtime: DockerRuntime): Runtime {

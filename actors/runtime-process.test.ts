@@ -9,8 +9,12 @@ import { LogStore } from './logs.ts';
 import { portIsFree, PortRegistry } from './ports.ts';
 import { ProcessRuntime, type ProcessRuntimeOptions } from './runtime-process.ts';
 import { RuntimeError, type ProjectRef, type WorkloadSpec, type WorkloadStatus } from './runtime.ts';
+import { prerequisites } from './testing/prerequisites.ts';
 import { eventually, groupMembers, processRuns, realClock } from './testing/real.ts';
 import { runtimeCompliance, type Behaviour } from './testing/runtime-compliance.ts';
+
+// A real dev server (python3 -m http.server) for the tests that need a process holding a port.
+const pythonTest = (await prerequisites('python3')).guard(test);
 
 const root = mkdtempSync(join(tmpdir(), 'debughost-runtime-process-'));
 const runtimes: ProcessRuntime[] = [];
@@ -71,7 +75,7 @@ const waitState = (runtime: ProcessRuntime, project: ProjectRef, states: Workloa
     return status !== null && states.includes(status.state) ? status : null;
   });
 
-test('python3 http.server on an allocated port passes an HTTP health check, then stops on SIGTERM', async (t) => {
+pythonTest('python3 http.server on an allocated port passes an HTTP health check, then stops on SIGTERM', async (t) => {
   const { runtime, logs } = await openRuntime();
   const allocated = await ports.allocate('projects/t1/web', ['default']);
   const port = allocated.default as number;
@@ -121,7 +125,7 @@ test('restart policy never leaves an exited workload alone; always restarts a cl
   t.is(loop.restarts, 2);
 });
 
-test('stop kills the whole tree: a shell whose child holds a port', async (t) => {
+pythonTest('stop kills the whole tree: a shell whose child holds a port', async (t) => {
   const { runtime } = await openRuntime();
   const allocated = await ports.allocate('projects/t1/tree', ['default']);
   const port = allocated.default as number;
@@ -184,7 +188,7 @@ test('env carries spec env and PORT / PORT_<NAME>; stdout and stderr lines reach
   );
 });
 
-test('SIGKILL of the node process kills its workloads (the supervisor sees the pipe close)', async (t) => {
+pythonTest('SIGKILL of the node process kills its workloads (the supervisor sees the pipe close)', async (t) => {
   dirCount += 1;
   const dataDir = join(root, `node-${dirCount}`);
   const allocated = await ports.allocate('projects/t/p', ['default']);
@@ -253,7 +257,7 @@ test('a node that restarts after SIGKILL finds no record to act on and nothing o
 });
 
 const behaviours: Record<Behaviour, string> = { helloThenRun: 'echo hello; exec sleep 600', exit0: 'exit 0', exit3: 'exit 3' };
-runtimeCompliance(test, 'process', async () => {
+runtimeCompliance(test.serial, 'process', async () => {
   const { runtime } = await openRuntime({ restart: { backoffMsMin: 20, backoffMsMax: 200, crashLoopExitsMax: 3, crashLoopWindowMs: 60_000, stableRunMs: 10_000 } });
   return {
     runtime,

@@ -97,9 +97,10 @@ function summary(system: SystemName, runs: readonly SystemRun[]): Record<string,
   };
 }
 
-export async function raftBench(args: string[]): Promise<Record<string, number | string>> {
+/** `log` prints a line for people (bench/run.ts keeps it clear of the progress line). */
+export async function raftBench(args: string[], report?: { log(line: string): void }): Promise<Record<string, number | string>> {
   const options = parseRaftBenchArgs(args);
-  const log = (line: string) => process.stderr.write(`${line}\n`);
+  const log = report?.log ?? ((line: string) => void process.stderr.write(`${line}\n`));
   const floor = measureFdatasync(tmpdir());
   log(`fdatasync of 512 bytes in ${tmpdir()}: p50 ${floor.latencyMsP50.toFixed(2)} ms, p99 ${floor.latencyMsP99.toFixed(2)} ms`);
   const runs = new Map<SystemName, SystemRun[]>(options.systems.map((system) => [system, []]));

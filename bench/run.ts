@@ -1,6 +1,8 @@
 // `npm run bench -- NAME [--json]`: runs one benchmark, prints a table, and with
-// --json one JSON object as the last line.
+// --json one JSON object on stdout (the table then goes to stderr). On a terminal a
+// progress line shows how long it has run, and what the benchmark says it is doing.
 import { performance } from 'node:perf_hooks';
+import { progressLine } from '../node/progress.ts';
 import { ALL_FAULTS } from '../simulator/faults.ts';
 import { runSeed } from '../simulator/run-seed.ts';
 import { actorsBench } from './actors.ts';
@@ -12,7 +14,13 @@ import { runtimeBench } from './runtime.ts';
 import { startBench } from './start.ts';
 import { BenchUsageError } from './raft-stats.ts';
 
-type Bench = (args: string[]) => Record<string, number | string> | Promise<Record<string, number | string>>;
+/** How a benchmark talks while it runs: `status` for the progress line (which seed), `log` for a line that stays. */
+interface BenchReport {
+  status(text: string): void;
+  log(line: string): void;
+}
+
+type Bench = (args: string[], report: BenchReport) => Record<string, number | string> | Promise<Record<string, number | string>>;
 
 const median = (values: number[]): number => {
   const sorted = [...values].sort((a, b) => a - b);
@@ -20,12 +28,13 @@ const median = (values: number[]): number => {
 };
 
 /** Simulator speed: virtual seconds per wall second for a 5-node cluster under all faults, per seed. */
-const sim: Bench = () => {
+const sim: Bench = (_args, { status }) => {
   const seeds = 200;
   const ratios: number[] = [];
   let simulatedMs = 0;
   const started = performance.now();
   for (let seed = 1; seed <= seeds; seed += 1) {
+    status(`seed ${seed}/${seeds}`);
     const seedStarted = performance.now();
     const result = runSeed({ seed, nodes: 5, faults: new Set(ALL_FAULTS) });
     ratios.push(result.simulatedMs / (performance.now() - seedStarted));
@@ -54,15 +63,29 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`bench: unknown benchmark '${name ?? ''}'; known: ${Object.keys(benches).join(', ')}\n`);
     return 2;
   }
+  const progress = progressLine(process.stderr, { json });
+  const started = performance.now();
+  let doing = '';
+  const line = (): string => `bench ${name}: ${doing === '' ? '' : `${doing}, `}${((performance.now() - started) / 1000).toFixed(0)} s`;
+  progress.tick(line);
   let result: Record<string, number | string>;
   try {
-    result = await bench(rest);
+    result = await bench(rest, {
+      status: (text) => {
+        doing = text;
+        progress.update(line());
+      },
+      log: (text) => progress.print(() => process.stderr.write(`${text}\n`)),
+    });
   } catch (error) {
     if (!(error instanceof BenchUsageError)) throw error;
     process.stderr.write(`bench ${name}: ${error.message}\n`);
     return 2;
+  } finally {
+    progress.done();
   }
-  for (const [key, value] of Object.entries(result)) process.stdout.write(`${key.padEnd(24)} ${String(value)}\n`);
+  const table = json ? process.stderr : process.stdout;
+  for (const [key, value] of Object.entries(result)) table.write(`${key.padEnd(24)} ${String(value)}\n`);
   if (json) process.stdout.write(`${JSON.stringify(result)}\n`);
   return 0;
 }

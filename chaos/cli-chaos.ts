@@ -6,9 +6,10 @@ import { readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve as resolvePath } from 'node:path';
 import { parseArgs } from 'node:util';
+import { progressLine } from '../node/progress.ts';
 import { UsageError, parseIntegerFlag } from '../node/usage-error.ts';
 import { leftovers, sweep } from './hosts.ts';
-import { ChaosRunError, mcpFigures, parseWorkloads, runChaos } from './run.ts';
+import { ChaosRunError, mcpFigures, parseWorkloads, runChaos, type ChaosPhase } from './run.ts';
 import { NEMESIS_KINDS, ScheduleError, parseKinds } from './schedule.ts';
 
 const HELP = `usage: debughost chaos [--time S] [--nodes N] [--nemesis KINDS] [--workload kv,mcp] [--seed S] [--json]
@@ -82,9 +83,23 @@ export async function chaosCommand(argv: string[]): Promise<number> {
     throw error;
   }
   const reportPath = values['no-report'] === true ? null : resolvePath(values.report ?? `chaos-report-${seed}.html`);
+  const json = values.json === true;
+  // With --json, stdout carries the JSON object alone; the run's log goes to stderr.
+  const progress = progressLine(process.stderr, { json });
+  const human = json ? process.stderr : process.stdout;
+  const say = (line: string): void => progress.print(() => human.write(`${line}\n`));
+  const started = performance.now();
+  let phase: ChaosPhase | null = null;
+  progress.tick(() => {
+    const elapsed = `${((performance.now() - started) / 1000).toFixed(0)} s`;
+    if (phase === null) return `chaos: ${elapsed}`;
+    const runMs = phase.runMs();
+    const run = runMs === null ? '' : `, ${Math.min(seconds, Math.floor(runMs / 1000))}/${seconds} s of the run`;
+    return `chaos: ${phase.name}${run}, ${phase.ops()} ops, ${elapsed} in all`;
+  });
   const abort = new AbortController();
   const interrupt = (): void => {
-    process.stderr.write('debughost chaos: interrupted; tearing down what the run made\n');
+    say('debughost chaos: interrupted; tearing down what the run made');
     abort.abort();
   };
   process.once('SIGINT', interrupt);
@@ -102,18 +117,20 @@ export async function chaosCommand(argv: string[]): Promise<number> {
       fsync: values['no-fsync'] !== true,
       unsafeAckBeforeCommit: values['unsafe-ack-before-commit'] === true,
       reportPath,
-      log: (line) => process.stdout.write(`${line}\n`),
+      log: say,
+      onPhase: (next) => (phase = next),
     },
     abort.signal,
   ).finally(() => {
+    progress.done();
     process.removeListener('SIGINT', interrupt);
     process.removeListener('SIGTERM', interrupt);
   });
-  process.stdout.write(
+  human.write(
     `chaos: ${result.ok ? 'OK' : 'FAILED'} — ${result.ops} ops (${result.unknown} unknown, ${result.failed} failed), lost ${result.lost}, duplicates ${result.duplicates}, linearizable ${String(result.linearizable)}${result.mcp === null ? '' : `, projects: ${result.mcp.duplicates} duplicated, ${result.mcp.missing} missing, ${result.mcp.orphans} orphaned`}, recovery ${result.recoverySeconds ?? 'never'} s (seed ${seed})\n`,
   );
-  if (values.json === true) {
-    const json = {
+  if (json) {
+    const figures = {
       ok: result.ok,
       seed,
       nodes: nodeCount,
@@ -133,7 +150,7 @@ export async function chaosCommand(argv: string[]): Promise<number> {
       windows: result.windows.length,
       report: result.reportPath,
     };
-    process.stdout.write(`${JSON.stringify(json)}\n`);
+    process.stdout.write(`${JSON.stringify(figures)}\n`);
   }
   return result.ok ? 0 : 1;
 }

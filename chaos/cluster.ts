@@ -10,6 +10,7 @@ import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { Admin, MemberRemoveRequestSchema, Role, StatusRequestSchema } from '../proto/gen/admin_pb.ts';
 import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
+import { TEST_FAULTS_ENV } from '../node/test-faults.ts';
 import type { Hosts } from './hosts.ts';
 import { adminTokenPath, clusterSecretPath, ensureAdminToken, ensureClusterSecret } from '../node/cluster-files.ts';
 import { withMetadata } from '../node/peer-auth.ts';
@@ -125,6 +126,8 @@ export class ChaosCluster {
       '--cluster-secret-file', clusterSecretPath(this.options.dataRoot), '--admin-token-file', adminTokenPath(this.options.dataRoot)];
     if (!this.options.fsync) nodeArgs.push('--no-fsync');
     if (this.options.unsafeAckBeforeCommit) nodeArgs.push('--unsafe-ack-before-commit');
+    // The chaos suite is a test: its nodes accept the test-only fault flags (node/test-faults.ts).
+    const faults: Record<string, string> = this.options.fsync && !this.options.unsafeAckBeforeCommit ? {} : { [TEST_FAULTS_ENV]: '1' };
     this.faketimeOffsetSeconds.set(slot, faketimeOffsetSeconds);
     // libfaketime by LD_PRELOAD, not the `faketime` wrapper: the wrapper forks, and signals must reach the node itself.
     // Monotonic time stays true: only the wall clock is skewed.
@@ -136,7 +139,7 @@ export class ChaosCluster {
     this.logs.push(log);
     const child = spawn('ip', ['netns', 'exec', hosts.namespace(slot), process.execPath, ...nodeArgs], {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, DEBUGHOST_LOG_LEVEL: 'warn', ...skew },
+      env: { ...process.env, DEBUGHOST_LOG_LEVEL: 'warn', ...skew, ...faults },
     });
     node.child = child;
     node.state = 'running';

@@ -57,6 +57,8 @@ export interface ChaosOptions {
   readonly mix?: OpMix;
   /** Planted client bug for tests: possibly stale (serializable) reads. */
   readonly staleReads?: boolean;
+  /** Told at each step of the run, for a progress line (debughost chaos on a terminal). */
+  readonly onPhase?: (phase: ChaosPhase) => void;
   readonly log: (line: string) => void;
 }
 
@@ -94,18 +96,31 @@ export class ChaosRunError extends Error {
   override readonly name = 'ChaosRunError';
 }
 
+/** The step a run is at; `runMs` and `ops` are read when the caller redraws. */
+export interface ChaosPhase {
+  readonly name: 'setting up hosts' | 'starting nodes' | 'faults under load' | 'checking' | 'tearing down';
+  /** Milliseconds into the timed run (faults and workload), or null before it started. */
+  readonly runMs: () => number | null;
+  /** Client operations so far. */
+  readonly ops: () => number;
+}
+
 export async function runChaos(options: ChaosOptions, signal: AbortSignal): Promise<ChaosResult> {
   const prefix = options.prefix ?? newRunPrefix();
   const { log } = options;
   const windows = options.schedule ?? planSchedule({ seed: options.seed, durationMs: options.durationMs, kinds: options.kinds, nodeCount: options.nodeCount });
   log(`chaos: run ${prefix}, seed ${options.seed}, ${options.nodeCount} nodes, ${options.durationMs / 1000} s, nemesis ${options.kinds.join(',')}`);
   for (const window of windows) log(`  plan ${(window.startMs / 1000).toFixed(1)}–${(window.endMs / 1000).toFixed(1)} s: ${window.faults.map(describeFault).join(' + ')}`);
+  let runStartedMs: number | null = null;
+  const workloads: Workload[] = [];
+  const phase = (name: ChaosPhase['name']): void =>
+    options.onPhase?.({ name, runMs: () => (runStartedMs === null ? null : performance.now() - runStartedMs), ops: () => workloads.reduce((sum, workload) => sum + workload.calls.length, 0) });
+  phase('setting up hosts');
   const hosts = await Hosts.create(prefix);
   const workDir = await mkdtemp(join(tmpdir(), `debughost-${prefix}-`));
   let cluster: ChaosCluster | null = null;
   // Process events (exits, stuck stops) before the nemesis clock starts go to the log only.
   const events = { push: (text: string): void => log(`  ${text}`) };
-  const workloads: Workload[] = [];
   try {
     log(`chaos: hosts on ${hosts.subnet}.0/24 (namespaces ${prefix}-*), data and logs in ${workDir}`);
     cluster = new ChaosCluster({
@@ -118,10 +133,13 @@ export async function runChaos(options: ChaosOptions, signal: AbortSignal): Prom
       onEvent: (text) => events.push(text),
     });
     const started = performance.now();
+    phase('starting nodes');
     await cluster.startAll();
     await waitForLeader(cluster, signal);
     log(`chaos: cluster up in ${((performance.now() - started) / 1000).toFixed(1)} s; seeds ${cluster.seeds}`);
     const t0 = performance.now();
+    runStartedMs = t0;
+    phase('faults under load');
     const now = (): number => performance.now() - t0;
     const live = cluster;
     const targets = {
@@ -176,6 +194,7 @@ export async function runChaos(options: ChaosOptions, signal: AbortSignal): Prom
     await clients;
     signal.removeEventListener('abort', onAbort);
     if (signal.aborted) throw new ChaosRunError('interrupted; everything the run made was removed');
+    phase('checking');
     const verdicts: WorkloadVerdict[] = [];
     for (const workload of workloads) {
       const verdict = await workload.verdict(signal);
@@ -247,6 +266,7 @@ export async function runChaos(options: ChaosOptions, signal: AbortSignal): Prom
       reportPath,
     };
   } finally {
+    phase('tearing down');
     for (const workload of workloads) workload.close();
     await cluster?.stopAll();
     const problems = await hosts.destroy();

@@ -1,6 +1,5 @@
 // `debughost node` (one member), `debughost up` (a local cluster of N),
 // and the small clients `kv`, `status` and `leave`.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import { resolve as resolvePath } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -30,6 +29,8 @@ import { startHttpServer } from './http.ts';
 import { createLogger } from './log.ts';
 import { DebughostNode, NodeStartError, TICK_MS_DEFAULT, waitUntil } from './node.ts';
 import { deadlineIn } from './peer-clients.ts';
+import { refuseTestFaultFlags, TEST_FAULTS_ENV } from './test-faults.ts';
+import { NodeSupervisor } from './up-supervisor.ts';
 import { UsageError, parseIntegerFlag } from './usage-error.ts';
 import { parseToken } from '../actors/tokens.ts';
 import { adminTokenPath, clusterSecretPath, ensureAdminToken, ensureClusterSecret, SecretFileError } from './cluster-files.ts';
@@ -83,7 +84,9 @@ with --join-token (debughost token create --join) or the secret. With mutual TLS
 each node certificate names its node (SAN URI:urn:debughost:node:ID) instead.
 --insecure-no-auth   MCP and the client gRPC API without tokens (every client is
                      admin); refused unless both addresses are loopback
---redis URL          cluster-wide rate limits in Redis (redis://HOST:PORT); per node without it`;
+--redis URL          cluster-wide rate limits in Redis (redis://HOST:PORT); per node without it
+--no-fsync and --unsafe-ack-before-commit are faults for tests: a node refuses them
+unless ${TEST_FAULTS_ENV}=1 is set in its environment.`;
 
 /** Longest a starting node waits for its bootstrap admin token to be applied before saying it is ready. */
 const BOOTSTRAP_TOKEN_WAIT_MS = 15_000;
@@ -134,6 +137,7 @@ export async function nodeCommand(argv: string[]): Promise<number> {
     process.stdout.write(`${NODE_HELP}\n`);
     return 0;
   }
+  refuseTestFaultFlags(values);
   const id = values.id ?? '';
   if (!/^[a-zA-Z0-9_-]{1,64}$/.test(id)) throw new UsageError(`--id needs 1-64 letters, digits, '-' or '_', got '${id}'`);
   const grpcAddress = parseAddress('grpc', values.grpc);
@@ -255,7 +259,10 @@ const UP_HELP = `usage: debughost up [--nodes N] [--data-dir DIR] [--base-port P
 Starts a local cluster of N nodes (default 3) on 127.0.0.1, data under DIR
 (default ./data), node i serving MCP on port P+i and gRPC on P+100+i
 (P default 2600). Node i allocates projects' ports from 20000+1000·i up to
-999 more, so that nodes on one host never hand out the same port. Ctrl-C or
+999 more, so that nodes on one host never hand out the same port.
+
+up supervises its nodes: one that dies is reported and started again with
+back-off, keeping its data dir, while the others keep serving. Ctrl-C or
 SIGTERM stops them all, and every project they run.`;
 
 export async function upCommand(argv: string[]): Promise<number> {
@@ -264,6 +271,7 @@ export async function upCommand(argv: string[]): Promise<number> {
     process.stdout.write(`${UP_HELP}\n`);
     return 0;
   }
+  refuseTestFaultFlags(values);
   const count = parseIntegerFlag('nodes', values.nodes ?? '3', 1, 9);
   const basePort = parseIntegerFlag('base-port', values['base-port'] ?? '2600', 1024, 65_000);
   const dataDir = resolvePath(values['data-dir'] ?? 'data');
@@ -283,54 +291,37 @@ export async function upCommand(argv: string[]): Promise<number> {
   } catch (error) {
     throw new UsageError(error instanceof SecretFileError ? error.message : `cannot prepare ${dataDir}: ${(error as Error).message}`);
   }
-  const bin = new URL('../bin/debughost.js', import.meta.url).pathname;
-  const children: ChildProcess[] = [];
-  let stopping = false;
-  const stopAll = (): void => {
-    if (stopping) return;
-    stopping = true;
-    for (const child of children) if (child.exitCode === null) child.kill('SIGTERM');
-  };
-  process.once('SIGINT', stopAll);
-  process.once('SIGTERM', stopAll);
-  const exits: Promise<number>[] = [];
-  const ready: Promise<void>[] = [];
-  for (const n of nodes) {
-    const args = [bin, 'node', '--id', n.id, '--grpc', n.grpc, '--mcp', n.mcp, '--seeds', seeds, '--data-dir', `${dataDir}/${n.id}`];
-    args.push('--cluster-secret-file', clusterSecretPath(dataDir), '--admin-token-file', adminTokenPath(dataDir));
-    if (values['no-fsync'] === true) args.push('--no-fsync');
-    args.push('--ports', `${20_000 + 1000 * n.index}-${20_000 + 1000 * n.index + 999}`);
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, DEBUGHOST_LOG_LEVEL: process.env.DEBUGHOST_LOG_LEVEL ?? 'warn' } });
-    children.push(child);
-    child.stderr?.on('data', (chunk: Buffer) => process.stderr.write(chunk));
-    ready.push(
-      new Promise((resolve) => {
-        child.stdout?.on('data', (chunk: Buffer) => {
-          if (chunk.toString().includes('ready:')) resolve();
-        });
-      }),
-    );
-    exits.push(new Promise((resolve) => child.once('exit', (code) => {
-      if (!stopping && code === 0) {
-        // A node that left the cluster (debughost leave) stops cleanly; the others go on.
-        process.stderr.write(`debughost up: node ${n.id} stopped (it left the cluster)\n`);
-      } else if (!stopping) {
-        process.stderr.write(`debughost up: node ${n.id} exited with code ${code ?? 'signal'}; stopping the others\n`);
-        stopAll();
-      }
-      resolve(code ?? 1);
-    })));
-  }
-  await Promise.race([Promise.all(ready), Promise.all(exits)]);
-  if (!stopping) {
+  const supervisor = new NodeSupervisor({
+    bin: new URL('../bin/debughost.js', import.meta.url).pathname,
+    env: { ...process.env, DEBUGHOST_LOG_LEVEL: process.env.DEBUGHOST_LOG_LEVEL ?? 'warn' },
+    nodes: nodes.map((n) => ({
+      id: n.id,
+      args: [
+        'node', '--id', n.id, '--grpc', n.grpc, '--mcp', n.mcp, '--seeds', seeds, '--data-dir', `${dataDir}/${n.id}`,
+        '--cluster-secret-file', clusterSecretPath(dataDir), '--admin-token-file', adminTokenPath(dataDir),
+        '--ports', `${20_000 + 1000 * n.index}-${20_000 + 1000 * n.index + 999}`,
+        ...(values['no-fsync'] === true ? ['--no-fsync'] : []),
+      ],
+    })),
+    report: (line) => process.stderr.write(`debughost up: ${line}\n`),
+    nodeStderr: (chunk) => process.stderr.write(chunk),
+  });
+  // Ctrl-C reaches the nodes too (one process group); SIGTERM to up alone is passed on. A second one kills at once.
+  const stop = (): void => supervisor.stop();
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  const started = await supervisor.started;
+  if (started.ok) {
     process.stdout.write(`debughost: ${count}-node cluster up (data in ${dataDir})\n`);
     for (const n of nodes) process.stdout.write(`  ${n.id}  mcp http://${n.mcp}/mcp   grpc ${n.grpc}\n`);
     process.stdout.write(`connect Claude Code (admin token, kept in ${adminTokenPath(dataDir)}; debughost token create makes narrower ones):\n`);
     process.stdout.write(`  claude mcp add --transport http debughost http://${nodes[0]?.mcp}/mcp --header "Authorization: Bearer ${adminToken}"\n`);
     process.stdout.write(`try:  debughost status --endpoints ${nodes[0]?.grpc}   (Ctrl-C stops the cluster)\n`);
   }
-  const codes = await Promise.all(exits);
-  return stopping && codes.every((code) => code === 0) ? 0 : 1;
+  const code = await supervisor.finished;
+  process.removeListener('SIGINT', stop);
+  process.removeListener('SIGTERM', stop);
+  return started.ok ? code : 1;
 }
 
 // ---- small clients ------------------------------------------------------------

@@ -11,6 +11,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import test from 'ava';
 import Docker from 'dockerode';
 import { testDocker, TEST_IMAGE, type TestDocker } from '../actors/testing/dockerd.ts';
+import { prerequisites } from '../actors/testing/prerequisites.ts';
 import { LocalCluster, type Member } from './local-cluster.ts';
 
 const run = promisify(execFile);
@@ -20,7 +21,11 @@ let cluster: LocalCluster;
 const clients: Client[] = [];
 /** The tests' own tag of the busybox image, so that another test file removing its tag cannot take it away. */
 const IMAGE = 'debughost-test/mcp-busybox:1';
-let docker: TestDocker | { skip: string } = { skip: 'not set up' };
+let docker: TestDocker | null = null;
+const dockerPrerequisites = await prerequisites('docker', 'busybox-static');
+const dockerTest = dockerPrerequisites.guard(test.serial);
+// The dev server of the first flow is python3's http.server.
+const pythonTest = (await prerequisites('python3')).guard(test.serial);
 const workDir = mkdtempSync(join(tmpdir(), 'debughost-mcp-'));
 
 async function connect(member: Member): Promise<Client> {
@@ -44,8 +49,8 @@ async function call(client: Client, name: string, args: Record<string, unknown>,
 const text = (result: Result): string => result.content.map((part) => part.text).join('\n');
 
 test.before(async () => {
-  docker = await testDocker();
-  if (!('skip' in docker)) await new Docker({ socketPath: docker.socketPath }).getImage(TEST_IMAGE).tag({ repo: 'debughost-test/mcp-busybox', tag: '1' });
+  if (dockerPrerequisites.met) docker = await testDocker();
+  if (docker !== null) await new Docker({ socketPath: docker.socketPath }).getImage(TEST_IMAGE).tag({ repo: 'debughost-test/mcp-busybox', tag: '1' });
   // Six ports per node: enough for the flows, few enough to exhaust on purpose.
   cluster = await LocalCluster.create(3, { extraArgs: ['--ports', '24100-24105'] });
   for (const member of cluster.members) cluster.start(member);
@@ -55,7 +60,7 @@ test.before(async () => {
 test.after.always(async () => {
   for (const client of clients) await client.close().catch(() => {});
   await cluster?.stop();
-  if (!('skip' in docker)) {
+  if (docker !== null) {
     await new Docker({ socketPath: docker.socketPath }).getImage(IMAGE).remove().catch(() => {});
     await docker.cleanUp();
   }
@@ -69,7 +74,7 @@ async function nonOwnerClient(owner: string): Promise<Client> {
   return connect(other);
 }
 
-test.serial('a dev server runs through a node that does not own it: start, wait, http, logs, exec, restart, stop, remove', async (t) => {
+pythonTest('a dev server runs through a node that does not own it: start, wait, http, logs, exec, restart, stop, remove', async (t) => {
   const first = await connect(cluster.members[0] as Member);
   const tools = (await first.listTools()).tools.map((tool) => tool.name);
   for (const name of ['project_start', 'project_stop', 'project_restart', 'project_remove', 'project_status', 'project_list', 'project_logs', 'project_wait', 'project_exec', 'project_http', 'cluster_status']) {
@@ -177,12 +182,8 @@ test.serial('project_batch: 50 starts with 3 bad items run 47 projects on their 
   t.is((removal.structuredContent as { succeeded: number }).succeeded, 50);
 });
 
-test.serial('the same flow with the Docker runtime', async (t) => {
-  if ('skip' in docker) {
-    t.log(`skipped: ${docker.skip}`);
-    t.pass();
-    return;
-  }
+dockerTest('the same flow with the Docker runtime', async (t) => {
+  if (docker === null) return t.fail('no engine: the before hook failed');
   const client = await connect(cluster.members[2] as Member);
   const missing = await call(client, 'project_start', { name: 'noimage', image: 'debughost-test/absent:1' });
   t.true(missing.isError === true);

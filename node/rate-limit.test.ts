@@ -1,10 +1,11 @@
 // Rate limits: local buckets refuse past the burst and refill with time; with a real redis-server the limit holds across two nodes' limiters (without Redis it would not); Redis killed mid-run: calls go on under the local limit and none waits past the deadline.
+import { prerequisites } from '../actors/testing/prerequisites.ts';
 import test, { type ExecutionContext } from 'ava';
 import { performance } from 'node:perf_hooks';
 import type { Identity } from '../actors/identity.ts';
 import { RateLimiter, type RateOutcome } from './rate-limit.ts';
 import { until } from './local-cluster.ts';
-import { redisInstalled, startRedis, type TestRedis } from './testing/redis-server.ts';
+import { startRedis, type TestRedis } from './testing/redis-server.ts';
 import { LocalBuckets } from './token-bucket.ts';
 
 const alice = (tokenId: string): Identity => ({ tokenId, tokenName: tokenId, tenant: 'alice', role: 'developer' });
@@ -40,8 +41,8 @@ async function burst(limiters: RateLimiter[], identity: Identity, calls: number)
 
 const CONFIG = { tokenPerSecond: 5, tokenBurst: 10, tenantPerSecond: 1_000, tenantBurst: 1_000 };
 
-/** Tests that need a real redis-server are registered as skipped where the package is missing. */
-const withRedis = redisInstalled() ? test : test.skip;
+/** Tests that need a real redis-server: skipped with the reason where the package is missing (failing under CI). */
+const withRedis = (await prerequisites('redis-server')).guard(test);
 
 async function started(t: ExecutionContext): Promise<TestRedis> {
   const redis = await startRedis();

@@ -1,4 +1,5 @@
 // Running out of room on real nodes: past --quota-bytes the replicated NOSPACE alarm refuses puts (deletes and reads go on) and clears once space is freed; a full data disk (a small tmpfs) stops writes with a clear error and an alarm metric, loses nothing, and recovers by itself when space returns.
+import { prerequisites } from '../actors/testing/prerequisites.ts';
 import test from 'ava';
 import { execFile } from 'node:child_process';
 import { mkdir, open, rm } from 'node:fs/promises';
@@ -87,9 +88,8 @@ async function fill(dir: string): Promise<string> {
   return path;
 }
 
-const canMount = process.getuid?.() === 0;
-
-(canMount ? test : test.skip)('disk full: a node on a full tmpfs refuses writes with a clear error and an alarm, keeps its data, and recovers when space returns', async (t) => {
+// Mounting a tmpfs needs root.
+(await prerequisites('root')).guard(test)('disk full: a node on a full tmpfs refuses writes with a clear error and an alarm, keeps its data, and recovers when space returns', async (t) => {
   // Each node's data dir on a tmpfs of its own, as small as its LevelDB, two 256 KiB WAL segments and a little room allow.
   const cluster = await LocalCluster.create(3, { extraArgs: ['--wal-segment-bytes', String(256 * 1024), '--docker', 'off'] });
   const mounted: string[] = [];

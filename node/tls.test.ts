@@ -11,10 +11,13 @@ import { KV, RangeRequestSchema } from '../proto/gen/kv_pb.ts';
 import { Raft, RaftBatchSchema, RaftMessageSchema } from '../proto/gen/raft_pb.ts';
 import { NODE_URI_PREFIX } from './peer-auth.ts';
 import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
+import { prerequisites } from '../actors/testing/prerequisites.ts';
 import { quietIpServerNameWarning } from './cli-node.ts';
 import { LocalCluster, bin, type Member } from './local-cluster.ts';
 
 const run = promisify(execFile);
+// The certificates are made with the openssl command line.
+const opensslTest = (await prerequisites('openssl')).guard(test);
 const KvClient = makeClientConstructor(KV);
 const RaftClient = makeClientConstructor(Raft);
 
@@ -37,7 +40,7 @@ async function makeCa(dir: string, name: string): Promise<{ cert: string; issue:
   return { cert: caCert, issue };
 }
 
-test('mutual TLS: members and a client with a cert from the cluster CA work; no cert, a foreign CA, or plaintext are refused', async (t) => {
+opensslTest('mutual TLS: members and a client with a cert from the cluster CA work; no cert, a foreign CA, or plaintext are refused', async (t) => {
   quietIpServerNameWarning();
   const pki = await mkdtemp(join(tmpdir(), 'debughost-pki-'));
   t.teardown(() => rm(pki, { recursive: true, force: true }));

@@ -1,6 +1,7 @@
 // `debughost sim`: run seeds of the deterministic cluster simulator and report.
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
+import { progressLine, type Progress } from '../node/progress.ts';
 import { UsageError, parseIntegerFlag } from '../node/usage-error.ts';
 import { ALL_FAULTS, parseFaultList, type FaultKind } from './faults.ts';
 import { ACTOR_MUTATIONS, MUTATIONS, isActorMutationName, isMutationName, mutatedRaftFactory, type ActorMutationName } from './mutations.ts';
@@ -129,18 +130,32 @@ export async function simCommand(argv: string[]): Promise<number> {
     process.stdout.write(`${HELP}\n`);
     return 0;
   }
-  const out = (line: string): void => {
-    process.stdout.write(`${line}\n`);
-  };
+  // With --json, stdout carries the JSON object alone; the lines for people go to stderr.
+  const progress = progressLine(process.stderr, { json: args.json });
+  const human = args.json ? process.stderr : process.stdout;
+  const out = (line: string): void => progress.print(() => human.write(`${line}\n`));
   const started = performance.now();
+  try {
+    return args.actors > 0 ? actorSimCommand(args, out, started, progress) : raftSimCommand(args, out, started, progress);
+  } finally {
+    progress.done();
+  }
+}
+
+/** The status line after `done` of the run's seeds. */
+function seedProgress(progress: Progress, done: number, args: SimArgs, failed: number, started: number): void {
+  progress.update(`sim: seed ${done}/${args.seeds.length}, ${failed} failed, ${((performance.now() - started) / 1000).toFixed(0)} s`);
+}
+
+/** `debughost sim` without --actors: Raft and the KV store under faults. */
+function raftSimCommand(args: SimArgs, out: (line: string) => void, started: number, progress: Progress): number {
   const failed: number[] = [];
   let violations = 0;
   let simulatedMs = 0;
   let operations = 0;
   let unknownLinearizability = 0;
-  if (args.actors > 0) return actorSimCommand(args, out, started);
   const createRaft = args.mutation === null || !isMutationName(args.mutation) ? undefined : mutatedRaftFactory(args.mutation);
-  for (const seed of args.seeds) {
+  for (const [index, seed] of args.seeds.entries()) {
     const result: SeedResult = runSeed({
       seed,
       nodes: args.nodes,
@@ -151,6 +166,7 @@ export async function simCommand(argv: string[]): Promise<number> {
       traceHash: args.traceHash,
       ...(createRaft === undefined ? {} : { createRaft }),
     });
+    seedProgress(progress, index + 1, args, failed.length + (result.ok ? 0 : 1), started);
     simulatedMs += result.simulatedMs;
     operations += result.operations.total;
     if (result.linearizability === 'unknown') unknownLinearizability += 1;
@@ -166,6 +182,7 @@ export async function simCommand(argv: string[]): Promise<number> {
       out(`  replay: ${replayCommand(args, seed)}`);
     }
   }
+  progress.done();
   const wallSeconds = (performance.now() - started) / 1000;
   const simulatedSeconds = simulatedMs / 1000;
   const speedup = simulatedSeconds / Math.max(wallSeconds, 1e-9);
@@ -175,8 +192,8 @@ export async function simCommand(argv: string[]): Promise<number> {
       (unknownLinearizability > 0 ? `; linearizability check ran out of budget on ${unknownLinearizability} seed(s)` : ''),
   );
   if (args.json) {
-    out(
-      JSON.stringify({
+    process.stdout.write(
+      `${JSON.stringify({
         seeds: args.seeds.length,
         failed,
         violations,
@@ -186,21 +203,21 @@ export async function simCommand(argv: string[]): Promise<number> {
         nodes: args.nodes,
         operations,
         linearizabilityUnknown: unknownLinearizability,
-      }),
+      })}\n`,
     );
   }
   return failed.length === 0 ? 0 : 1;
 }
 
 /** `debughost sim --actors N`: whole-cluster runs with the actor layer on every node. */
-function actorSimCommand(args: SimArgs, out: (line: string) => void, started: number): number {
+function actorSimCommand(args: SimArgs, out: (line: string) => void, started: number, progress: Progress): number {
   const failed: number[] = [];
   let violations = 0;
   let simulatedMs = 0;
   let calls = 0;
   let ownerWrites = 0;
   let moves = 0;
-  for (const seed of args.seeds) {
+  for (const [index, seed] of args.seeds.entries()) {
     const result = runActorSeed({
       seed,
       nodes: args.nodes,
@@ -212,6 +229,7 @@ function actorSimCommand(args: SimArgs, out: (line: string) => void, started: nu
       traceHash: args.traceHash,
       mutation: args.mutation !== null && isActorMutationName(args.mutation) ? args.mutation : null,
     });
+    seedProgress(progress, index + 1, args, failed.length + (result.ok ? 0 : 1), started);
     simulatedMs += result.simulatedMs;
     const c = result.calls;
     calls += c.ok + c.quota + c.notFound + c.unknown;
@@ -229,6 +247,7 @@ function actorSimCommand(args: SimArgs, out: (line: string) => void, started: nu
       out(`  replay: ${replayCommand(args, seed)}`);
     }
   }
+  progress.done();
   const wallSeconds = (performance.now() - started) / 1000;
   const simulatedSeconds = simulatedMs / 1000;
   const speedup = simulatedSeconds / Math.max(wallSeconds, 1e-9);
@@ -237,8 +256,8 @@ function actorSimCommand(args: SimArgs, out: (line: string) => void, started: nu
       `${calls} project calls, ${ownerWrites} owner writes, ${moves} hand-offs; simulated ${simulatedSeconds.toFixed(1)} s in ${wallSeconds.toFixed(1)} s of wall time (${speedup.toFixed(0)}x real time)`,
   );
   if (args.json) {
-    out(
-      JSON.stringify({
+    process.stdout.write(
+      `${JSON.stringify({
         seeds: args.seeds.length,
         failed,
         violations,
@@ -250,7 +269,7 @@ function actorSimCommand(args: SimArgs, out: (line: string) => void, started: nu
         calls,
         ownerWrites,
         moves,
-      }),
+      })}\n`,
     );
   }
   return failed.length === 0 ? 0 : 1;

@@ -3,15 +3,17 @@
 // it), and builds a tiny busybox image locally with `docker import` (no registry).
 // Docker is shared with other test runs: a test file that removes or prunes images
 // imports its own under a name of its own (importImage), never the shared one.
+// Whether the machine has what this needs is asked first, through prerequisites.ts
+// ('docker', 'busybox-static'); here a failure is an error, not a skip.
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
+import { BUSYBOX, DOCKER_SOCKET } from './prerequisites.ts';
 
-export const DOCKER_SOCKET = '/var/run/docker.sock';
+export { DOCKER_SOCKET } from './prerequisites.ts';
 export const TEST_IMAGE = 'debughost-test/busybox:1';
-const BUSYBOX = '/bin/busybox';
 const APPLETS = ['sh', 'echo', 'sleep', 'httpd', 'cat', 'mkdir', 'true', 'false', 'ls', 'head', 'tail', 'dd', 'yes', 'kill', 'ps', 'id', 'env', 'grep', 'pwd'];
 
 export interface TestDocker {
@@ -42,19 +44,19 @@ function exited(pid: number): boolean {
   }
 }
 
+/** Thrown when an engine that should be there does not come up. */
+export class TestDockerError extends Error {
+  override readonly name = 'TestDockerError';
+}
+
 /**
- * A Docker engine and the test image, or a reason to skip (logged by the caller). `image` names the
- * test image: the shared TEST_IMAGE by default, or one of the caller's own.
+ * A Docker engine and the test image; call it only when prerequisites('docker', 'busybox-static')
+ * are met. `image` names the test image: the shared TEST_IMAGE by default, or one of the caller's own.
  */
-export async function testDocker(image: string = TEST_IMAGE): Promise<TestDocker | { skip: string }> {
-  // The image is busybox alone, with no libc: it must be the static build.
-  if (!existsSync(BUSYBOX) || spawnSync('ldd', [BUSYBOX], { encoding: 'utf8' }).stdout?.includes('=>') === true) {
-    return { skip: `${BUSYBOX} is missing or dynamically linked; the test image needs a static one (apt-get install -y busybox-static)` };
-  }
+export async function testDocker(image: string = TEST_IMAGE): Promise<TestDocker> {
   let startedPid: number | null = null;
   let logDir: string | null = null;
   if (!(await answers(DOCKER_SOCKET))) {
-    if (spawnSync('which', ['dockerd']).status !== 0) return { skip: 'dockerd is not installed (apt-get install -y docker.io)' };
     logDir = mkdtempSync(join(tmpdir(), 'debughost-dockerd-'));
     const log = openSync(join(logDir, 'dockerd.log'), 'a');
     const child = spawn('dockerd', [], { detached: true, stdio: ['ignore', log, log] });
@@ -67,7 +69,7 @@ export async function testDocker(image: string = TEST_IMAGE): Promise<TestDocker
         const logTail = readFileSync(join(logDir, 'dockerd.log'), 'utf8').trim().split('\n').slice(-3).join(' | ');
         if (startedPid !== null && !exited(startedPid)) process.kill(startedPid, 'SIGKILL');
         rmSync(logDir, { recursive: true, force: true });
-        return { skip: `dockerd did not answer on ${DOCKER_SOCKET} within 60 s; its last log lines: ${logTail}` };
+        throw new TestDockerError(`dockerd did not answer on ${DOCKER_SOCKET} within 60 s; its last log lines: ${logTail}`);
       }
       await sleep(200);
     }

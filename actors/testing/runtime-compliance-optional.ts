@@ -3,7 +3,7 @@
 // crashLoop) and exec. A driver lists the parts it implements; the checks of the others
 // are registered as skipped, with the reason. The checks are exported so that a test can
 // show each one fails on a runtime with a planted bug.
-import type { TestFn } from 'ava';
+import type { Implementation, TestFn } from 'ava';
 import type { LifecycleEvent, ProjectRef, RuntimeEvent, WorkloadStatus } from '../runtime.ts';
 import type { RuntimeHarness } from './runtime-compliance.ts';
 
@@ -90,21 +90,20 @@ export const optionalChecks: readonly OptionalCheck[] = [
 ];
 
 export interface OptionalComplianceOptions {
-  /** The runtime cannot run here (no engine, missing tool): every check is registered as skipped with this reason. */
-  readonly skip: string | null;
+  /** Declares a check that runs: ava's test.serial, or one guarded by prerequisites.ts (skipped or failing when the runtime cannot run here). */
+  readonly serial: (title: string, implementation: Implementation<[]>) => void;
   readonly features: readonly OptionalFeature[];
 }
 
-/** Registers the optional checks; `open` gives a fresh harness per test. */
+/** Registers the optional checks; `open` gives a fresh harness per test. A feature the runtime does not declare is a skipped test that says so. */
 export function optionalCompliance(test: TestFn, label: string, open: () => Promise<RuntimeHarness>, options: OptionalComplianceOptions): void {
   for (const { title, feature, body } of optionalChecks) {
     const name = `${label} compliance: ${title}`;
-    const reason = options.skip ?? (options.features.includes(feature) ? null : `the ${label} runtime does not declare '${feature}' yet`);
-    if (reason !== null) {
-      test.skip(`${name} (skipped: ${reason})`, () => undefined);
+    if (!options.features.includes(feature)) {
+      test.skip(`${name} (skipped: the ${label} runtime does not declare '${feature}' yet)`, () => undefined);
       continue;
     }
-    test.serial(name, async (t) => {
+    options.serial(name, async (t) => {
       const harness = await open();
       const events: RuntimeEvent[] = [];
       const unsubscribe = harness.runtime.subscribe((event) => events.push(event));

@@ -1,7 +1,7 @@
 // One compliance suite for every Runtime (process, Docker, the simulator's): the contract
 // of actors/runtime.ts as tests. A harness says how to express a behaviour as a spec for
 // its runtime and how time passes (real polling, or a virtual clock that it advances).
-import type { TestFn } from 'ava';
+import type { Implementation } from 'ava';
 import type { ProjectRef, RestartPolicy, Runtime, RuntimeEvent, WorkloadSpec, WorkloadStatus } from '../runtime.ts';
 
 export type Behaviour =
@@ -21,19 +21,19 @@ export interface RuntimeHarness {
 }
 
 /**
- * Registers the suite. `open` gives a fresh harness per test, or a reason to skip (logged).
+ * Registers the suite through `serial` (ava's test.serial, or one guarded by prerequisites.ts).
+ * `open` gives a fresh harness per test.
  * The harness's restart limits must allow a crash loop within a few seconds (small back-off,
  * crashLoopExitsMax ≤ 5).
  */
-export function runtimeCompliance(test: TestFn, label: string, open: () => Promise<RuntimeHarness | { skip: string }>): void {
+export function runtimeCompliance(
+  serial: (title: string, implementation: Implementation<[]>) => void,
+  label: string,
+  open: () => Promise<RuntimeHarness>,
+): void {
   const withHarness = (title: string, body: (harness: RuntimeHarness, events: RuntimeEvent[]) => Promise<void>): void => {
-    test.serial(`${label} compliance: ${title}`, async (t) => {
+    serial(`${label} compliance: ${title}`, async (t) => {
       const harness = await open();
-      if ('skip' in harness) {
-        t.log(`skipped: ${harness.skip}`);
-        t.pass();
-        return;
-      }
       const events: RuntimeEvent[] = [];
       const unsubscribe = harness.runtime.subscribe((event) => events.push(event));
       try {

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
+import { prerequisites } from '../../actors/testing/prerequisites.ts';
 import test, { type ExecutionContext } from 'ava';
 import type { Page } from 'playwright-core';
 import { countMarked } from '../../chaos/workload-mcp.ts';
@@ -18,6 +19,7 @@ import { callUnary } from '../../proto/grpc.ts';
 import { startGrpcServer } from '../grpc-server.ts';
 import { startHttpServer } from '../http.ts';
 import { freePort, LocalCluster, until, type Member } from '../local-cluster.ts';
+import { ensureClusterSecret } from '../cluster-files.ts';
 import { createLogger } from '../log.ts';
 import { DebughostNode, TICK_MS_DEFAULT } from '../node.ts';
 import { browserMissing, launchBrowser, type TestBrowser } from '../testing/browser.ts';
@@ -32,11 +34,10 @@ const SHOWN_MS_GOAL = 100;
 /** What a single change may take on a loaded shared machine before the test calls it broken. */
 const SHOWN_MS_MAX = 1_000;
 
-const missing = browserMissing();
-const browserTest = missing === null ? test.serial : test.serial.skip;
-// CI installs chromium: there a missing browser is a failure; elsewhere a skip that names what to install.
-if (missing !== null && process.env.CI === 'true') test('chromium is installed (CI runs the browser tests)', (t) => t.fail(missing));
-else if (missing !== null) test.skip(`browser tests need chromium: ${missing}`, () => undefined);
+const chromium = await prerequisites('chromium');
+const missing = chromium.met ? browserMissing() : chromium.missing.join("; ");
+// Skipped with the reason where chromium is missing; failing under CI, which installs it.
+const browserTest = chromium.guard(test.serial);
 
 const mcp = new McpClients('ui-browser-test');
 let browser: TestBrowser | null = null;
@@ -120,12 +121,16 @@ browserTest('the dashboard of a real cluster shows starts, stops and a leader ch
   page.on('pageerror', (error) => pageErrors.push(error.message));
 
   await page.goto(`${origin}/ui`);
+  // Secure by default: the page asks for a token, and the cluster's admin token sees everything.
+  await page.waitForSelector('#token-form:not([hidden])');
+  await page.fill('#token-input', cluster.adminToken);
+  await page.click('#token-form button[type="submit"]');
   await page.waitForSelector('#connection[data-state="live"]');
   await page.waitForFunction(() => {
     const { document } = globalThis as unknown as PageGlobals;
     return document.querySelectorAll('#members tr[data-member]').length === 3 && document.querySelector('[data-fact="leader"]')?.textContent !== 'none known';
   });
-  t.true(await page.isHidden('#token-form'), 'a cluster without tokens asks for none');
+  t.true(await page.isHidden('#token-form'), 'the form is gone once the token is accepted');
 
   // Starts and stops through another node's MCP; the time from n1 applying each status change to the page showing it.
   const watch = watchStatus(cluster, n1);
@@ -206,6 +211,8 @@ const authorize: UiAuthorize = (request) => {
 async function inProcessNode(t: ExecutionContext): Promise<Member> {
   const [grpcPort, httpPort] = [await freePort(), await freePort()];
   const dataDir = await mkdtemp(join(tmpdir(), 'debughost-ui-'));
+  const secretFile = join(dataDir, 'cluster-secret');
+  await ensureClusterSecret(secretFile);
   const grpcAddress = `127.0.0.1:${grpcPort}`;
   const node = await DebughostNode.open({
     id: 'solo',
@@ -221,6 +228,7 @@ async function inProcessNode(t: ExecutionContext): Promise<Member> {
     snapshotEntries: 10_000,
     // The page's tokens are this test's own (authorize above); the node's MCP needs none.
     insecureNoAuth: true,
+    clusterSecretFile: secretFile,
     actors: { portRangeStart: 27_100, portRangeEnd: 27_199, docker: 'off' },
   });
   const grpcServer = await startGrpcServer(node, grpc.ServerCredentials.createInsecure());
