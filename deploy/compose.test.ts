@@ -7,11 +7,11 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import test from 'ava';
 import { composeProblems, prometheusTargets } from './testing/compose-checks.ts';
-import { DOCKER_COMPOSE, testWith } from './testing/tools.ts';
+import { testWith } from './testing/tools.ts';
 
 const run = promisify(execFile);
 const COMPOSE = join(import.meta.dirname, 'docker-compose.yml');
-const withCompose = testWith([DOCKER_COMPOSE]);
+const withCompose = await testWith('docker-compose');
 const targets = prometheusTargets(await readFile(join(import.meta.dirname, 'prometheus', 'prometheus.yml'), 'utf8'));
 
 /** `docker-compose config` of a compose file: its exit code, the resolved YAML, and its errors. */

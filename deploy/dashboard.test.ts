@@ -12,7 +12,7 @@ import test from 'ava';
 import { stringify } from 'yaml';
 import { LocalCluster } from '../node/local-cluster.ts';
 import { dashboardQueries, metricNamesOf, parseExposition, sampleValue, unexportedMetrics, type Exposition } from './testing/promql.ts';
-import { PROMTOOL, testWith } from './testing/tools.ts';
+import { testWith } from './testing/tools.ts';
 
 const run = promisify(execFile);
 const DASHBOARD = join(import.meta.dirname, 'grafana', 'dashboards', 'debughost.json');
@@ -40,7 +40,7 @@ test('the dashboard has panels for the cluster, storage, actors and MCP, and a n
   t.true(queries.some((q) => q.where === "variable 'node'"));
 });
 
-testWith([PROMTOOL])('every dashboard query is valid PromQL (promtool check rules)', async (t) => {
+(await testWith('promtool'))('every dashboard query is valid PromQL (promtool check rules)', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'debughost-dashboard-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   // Grafana's $node is substituted before Prometheus sees a query; any regex will do for the syntax.
@@ -57,7 +57,7 @@ test('every metric the dashboard reads is on a live node\'s /metrics after a pro
   cluster.start(member);
   await cluster.waitForLeader(30_000);
   const client = new Client({ name: 'debughost-dashboard-test', version: '1' });
-  await client.connect(new StreamableHTTPClientTransport(new URL(`http://${member.mcp}/mcp`)));
+  await client.connect(new StreamableHTTPClientTransport(new URL(`http://${member.mcp}/mcp`), { requestInit: { headers: member.mcpHeaders } }));
   t.teardown(() => client.close());
   const started = (await client.callTool({ name: 'project_start', arguments: { name: 'sleeper', command: 'exec sleep 300', waitMs: 20_000 } }, undefined, { timeout: 60_000 })) as { isError?: boolean };
   t.not(started.isError, true, JSON.stringify(started));

@@ -7,12 +7,11 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { freePort, until } from '../node/local-cluster.ts';
-import { missing, testWith, type Tool } from './testing/tools.ts';
+import test from 'ava';
+import { optIn } from '../actors/testing/prerequisites.ts';
 
 const execFileAsync = promisify(execFile);
 const ROOT = join(import.meta.dirname, '..');
-const DOCKER: Tool = { command: 'docker', install: 'apt-get install -y docker.io, and a running dockerd' };
-const DEBOOTSTRAP: Tool = { command: 'debootstrap', install: 'apt-get install -y debootstrap' };
 const id = randomBytes(4).toString('hex');
 const NODE_IMAGE = process.env.NODE_IMAGE ?? 'node:20-bookworm-slim';
 const IMAGE = `debughost-test/debughost:${id}`;
@@ -33,12 +32,9 @@ async function sh(command: string, args: string[], options: { env?: NodeJS.Proce
 
 const exists = async (image: string): Promise<boolean> => sh('docker', ['image', 'inspect', image]).then(() => true, () => false);
 
-function reason(): string | null {
-  if (process.env.DEBUGHOST_IMAGE_TEST !== '1') return 'set DEBUGHOST_IMAGE_TEST=1 to build the image and start it (8 min idle, over 20 min on a busy 2-core machine)';
-  return missing([DOCKER, DEBOOTSTRAP]);
-}
+const imageTest = (await optIn('DEBUGHOST_IMAGE_TEST', 'it builds the image and starts it (8 min idle, over 20 min on a busy 2-core machine)', 'docker', 'debootstrap', 'docker-compose')).guard(test);
 
-testWith([], reason())('the image builds, runs non-root without dev dependencies, turns healthy, and compose starts a 3-node cluster from it', async (t) => {
+imageTest('the image builds, runs non-root without dev dependencies, turns healthy, and compose starts a 3-node cluster from it', async (t) => {
   // Well past the runner's inactivity timeout: a stand-in base image and two builds take minutes on 2 cores.
   t.timeout(IMAGE_TEST_TIMEOUT_MS);
   const cleanups: (() => Promise<unknown>)[] = [];

@@ -5,11 +5,11 @@ import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { PROMTOOL, testWith } from './testing/tools.ts';
+import { testWith } from './testing/tools.ts';
 
 const run = promisify(execFile);
 const DIR = join(import.meta.dirname, 'prometheus');
-const withPromtool = testWith([PROMTOOL]);
+const withPromtool = await testWith('promtool');
 
 /** promtool's exit code and output (it exits 1 on a failed check). */
 async function promtool(args: string[], cwd = DIR): Promise<{ code: number; output: string }> {

@@ -24,6 +24,8 @@ export const PREREQUISITES = [
   'chromium',
   'etcd',
   'promtool',
+  'docker-compose',
+  'debootstrap',
 ] as const;
 export type Prerequisite = (typeof PREREQUISITES)[number];
 
@@ -155,6 +157,8 @@ const CHECKS: Record<Prerequisite, Check> = {
   },
   etcd: { install: 'apt-get install -y etcd-server', probe: onPath('etcd') },
   promtool: { install: 'apt-get install -y prometheus', probe: onPath('promtool') },
+  'docker-compose': { install: 'apt-get install -y docker-compose', probe: onPath('docker-compose') },
+  debootstrap: { install: 'apt-get install -y debootstrap', probe: onPath('debootstrap') },
 };
 
 /** True under CI=true (as .ci/run runs): then a missing prerequisite fails instead of skipping. */
@@ -216,6 +220,22 @@ export async function prerequisitesIn(env: NodeJS.ProcessEnv, names: readonly Pr
         }
         declare.skip(`${title}${SKIP_MARKER}${reason}]`, implementation);
       };
+    },
+  };
+}
+
+/**
+ * Tests run only when asked for (ENV=1), as slow ones that `npm test` would not fit: otherwise skipped
+ * with `why` in the title (also under CI, which does not ask). Asked for, the prerequisites apply as usual.
+ */
+export async function optIn(envName: string, why: string, ...names: Prerequisite[]): Promise<Prerequisites> {
+  if (process.env[envName] === '1') return prerequisites(...names);
+  const reason = `set ${envName}=1 to run it: ${why}`;
+  return {
+    missing: [reason],
+    met: false,
+    guard<Context>(declare: Declare<Context>) {
+      return (title: string, implementation: Implementation<[], Context>): void => declare.skip(`${title}${SKIP_MARKER}${reason}]`, implementation);
     },
   };
 }
