@@ -2,36 +2,12 @@
 // project_exec and project_http. Output and bodies are capped so that a result
 // always fits an MCP answer.
 import { spawn } from 'node:child_process';
+import { CappedBuffer } from '../actors/capped-buffer.ts';
+import { WORKLOAD_LANG, WORKLOAD_PATH } from '../actors/workload-user.ts';
 import type { ExecResult, HttpResult } from './project-api.ts';
 
 export const EXEC_OUTPUT_BYTES_MAX = 32 * 1024;
 export const HTTP_BODY_BYTES_MAX = 32 * 1024;
-
-/** Collects up to `bytesMax` bytes of a stream and remembers whether more came. */
-class CappedBuffer {
-  readonly #chunks: Buffer[] = [];
-  #bytes = 0;
-  truncated = false;
-
-  constructor(private readonly bytesMax: number) {}
-
-  push(chunk: Buffer): void {
-    const room = this.bytesMax - this.#bytes;
-    if (room <= 0) {
-      this.truncated = true;
-      return;
-    }
-    const part = chunk.byteLength > room ? chunk.subarray(0, room) : chunk;
-    if (part !== chunk) this.truncated = true;
-    this.#chunks.push(part);
-    this.#bytes += part.byteLength;
-  }
-
-  text(): string {
-    // A cut may split a UTF-8 sequence; the decoder replaces the tail with U+FFFD.
-    return Buffer.concat(this.#chunks).toString('utf8');
-  }
-}
 
 export interface ExecTarget {
   /** argv to run; for the process runtime ['/bin/sh', '-c', command], for Docker ['docker', 'exec', id, 'sh', '-c', command]. */
@@ -48,7 +24,8 @@ export function runExec(target: ExecTarget, timeoutMs: number, signal: AbortSign
     if (file === undefined) throw new Error('runExec needs a command');
     const child = spawn(file, args, {
       cwd: target.cwd,
-      env: { ...process.env, ...target.env },
+      // Never the node's own environment (its tokens and settings): a fixed base and what the caller gives.
+      env: { PATH: WORKLOAD_PATH, LANG: WORKLOAD_LANG, ...target.env },
       detached: true,
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -17,7 +17,7 @@ const clock = {
   clearTimer: (handle: TimerHandle) => clearTimeout(handle as unknown as NodeJS.Timeout),
 };
 const logs = new LogStore({ dir: join(dataDir, 'logs'), wallNowMs: () => Date.now() });
-const runtime = await ProcessRuntime.open({ node: 'n1', stateDir: join(dataDir, 'runtime', 'process'), logs, clock, wallNowMs: () => Date.now(), orphanGraceSeconds: 1 });
+const runtime = await ProcessRuntime.open({ node: 'n1', stateDir: join(dataDir, 'runtime', 'process'), logs, clock, wallNowMs: () => Date.now(), orphanGraceMs: 1000 });
 const status = await runtime.start({
   project: { tenant: 't', name: 'p' },
   command,
