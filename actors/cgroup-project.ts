@@ -126,12 +126,21 @@ export class ProjectCgroup {
     return usage === null ? null : Math.max(0, Number(usage.trim()) - (statField(stat, 'total_inactive_file') ?? 0));
   }
 
-  /** Processes the kernel's OOM killer killed in this project so far; null without a memory controller. */
+  /**
+   * Processes the kernel's OOM killer killed in this project so far; null without a memory
+   * controller. v2's memory.events counts the subtree; v1 counts where the victim was (main, x<n>).
+   */
   oomKills(): number | null {
     const hierarchy = this.layout.memory;
     if (hierarchy === null) return null;
-    const file = hierarchy.version === 2 ? 'memory.events' : 'memory.oom_control';
-    return statField(readOrNull(join(this.dir(hierarchy), file)), 'oom_kill');
+    const dir = this.dir(hierarchy);
+    if (hierarchy.version === 2) return statField(readOrNull(join(dir, 'memory.events')), 'oom_kill');
+    let total: number | null = null;
+    for (const path of [dir, ...listDirs(dir).map((entry) => join(dir, entry))]) {
+      const count = statField(readOrNull(join(path, 'memory.oom_control')), 'oom_kill');
+      if (count !== null) total = (total ?? 0) + count;
+    }
+    return total;
   }
 
   /** Live processes of the project (its workload and execs), from the tracking hierarchy. */

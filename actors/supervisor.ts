@@ -31,7 +31,7 @@ export function signalGroup(pgid: number, signal: NodeJS.Signals | 0): boolean {
 export const groupAlive = (pgid: number): boolean => signalGroup(pgid, 0);
 
 /** State, process group and the CPU time (utime + stime, clock ticks) of a process, from /proc/<pid>/stat. */
-export function procStat(pid: number | string): { state: string; pgrp: number; cpuTicks: number; startTicks: string } | null {
+export function procStat(pid: number | string): { comm: string; state: string; pgrp: number; cpuTicks: number; startTicks: string } | null {
   let stat: string;
   try {
     stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -40,7 +40,7 @@ export function procStat(pid: number | string): { state: string; pgrp: number; c
   }
   // Fields after the command name (which may hold spaces): state, ppid, pgrp, … utime (14), stime (15), starttime (22).
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return { state: fields[0] ?? '', pgrp: Number(fields[2]), cpuTicks: Number(fields[11]) + Number(fields[12]), startTicks: fields[19] ?? '' };
+  return { comm: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')), state: fields[0] ?? '', pgrp: Number(fields[2]), cpuTicks: Number(fields[11]) + Number(fields[12]), startTicks: fields[19] ?? '' };
 }
 
 const isLive = (state: string): boolean => state !== 'Z' && state !== 'X';

@@ -76,12 +76,22 @@ export const commandSpec = (name: string, command: string, extra: Partial<Worklo
   ...extra,
 });
 
+export interface ModeHere {
+  readonly mode: Exclude<CgroupMode, 'off'>;
+  /** Why the mode cannot run here, or null. */
+  readonly skip: string | null;
+  /** Which limits it can enforce here. */
+  readonly memory: boolean;
+  readonly pids: boolean;
+}
+
 /** Which cgroup modes work here, each checked by creating (and removing) a probe root. */
-export function cgroupModesHere(): { mode: Exclude<CgroupMode, 'off'>; skip: string | null }[] {
+export function cgroupModesHere(): ModeHere[] {
   return (['auto', 'v1', 'v2'] as const).map((mode) => {
     const opened = openCgroups({ mode, rootName: nodeRootName(`probe${process.pid}`, mode) });
     for (const hierarchy of opened.layout?.hierarchies ?? []) rmdirSync(hierarchy.root);
-    return { mode, skip: opened.layout === null ? opened.description : null };
+    const layout = opened.layout;
+    return { mode, skip: layout === null ? opened.description : null, memory: layout?.memory != null, pids: layout?.pids != null };
   });
 }
 
