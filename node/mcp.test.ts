@@ -132,10 +132,14 @@ test.serial('bad input gets a clear isError result and changes nothing', async (
   await expectError('project_start', { name: 'a/b', command: 'true' }, /lower-case letters/);
   await expectError('project_start', { name: '..', command: 'true' }, /lower-case letters/);
   await expectError('project_start', { name: 'missing', command: 'definitely-not-a-command --flag', waitMs: 10_000 }, /command not found: definitely-not-a-command/);
-  await expectError('project_start', { name: 'big', command: 'true', env: { BIG: 'x'.repeat(10 * 1024 * 1024) } }, /Too big|too_big|65536|characters/i);
+  await expectError('project_start', { name: 'big', command: 'true', env: { BIG: 'x'.repeat(1024 * 1024) } }, /Too big|too_big|65536|characters/i);
+  // A body past the endpoint's limit is refused before it is buffered, with a status and a line that says so.
+  const huge = await call(client, 'project_start', { name: 'huge', command: 'true', env: { BIG: 'x'.repeat(10 * 1024 * 1024) } }).catch((error: unknown) => error as Error);
+  t.true(huge instanceof Error);
+  t.regex((huge as Error).message, /request body over \d+ bytes; send less/);
   await expectError('project_wait', { name: 'nope', timeoutMs: -5 }, /timeoutMs|greater|>=/i);
   await expectError('project_start', { name: 'greedy', command: 'sleep 60', ports: ['a', 'b', 'c', 'd', 'e', 'f', 'g'] }, /no free port/);
-  await expectError('project_start', { name: 'neither' }, /give a command/);
+  await expectError('project_start', { name: 'neither' }, /give command .* or image/);
   // Nothing of the refused starts was recorded (the command-not-found one is kept, failed, to show why).
   const list = await call(client, 'project_list', {});
   const names = (list.structuredContent?.projects as { name: string }[]).map((p) => p.name).sort();

@@ -2,15 +2,14 @@
 // project_exec and project_http. Output and bodies are capped so that a result
 // always fits an MCP answer.
 import { spawn } from 'node:child_process';
-import { CappedBuffer } from '../actors/capped-buffer.ts';
-import { WORKLOAD_LANG, WORKLOAD_PATH } from '../actors/workload-user.ts';
-import type { ExecResult, HttpResult } from './project-api.ts';
+import { CappedBuffer } from './capped-buffer.ts';
+import type { ExecAnswer as ExecResult, HttpAnswer as HttpResult } from './messages.ts';
 
 export const EXEC_OUTPUT_BYTES_MAX = 32 * 1024;
 export const HTTP_BODY_BYTES_MAX = 32 * 1024;
 
 export interface ExecTarget {
-  /** argv to run; for the process runtime ['/bin/sh', '-c', command], for Docker ['docker', 'exec', id, 'sh', '-c', command]. */
+  /** argv to run, e.g. ['/bin/sh', '-c', command]. */
   readonly argv: readonly string[];
   readonly cwd?: string;
   readonly env: Readonly<Record<string, string>>;
@@ -24,8 +23,8 @@ export function runExec(target: ExecTarget, timeoutMs: number, signal: AbortSign
     if (file === undefined) throw new Error('runExec needs a command');
     const child = spawn(file, args, {
       cwd: target.cwd,
-      // Never the node's own environment (its tokens and settings): a fixed base and what the caller gives.
-      env: { PATH: WORKLOAD_PATH, LANG: WORKLOAD_LANG, ...target.env },
+      // Only what the caller gives: never the node's own environment.
+      env: { ...target.env },
       detached: true,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
