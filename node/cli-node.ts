@@ -20,6 +20,7 @@ import {
   type WatchResponse,
 } from '../proto/gen/kv_pb.ts';
 import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
+import { CGROUP_MODES, type CgroupMode } from '../actors/cgroups.ts';
 import { prefixEnd } from '../consensus/kv-state-machine.ts';
 import { StorageCorruptError, StorageLockedError } from '../consensus/storage-leveldb.ts';
 import { startGrpcServer } from './grpc-server.ts';
@@ -48,7 +49,8 @@ export function parseAddress(flag: string, text: string | undefined): { host: st
 const NODE_HELP = `usage: debughost node --id ID --grpc HOST:PORT --mcp HOST:PORT --seeds HOST:PORT,... --data-dir DIR
                       [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] [--no-fsync]
                       [--tick-ms MS] [--snapshot-entries N] [--seed-wait-ms MS]
-                      [--ports FROM-TO] [--docker auto|off]
+                      [--ports FROM-TO] [--docker auto|off] [--cgroups auto|v2|v1|off]
+                      [--workload-users auto|tenant|node]
                       [--unsafe-ack-before-commit]   (TEST-ONLY: loses acknowledged writes)
 
 Starts one member. Nodes started with the same --seeds list, each listed in it,
@@ -58,7 +60,11 @@ with the same --data-dir rejoins. Stop with Ctrl-C or SIGTERM: a leader hands
 leadership over first and hands its projects to the other nodes.
 
 --ports     the range projects' ports are allocated from on this node (default 20000-29999)
---docker    auto (default): run projects with an image in Docker when an engine answers; off: processes only`;
+--docker    auto (default): run projects with an image in Docker when an engine answers; off: processes only
+--cgroups   which cgroup hierarchies hold process workloads: auto (default: the best found), v2, v1, or
+            off (process groups: a workload that calls setsid escapes stop, no limits)
+--workload-users  auto (default): a root node runs each tenant's processes as a user of its own;
+            tenant: insist on that; node: run them as the node's user (see docs/security.md)`;
 
 /** A stopped node exits by itself after this long even if a library left a connection open. */
 const STOPPED_EXIT_GRACE_MS = 1_000;
@@ -83,6 +89,8 @@ export async function nodeCommand(argv: string[]): Promise<number> {
       'unsafe-ack-before-commit': { type: 'boolean' },
       ports: { type: 'string' },
       docker: { type: 'string' },
+      cgroups: { type: 'string' },
+      'workload-users': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     'node',
@@ -111,6 +119,10 @@ export async function nodeCommand(argv: string[]): Promise<number> {
   const ports = parsePortRange(values.ports ?? '20000-29999');
   const docker = values.docker ?? 'auto';
   if (docker !== 'auto' && docker !== 'off') throw new UsageError(`--docker is auto or off, got '${docker}'`);
+  const cgroups = values.cgroups ?? 'auto';
+  if (!CGROUP_MODES.includes(cgroups as CgroupMode)) throw new UsageError(`--cgroups is one of ${CGROUP_MODES.join(', ')}, got '${cgroups}'`);
+  const workloadUsers = values['workload-users'] ?? 'auto';
+  if (workloadUsers !== 'auto' && workloadUsers !== 'tenant' && workloadUsers !== 'node') throw new UsageError(`--workload-users is auto, tenant or node, got '${workloadUsers}'`);
   const log = createLogger(id);
   let node: DebughostNode;
   try {
@@ -128,7 +140,7 @@ export async function nodeCommand(argv: string[]): Promise<number> {
       snapshotEntries,
       // The chaos suite's planted fault; see plantAckBeforeCommit in node.ts.
       unsafeAckBeforeCommit: values['unsafe-ack-before-commit'] === true,
-      actors: { portRangeStart: ports.from, portRangeEnd: ports.to, docker },
+      actors: { portRangeStart: ports.from, portRangeEnd: ports.to, docker, cgroups: cgroups as CgroupMode, workloadUsers },
     });
   } catch (error) {
     if (error instanceof NodeStartError || error instanceof StorageCorruptError || error instanceof StorageLockedError) throw new UsageError(error.message);
