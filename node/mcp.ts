@@ -23,6 +23,7 @@ import { z } from 'zod';
 import type { FollowedEvent } from '../actors/forwarder-grpc.ts';
 import { ACTOR_NAME_PATTERN, type ActorResponse, type Identity, type ProgressFn, type ProjectEvent } from '../actors/messages.ts';
 import { changeShape, eventsShape, execShape, httpShape, logsShape, projectRefShape, quotaSetShape, restartShape, startShape, waitShape } from '../actors/schemas.ts';
+import { batchOutShape, batchShape, renderBatch, runBatch } from './mcp-batch.ts';
 import { eventOutShape, projectOut, projectOutSchema, projectOutShape, quotaSetCall, toolCalls, ToolInputError, unexpected, type ProjectOut, type ToolCall } from '../actors/tools.ts';
 
 /** Characters of text in one tool result: about 10,000 tokens, well under Claude Code's 25,000. */
@@ -367,6 +368,23 @@ function buildServer(options: McpOptions, session: () => Session | undefined): M
         .trimEnd();
       const { type: _type, ...structured } = http;
       return ok(text, { ...structured, headers: { ...structured.headers } });
+    }),
+  );
+  server.registerTool(
+    'project_batch',
+    {
+      title: 'Many project operations at once',
+      description:
+        'Start, stop, restart or remove many projects in one call (each item as its own tool call would be; items may live on different nodes). ' +
+        'Runs `concurrency` items at a time, reports progress as items finish, and returns one result per item: a failed item says why and never hides the others. ' +
+        'Retrying with the same requestId applies each item once.',
+      inputSchema: batchShape,
+      outputSchema: batchOutShape,
+      annotations: { ...DESTRUCTIVE, idempotentHint: false },
+    },
+    guard(async (args, extra) => {
+      const result = await runBatch(backend, identityOf(extra), args, progressOf(extra));
+      return ok(renderBatch(result), result);
     }),
   );
   server.registerTool(

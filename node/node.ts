@@ -20,6 +20,7 @@ import { NodeMetrics } from './metrics.ts';
 import { WatchHub, watchedKvMachineFactory } from './watch-hub.ts';
 import { NodeActors, type ActorNodeOptions } from './node-actors.ts';
 import { insecureAuth, type NodeAuth } from './auth.ts';
+import { systemValueError } from '../actors/records.ts';
 import type { Message } from '../consensus/types.ts';
 
 export interface NodeOptions {
@@ -327,7 +328,8 @@ export class DebughostNode {
         requestTimeoutMs: 5_000,
         pendingRequestsMax: 50_000,
       },
-      watchedKvMachineFactory(this.watches),
+      // Writes under the actors' keys must fit their schemas: a bad record is refused at apply, the same on every node.
+      watchedKvMachineFactory(this.watches, { valueCheck: systemValueError }),
       persisted,
     );
     raft.metrics = this.metrics;
