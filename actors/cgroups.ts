@@ -5,7 +5,7 @@
 // one root directory per node named after its state dir, so a restarted node finds its
 // predecessor's and nothing else.
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 
 /** auto: the best per function; v2 / v1: only that version; off: process groups. */
@@ -198,6 +198,35 @@ function removeRoots(candidates: readonly Candidate[]): void {
       // In use or already gone: the spawner removes it at the end.
     }
   }
+}
+
+/**
+ * The node roots (debughost-*) under this process's own cgroup in every mounted hierarchy: where
+ * nodes this process starts make theirs. For tests and teardown checks; reads only.
+ */
+export function nodeCgroupRootsHere(): string[] {
+  let mounts: CgroupMount[];
+  let own: Map<string, string>;
+  try {
+    mounts = parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8'));
+    own = parseProcCgroup(readFileSync('/proc/self/cgroup', 'utf8'));
+  } catch {
+    return [];
+  }
+  const found: string[] = [];
+  for (const mount of mounts) {
+    const ownPath = own.get(mount.version === 2 ? 'v2' : controllerKey(mount.controllers));
+    if (ownPath === undefined) continue;
+    const inside = relative(mount.root, ownPath);
+    if (inside.startsWith('..')) continue;
+    const base = join(mount.mountPoint, inside);
+    try {
+      for (const entry of readdirSync(base, { withFileTypes: true })) if (entry.isDirectory() && entry.name.startsWith('debughost-')) found.push(join(base, entry.name));
+    } catch {
+      // unreadable: nothing of ours there
+    }
+  }
+  return found.sort();
 }
 
 /** The spawner's view of the layout: track first, the others only to be removed at the end. */

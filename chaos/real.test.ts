@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import { readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import test, { type ExecutionContext } from 'ava';
+import { nodeCgroupRootsHere } from '../actors/cgroups.ts';
 import { leftovers, newRunPrefix, sweep } from './hosts.ts';
 import { runChaos, type ChaosOptions, type ChaosResult } from './run.ts';
 import { PARTITION_SHAPES, planSchedule, type NemesisKind } from './schedule.ts';
@@ -36,6 +37,7 @@ async function chaos(t: ExecutionContext, options: Partial<ChaosOptions> & Pick<
   prefixes.add(prefix);
   const seed = options.seed ?? seedCovering(options.kinds, options.durationMs, options.nodeCount, 1000);
   const lines: string[] = [];
+  const cgroupsBefore = new Set(nodeCgroupRootsHere());
   try {
     return await runChaos(
       { seed, workloads: ['kv'], clients: 6, keys: 3, opTimeoutMs: 2000, fsync: true, unsafeAckBeforeCommit: false, reportPath: null, prefix, log: (line) => lines.push(line), ...options },
@@ -45,6 +47,7 @@ async function chaos(t: ExecutionContext, options: Partial<ChaosOptions> & Pick<
     t.log(lines.join('\n'));
     t.deepEqual(await leftovers(prefix), [], 'the run left namespaces, links or processes');
     t.deepEqual(await leftTempDirs(prefix), [], 'the run left its temp dir');
+    t.deepEqual(nodeCgroupRootsHere().filter((root) => !cgroupsBefore.has(root)), [], 'the run left cgroups');
   }
 }
 
@@ -118,6 +121,29 @@ realTest('MCP projects under SIGKILL and partitions: at the end each project wan
   // Every project was removed at the end, and the teardown left no workload of this run on the host.
   t.is(mcp.leftAfterRemove, 0);
   t.deepEqual([...countMarked(`DH_CHAOS_MARK_${result.prefix}`).entries()], []);
+});
+
+// The seed that found a SIGSTOPped owner's workload running beside the new owner's copy (2 copies of chaos-p2 at 12.4 s).
+const PAUSE_SEED = 5;
+
+realTest('regression, seed 5: a SIGSTOPped owner fences its workloads, so no project runs twice at any sample during the run', async (t) => {
+  const result = await chaos(t, { seed: PAUSE_SEED, kinds: ['pause'], workloads: ['mcp'], durationMs: 25_000, nodeCount: 3 });
+  const mcp = result.mcp;
+  if (mcp === null) return t.fail('the mcp workload gave no verdict');
+  t.true(result.windows.some((window) => window.faults.some((fault) => fault.kind === 'pause')), 'a node was paused');
+  t.is(mcp.duplicatesDuringRun, 0, result.verdicts.flatMap((v) => v.findings).join('\n'));
+  t.is(mcp.maxCopies, 1);
+  t.is(mcp.duplicates, 0);
+  t.true(result.ok, result.verdicts.flatMap((v) => v.findings).join('\n'));
+});
+
+realTest('planted fault: without lease heartbeats to the watchdog, seed 5 runs a paused owner\'s project twice and the during-run check fails', async (t) => {
+  const noFence = new URL('plants/no-fence.ts', import.meta.url).pathname;
+  const result = await chaos(t, { seed: PAUSE_SEED, kinds: ['pause'], workloads: ['mcp'], durationMs: 25_000, nodeCount: 3, nodeImports: [noFence] });
+  const mcp = result.mcp;
+  if (mcp === null) return t.fail('the mcp workload gave no verdict');
+  t.true(mcp.duplicatesDuringRun > 0, `copies during the run: at most ${mcp.maxCopies}`);
+  t.false(result.ok);
 });
 
 realTest('planted faults fail the checks: writes acknowledged before commit are lost, stale reads are not linearizable', async (t) => {

@@ -58,6 +58,8 @@ export interface ChaosOptions {
   readonly mix?: OpMix;
   /** Planted client bug for tests: possibly stale (serializable) reads. */
   readonly staleReads?: boolean;
+  /** Planted node faults for tests: modules every node process imports first (e.g. chaos/plants/no-fence.ts). */
+  readonly nodeImports?: readonly string[];
   readonly log: (line: string) => void;
 }
 
@@ -116,6 +118,7 @@ export async function runChaos(options: ChaosOptions, signal: AbortSignal): Prom
       logDir: workDir,
       fsync: options.fsync,
       unsafeAckBeforeCommit: options.unsafeAckBeforeCommit,
+      ...(options.nodeImports === undefined ? {} : { nodeImports: options.nodeImports }),
       onEvent: (text) => events.push(text),
     });
     const started = performance.now();
@@ -297,6 +300,7 @@ export function mcpFigures(verdict: McpVerdict): Record<string, number | null> {
     orphans: verdict.orphans,
     contradicted: verdict.contradicted,
     maxCopies: verdict.maxCopies,
+    duplicatesDuringRun: verdict.duplicatesDuringRun,
     settleSeconds: verdict.settleSeconds,
     leftAfterRemove: verdict.leftAfterRemove,
   };
