@@ -2,7 +2,8 @@
 // its workload runs in <project>/main, each exec in <project>/x<n> (so limits cover both, and a
 // workload's restart does not kill a running exec). Limits, usage and OOM counts are read and
 // written here; processes are joined, signalled and killed by the spawner.
-import { mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { CgroupLayout, Hierarchy } from './cgroups.ts';
 import { projectKey, type ProjectRef, type ResourceLimits } from './runtime.ts';
@@ -148,18 +149,23 @@ export class ProjectCgroup {
     return subtreePids(this.dir(this.layout.track));
   }
 
-  /** Removes `sub`'s directories (empty ones only; the kernel refuses others). */
-  removeSub(sub: string): void {
-    for (const hierarchy of this.layout.hierarchies) rmdirQuietly(this.dir(hierarchy, sub));
+  /**
+   * Removes `sub`'s directories (empty ones only; the kernel refuses others). Off the event loop:
+   * removing a memory cgroup waits for the kernel (milliseconds on a busy machine).
+   */
+  async removeSub(sub: string): Promise<void> {
+    await Promise.all(this.layout.hierarchies.map((hierarchy) => rmdirQuietly(this.dir(hierarchy, sub))));
   }
 
   /** Removes the project's directories everywhere once the spawner has emptied them. */
-  remove(): void {
-    for (const hierarchy of this.layout.hierarchies) {
-      const dir = this.dir(hierarchy);
-      for (const entry of listDirs(dir)) rmdirQuietly(join(dir, entry));
-      rmdirQuietly(dir);
-    }
+  async remove(): Promise<void> {
+    await Promise.all(
+      this.layout.hierarchies.map(async (hierarchy) => {
+        const dir = this.dir(hierarchy);
+        await Promise.all(listDirs(dir).map((entry) => rmdirQuietly(join(dir, entry))));
+        await rmdirQuietly(dir);
+      }),
+    );
   }
 
   toString(): string {
@@ -200,12 +206,9 @@ function listDirs(dir: string): string[] {
   }
 }
 
-function rmdirQuietly(dir: string): void {
-  try {
-    rmdirSync(dir);
-  } catch {
-    // Gone already, or still busy: the spawner removes every dir at its end.
-  }
+async function rmdirQuietly(dir: string): Promise<void> {
+  // Gone already, or still busy: the spawner removes every dir at its end.
+  await rmdir(dir).catch(() => undefined);
 }
 
 /** Pids in a cgroup and its subdirectories. */

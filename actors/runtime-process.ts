@@ -217,7 +217,7 @@ export class ProcessRuntime implements Runtime {
     } catch (error) {
       return (error as Error).message;
     } finally {
-      cgroup.remove();
+      await cgroup.remove();
     }
   }
 
@@ -363,7 +363,7 @@ export class ProcessRuntime implements Runtime {
     if (cgroup === null || (this.execsOf.get(projectKey(cgroup.project)) ?? 0) > 0 || this.workloads.has(projectKey(cgroup.project))) return;
     const spawner = await this.spawnerReady().catch(() => null);
     if (spawner !== null) await spawner.kill({ kind: 'cgroup', dir: cgroup.trackDir() });
-    cgroup.remove();
+    await cgroup.remove();
   }
 
   status(project: ProjectRef): WorkloadStatus | null {
@@ -735,7 +735,7 @@ export class ProcessRuntime implements Runtime {
       const left = (this.execsOf.get(key) ?? 1) - 1;
       if (left === 0) this.execsOf.delete(key);
       else this.execsOf.set(key, left);
-      cgroup?.removeSub(sub);
+      await cgroup?.removeSub(sub);
       if (cgroup !== null && workload === undefined) await this.dropCgroup(cgroup);
     }
   }
