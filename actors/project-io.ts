@@ -2,36 +2,11 @@
 // project_exec and project_http. Output and bodies are capped so that a result
 // always fits an MCP answer.
 import { spawn } from 'node:child_process';
+import { CappedBuffer } from './capped-buffer.ts';
 import type { ExecAnswer as ExecResult, HttpAnswer as HttpResult } from './messages.ts';
 
 export const EXEC_OUTPUT_BYTES_MAX = 32 * 1024;
 export const HTTP_BODY_BYTES_MAX = 32 * 1024;
-
-/** Collects up to `bytesMax` bytes of a stream and remembers whether more came. */
-class CappedBuffer {
-  readonly #chunks: Buffer[] = [];
-  #bytes = 0;
-  truncated = false;
-
-  constructor(private readonly bytesMax: number) {}
-
-  push(chunk: Buffer): void {
-    const room = this.bytesMax - this.#bytes;
-    if (room <= 0) {
-      this.truncated = true;
-      return;
-    }
-    const part = chunk.byteLength > room ? chunk.subarray(0, room) : chunk;
-    if (part !== chunk) this.truncated = true;
-    this.#chunks.push(part);
-    this.#bytes += part.byteLength;
-  }
-
-  text(): string {
-    // A cut may split a UTF-8 sequence; the decoder replaces the tail with U+FFFD.
-    return Buffer.concat(this.#chunks).toString('utf8');
-  }
-}
 
 export interface ExecTarget {
   /** argv to run, e.g. ['/bin/sh', '-c', command]. */

@@ -63,6 +63,12 @@ export class CompositeRuntime implements Runtime {
     };
   }
 
+  /** The node holds its owner lease: both drivers' watchdogs hear it. */
+  leaseHeartbeat(validForMs: number): void {
+    this.process.leaseHeartbeat?.(validForMs);
+    this.docker?.leaseHeartbeat?.(validForMs);
+  }
+
   /** Which driver runs (or would run) a project: for exec inside its container. */
   driverOf(project: ProjectRef): Runtime | null {
     return this.#driverFor(project);

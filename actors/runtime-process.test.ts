@@ -1,35 +1,27 @@
 // Goal: the process runtime with real processes — health waits, restarts and crash loops, whole-tree stops, death with its node, clean-up after a restart, clear start errors.
 import test from 'ava';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { checkHttp, checkTcp, probeFor, waitFor } from './health.ts';
-import { LogStore } from './logs.ts';
+import type { LogStore } from './logs.ts';
 import { portIsFree, PortRegistry } from './ports.ts';
 import { ProcessRuntime, type ProcessRuntimeOptions } from './runtime-process.ts';
-import { RuntimeError, type ProjectRef, type WorkloadSpec, type WorkloadStatus } from './runtime.ts';
+import { RuntimeError, type ProjectRef, type WorkloadStatus } from './runtime.ts';
 import { prerequisites } from './testing/prerequisites.ts';
 import { eventually, groupMembers, processRuns, realClock } from './testing/real.ts';
+import { commandSpec, RuntimeFixture, type OpenedRuntime } from './testing/process-runtime.ts';
 import { runtimeCompliance, type Behaviour } from './testing/runtime-compliance.ts';
 
 // A real dev server (python3 -m http.server) for the tests that need a process holding a port.
 const pythonTest = (await prerequisites('python3')).guard(test);
 
-const root = mkdtempSync(join(tmpdir(), 'debughost-runtime-process-'));
-const runtimes: ProcessRuntime[] = [];
-const logStores: LogStore[] = [];
-const newLogs = (dir: string): LogStore => {
-  const store = new LogStore({ dir, wallNowMs: () => Date.now() });
-  logStores.push(store);
-  return store;
-};
+const fixture = new RuntimeFixture('debughost-runtime-process-');
+const root = fixture.root;
 const childPids: number[] = [];
 const ports = new PortRegistry({ node: 'n1', rangeStart: 21000, rangeEnd: 21999 });
-let dirCount = 0;
 
 test.after.always(async () => {
-  for (const runtime of runtimes) await runtime.close();
   for (const pid of childPids) {
     try {
       process.kill(-pid, 'SIGKILL');
@@ -37,37 +29,13 @@ test.after.always(async () => {
       // already gone
     }
   }
-  // Stores flush on the next turn: close them before removing their directories.
-  for (const store of logStores) await store.close();
-  rmSync(root, { recursive: true, force: true });
+  await fixture.close();
 });
 
-async function openRuntime(options: Partial<ProcessRuntimeOptions> = {}): Promise<{ runtime: ProcessRuntime; logs: LogStore; dataDir: string }> {
-  dirCount += 1;
-  const dataDir = join(root, `node-${dirCount}`);
-  const logs = newLogs(join(dataDir, 'logs'));
-  const runtime = await ProcessRuntime.open({
-    node: 'n1',
-    stateDir: join(dataDir, 'runtime', 'process'),
-    logs,
-    clock: realClock,
-    wallNowMs: () => Date.now(),
-    stopGraceMs: 2000,
-    ...options,
-  });
-  runtimes.push(runtime);
-  return { runtime, logs, dataDir };
-}
-
-const spec = (name: string, command: string, extra: Partial<WorkloadSpec> = {}): WorkloadSpec => ({
-  project: { tenant: 't1', name },
-  command,
-  env: {},
-  ports: {},
-  restart: 'never',
-  node: 'n1',
-  ...extra,
-});
+const openRuntime = (options: Partial<ProcessRuntimeOptions> = {}): Promise<OpenedRuntime> => fixture.open(options);
+const newLogs = (dir: string): LogStore => fixture.newLogs(dir);
+const spec = commandSpec;
+let dirCount = 1000;
 
 const waitState = (runtime: ProcessRuntime, project: ProjectRef, states: WorkloadStatus['state'][], timeoutMs = 10_000): Promise<WorkloadStatus> =>
   eventually(`state ${states.join('|')}`, timeoutMs, () => {
@@ -210,11 +178,11 @@ pythonTest('SIGKILL of the node process kills its workloads (the supervisor sees
   await ports.release('projects/t/p');
 });
 
-test('on open, the runtime kills groups a previous run left behind and spares a reused pid', async (t) => {
+test('without cgroups, on open the runtime kills groups a previous run recorded and spares a reused pid', async (t) => {
   dirCount += 1;
   const dataDir = join(root, `node-${dirCount}`);
   const stateDir = join(dataDir, 'runtime', 'process');
-  mkdirSync(stateDir, { recursive: true });
+  mkdirSync(join(stateDir, 'runs'), { recursive: true });
   // A leftover group, as if its supervisor had failed to stop it.
   const leftover = spawn('/bin/sh', ['-c', 'sleep 300 & wait'], { detached: true, stdio: 'ignore' });
   // A process that merely has a recorded pid but another start time (pid reuse): not ours.
@@ -225,11 +193,11 @@ test('on open, the runtime kills groups a previous run left behind and spares a 
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] as string;
   };
-  writeFileSync(join(stateDir, 'a.json'), JSON.stringify({ node: 'n1', project: { tenant: 't', name: 'left' }, pgid: leftover.pid, startTicks: startTicks(leftover.pid as number) }));
-  writeFileSync(join(stateDir, 'b.json'), JSON.stringify({ node: 'n1', project: { tenant: 't', name: 'reused' }, pgid: stranger.pid, startTicks: '1' }));
+  writeFileSync(join(stateDir, 'runs', 'a.json'), JSON.stringify({ node: 'n1', project: { tenant: 't', name: 'left' }, pgid: leftover.pid, startTicks: startTicks(leftover.pid as number) }));
+  writeFileSync(join(stateDir, 'runs', 'b.json'), JSON.stringify({ node: 'n1', project: { tenant: 't', name: 'reused' }, pgid: stranger.pid, startTicks: '1' }));
   const logs = newLogs(join(dataDir, 'logs'));
-  const runtime = await ProcessRuntime.open({ node: 'n1', stateDir, logs, clock: realClock, wallNowMs: () => Date.now() });
-  runtimes.push(runtime);
+  const runtime = await ProcessRuntime.open({ node: 'n1', stateDir, logs, clock: realClock, wallNowMs: () => Date.now(), cgroups: 'off' });
+  fixture.adopt(runtime);
   t.deepEqual(runtime.cleanedUp, [{ tenant: 't', name: 'left' }]);
   await eventually('the leftover group to die', 5000, () => groupMembers(leftover.pid as number).length === 0);
   t.true(processRuns(stranger.pid as number));
@@ -250,10 +218,10 @@ test('a node that restarts after SIGKILL finds no record to act on and nothing o
   await eventually('the workload group to die', 10_000, () => groupMembers(pgid).length === 0);
   // The restarted node: the record of the dead run is removed, nothing is killed twice or started.
   const reopened = await ProcessRuntime.open({ node: 'n1', stateDir: join(dataDir, 'runtime', 'process'), logs: newLogs(join(dataDir, 'logs')), clock: realClock, wallNowMs: () => Date.now() });
-  runtimes.push(reopened);
+  fixture.adopt(reopened);
   t.deepEqual(reopened.cleanedUp, []);
   t.deepEqual(reopened.list(), []);
-  t.deepEqual(readdirSync(join(dataDir, 'runtime', 'process')), []);
+  t.deepEqual(readdirSync(join(dataDir, 'runtime', 'process', 'runs')), []);
 });
 
 const behaviours: Record<Behaviour, string> = { helloThenRun: 'echo hello; exec sleep 600', exit0: 'exit 0', exit3: 'exit 3' };
@@ -271,7 +239,7 @@ runtimeCompliance(test.serial, 'process', async () => {
 test('the node environment reaches a workload only through the allowlist: no node secrets', async (t) => {
   process.env.DEBUGHOST_TEST_SECRET = 'do-not-leak';
   try {
-    const { runtime, logs } = await openRuntime({ baseEnv: undefined });
+    const { runtime, logs } = await openRuntime();
     const project = { tenant: 't1', name: 'secret' };
     await runtime.start(spec('secret', 'echo "secret=${DEBUGHOST_TEST_SECRET:-unset} path=${PATH:+set}"'));
     await waitState(runtime, project, ['exited']);

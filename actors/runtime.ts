@@ -158,6 +158,14 @@ export interface Runtime {
    * inside its container (Docker, which needs it running). Optional until both drivers have it.
    */
   exec?(project: ProjectRef, spec: ExecSpec, signal: AbortSignal): Promise<ExecOutcome>;
+  /**
+   * The node still holds its owner lease for at least `validForMs`. Once a runtime has had one,
+   * its workloads run only while they keep coming: when `validForMs` passes without a new one
+   * (the node is cut off, paused or stuck), a watchdog outside the node's event loop freezes
+   * them, and kills them before another owner may have started them. Optional: a runtime
+   * without a watchdog need not have it.
+   */
+  leaseHeartbeat?(validForMs: number): void;
 }
 
 /** Runs actions per project one at a time, in call order (two starts of one project must not both launch). */

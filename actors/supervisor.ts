@@ -1,54 +1,13 @@
-// The supervisor: a small /bin/sh script between the node and each workload, so that
-// a workload never outlives its node. It leads its own process group (the workload
-// runs inside it) and holds a pipe from the node on its stdin; when that pipe closes
-// (the node exited, crashed or was SIGKILLed: the kernel closes its fds) it stops the
-// whole group, SIGTERM then SIGKILL. It reports the workload's pid and exit status on
-// fd 3, and kills leftovers of the workload's tree when the workload itself exits.
-import { spawn, type ChildProcess } from 'node:child_process';
+// Process groups and exit statuses: what the process runtime needs where no cgroup tracks a
+// workload (the fallback), what the Docker runtime shares (a shell's exit status), and what
+// tests and benchmarks use to look at real processes. The per-node spawner that supervises
+// workloads is actors/spawner.ts.
 import { readdirSync, readFileSync } from 'node:fs';
 import { constants } from 'node:os';
-import type { Readable } from 'node:stream';
-import type { Clock, TimerHandle } from '../consensus/types.ts';
-
-/**
- * $1 = command, $2 = grace in seconds. fd 0: the node's liveness pipe; fd 3: status to the node.
- * The pipe moves to fd 4 first: sh gives a background job /dev/null as its stdin, so the watcher
- * reads fd 4. The watcher is forked first, so that a node dying at once still takes the workload
- * with it. The workload is forked before any trap, so it does not inherit an ignored SIGTERM. SIGPIPE is ignored too: once the node is gone, reporting the exit on fd 3 must
- * not kill the supervisor before it kills the group. dash's kill needs `-s SIG --` for a group.
- */
-export const SUPERVISOR_SCRIPT = `
-exec 4<&0 </dev/null
-(
-  trap '' TERM
-  while read -r _ <&4; do :; done
-  kill -s TERM -- -$$
-  sleep "$2"
-  kill -s KILL -- -$$
-) >/dev/null 2>&1 3>&- &
-/bin/sh -c "$1" 3>&- 4<&- &
-child=$!
-exec 4<&-
-trap '' TERM PIPE
-echo "pid $child" >&3 2>/dev/null
-wait $child
-code=$?
-echo "exit $code" >&3 2>/dev/null
-kill -s KILL -- -$$
-`;
 
 export interface SupervisedExit {
   readonly exitCode: number | null;
   readonly signal: string | null;
-}
-
-export interface SupervisedOptions {
-  readonly command: string;
-  readonly cwd: string;
-  readonly env: Readonly<Record<string, string>>;
-  /** How long the supervisor waits between SIGTERM and SIGKILL when the node is gone. */
-  readonly orphanGraceSeconds: number;
-  readonly shell?: string;
 }
 
 const signalNames = new Map<number, string>(Object.entries(constants.signals).map(([name, number]) => [number, name]));
@@ -57,124 +16,6 @@ const signalNames = new Map<number, string>(Object.entries(constants.signals).ma
 export function decodeShellStatus(status: number): SupervisedExit {
   if (status > 128 && signalNames.has(status - 128)) return { exitCode: null, signal: signalNames.get(status - 128) ?? null };
   return { exitCode: status, signal: null };
-}
-
-/** One supervised workload: its process group, output streams and exit. */
-export class Supervised {
-  readonly child: ChildProcess;
-  /** The process group id (the supervisor's pid). */
-  readonly pgid: number;
-  /** The workload's own pid, once the supervisor reported it. */
-  workloadPid: number | null = null;
-  readonly exited: Promise<SupervisedExit>;
-  private reported: SupervisedExit | null = null;
-
-  private constructor(child: ChildProcess, pgid: number) {
-    this.child = child;
-    this.pgid = pgid;
-    const status = child.stdio[3] as Readable;
-    let text = '';
-    status.setEncoding('utf8');
-    status.on('data', (chunk: string) => {
-      text += chunk;
-      for (;;) {
-        const newline = text.indexOf('\n');
-        if (newline < 0) break;
-        this.onStatusLine(text.slice(0, newline));
-        text = text.slice(newline + 1);
-      }
-    });
-    status.on('error', () => undefined);
-    this.exited = new Promise((resolve) => {
-      child.once('exit', (code, signal) => {
-        // The status pipe may still hold the "exit" line: read it to its end first.
-        const finish = (): void => resolve(this.reported ?? (signal !== null ? { exitCode: null, signal } : decodeShellStatus(code ?? 0)));
-        if (status.readableEnded || status.destroyed) finish();
-        else {
-          status.once('close', finish);
-          status.once('end', finish);
-        }
-      });
-    });
-  }
-
-  static launch(options: SupervisedOptions): Promise<Supervised> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(options.shell ?? '/bin/sh', ['-c', SUPERVISOR_SCRIPT, 'debughost-supervisor', options.command, String(options.orphanGraceSeconds)], {
-        cwd: options.cwd,
-        env: options.env,
-        // detached: the supervisor calls setsid(), so it leads a new process group that holds the workload.
-        detached: true,
-        stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
-      });
-      child.once('error', reject);
-      child.once('spawn', () => {
-        const pid = child.pid;
-        if (pid === undefined) {
-          reject(new Error('supervisor did not start'));
-          return;
-        }
-        child.stdin?.on('error', () => undefined);
-        resolve(new Supervised(child, pid));
-      });
-    });
-  }
-
-  get stdout(): Readable {
-    return this.child.stdout as Readable;
-  }
-
-  get stderr(): Readable {
-    return this.child.stderr as Readable;
-  }
-
-  /** Signals the whole group; false if it is already gone. */
-  signalGroup(signal: NodeJS.Signals): boolean {
-    return signalGroup(this.pgid, signal);
-  }
-
-  /**
-   * Stops the group: SIGTERM, then SIGKILL if the workload has not ended after graceMs.
-   * Waits on the supervisor's exit, not on the group (orphaned zombies may linger in it
-   * where init does not reap); when the workload ends the supervisor kills the rest.
-   */
-  async stop(graceMs: number, clock: Clock): Promise<SupervisedExit> {
-    this.signalGroup('SIGTERM');
-    let timer: TimerHandle | null = null;
-    const graceOver = new Promise<false>((resolve) => {
-      timer = clock.setTimer(graceMs, () => resolve(false));
-    });
-    const ended = await Promise.race([this.exited.then(() => true), graceOver]);
-    // Clear the timer: a pending grace timer would hold a shutting-down node for graceMs.
-    if (timer !== null) clock.clearTimer(timer);
-    if (!ended) this.signalGroup('SIGKILL');
-    const exit = await this.exited;
-    await this.groupGone(clock);
-    return exit;
-  }
-
-  /**
-   * The supervisor's last act is SIGKILL to its group, but a killed process needs CPU time to
-   * actually exit (and close its sockets); on a busy machine that is milliseconds. Waits until
-   * no live member is left, so that after stop() the ports are free. Bounded: SIGKILL again
-   * every 100 ms, give up after groupGoneMsMax.
-   */
-  private async groupGone(clock: Clock, groupGoneMsMax = 2000): Promise<void> {
-    const stepMs = 10;
-    for (let waitedMs = 0; waitedMs < groupGoneMsMax; waitedMs += stepMs) {
-      if (liveGroupMembers(this.pgid).length === 0) return;
-      if (waitedMs % 100 === 0) this.signalGroup('SIGKILL');
-      await new Promise<void>((resolve) => clock.setTimer(stepMs, resolve));
-    }
-  }
-
-  private onStatusLine(line: string): void {
-    const [kind, value] = line.split(' ');
-    const number = Number.parseInt(value ?? '', 10);
-    if (!Number.isInteger(number)) return;
-    if (kind === 'pid') this.workloadPid = number;
-    if (kind === 'exit') this.reported = decodeShellStatus(number);
-  }
 }
 
 export function signalGroup(pgid: number, signal: NodeJS.Signals | 0): boolean {
@@ -189,12 +30,27 @@ export function signalGroup(pgid: number, signal: NodeJS.Signals | 0): boolean {
 /** A group is alive while any process is in it (signal 0 probes without sending; zombies count). */
 export const groupAlive = (pgid: number): boolean => signalGroup(pgid, 0);
 
+/** State, process group and the CPU time (utime + stime, clock ticks) of a process, from /proc/<pid>/stat. */
+export function procStat(pid: number | string): { comm: string; state: string; pgrp: number; cpuTicks: number; startTicks: string } | null {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return null; // exited while we looked
+  }
+  // Fields after the command name (which may hold spaces): state, ppid, pgrp, … utime (14), stime (15), starttime (22).
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { comm: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')), state: fields[0] ?? '', pgrp: Number(fields[2]), cpuTicks: Number(fields[11]) + Number(fields[12]), startTicks: fields[19] ?? '' };
+}
+
+const isLive = (state: string): boolean => state !== 'Z' && state !== 'X';
+
 /**
- * The live (not zombie) processes of a group, from /proc. Zombies are excluded because where
- * PID 1 does not reap orphans they stay in the group forever, holding nothing.
+ * The live (not zombie) processes of each of the given groups, from one scan of /proc. Zombies
+ * are left out: where PID 1 does not reap orphans they stay in the group, holding nothing.
  */
-export function liveGroupMembers(pgid: number): number[] {
-  const members: number[] = [];
+export function membersOfGroups(pgids: ReadonlySet<number>): Map<number, number[]> {
+  const members = new Map<number, number[]>();
   let entries: string[];
   try {
     entries = readdirSync('/proc');
@@ -203,15 +59,34 @@ export function liveGroupMembers(pgid: number): number[] {
   }
   for (const entry of entries) {
     if (entry.charCodeAt(0) < 48 || entry.charCodeAt(0) > 57) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-    } catch {
-      continue; // exited while we looked
-    }
-    // Fields after the command name (which may hold spaces): state, ppid, pgrp, …
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ', 3);
-    if (Number(fields[2]) === pgid && fields[0] !== 'Z' && fields[0] !== 'X') members.push(Number(entry));
+    const stat = procStat(entry);
+    if (stat === null || !pgids.has(stat.pgrp) || !isLive(stat.state)) continue;
+    const list = members.get(stat.pgrp) ?? [];
+    list.push(Number(entry));
+    members.set(stat.pgrp, list);
   }
   return members;
+}
+
+export const liveGroupMembers = (pgid: number): number[] => membersOfGroups(new Set([pgid])).get(pgid) ?? [];
+
+/** /proc/<pid>/stat counts CPU time in USER_HZ ticks, 100 per second on Linux whatever the kernel's HZ. */
+const NS_PER_USER_HZ_TICK = 10_000_000;
+
+/** CPU time and resident memory summed over processes, from /proc (processes gone meanwhile are skipped). */
+export function procFigures(pids: Iterable<number>): { cpuNs: number; rssBytes: number } {
+  let cpuNs = 0;
+  let rssBytes = 0;
+  for (const pid of pids) {
+    const stat = procStat(pid);
+    if (stat === null || !isLive(stat.state)) continue;
+    cpuNs += stat.cpuTicks * NS_PER_USER_HZ_TICK;
+    try {
+      const rssKb = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+      rssBytes += Number(rssKb ?? 0) * 1024;
+    } catch {
+      // exited while we looked
+    }
+  }
+  return { cpuNs, rssBytes };
 }

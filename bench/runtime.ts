@@ -26,7 +26,13 @@ const median = (values: number[]): number => {
 };
 const max = (values: number[]): number => Number(Math.max(...values).toFixed(1));
 
-export async function runtimeBench(): Promise<Record<string, number | string>> {
+/** Workloads per throughput round: enough that per-start costs dominate, few enough for a shared 2-core machine. */
+const THROUGHPUT_WORKLOADS = 64;
+const THROUGHPUT_IN_FLIGHT = 32;
+const THROUGHPUT_ROUNDS = 3;
+
+export async function runtimeBench(args: string[] = []): Promise<Record<string, number | string>> {
+  if (args.includes('--throughput-only')) return throughputOnly();
   const dir = mkdtempSync(join(tmpdir(), 'debughost-bench-runtime-'));
   const logs = new LogStore({ dir: join(dir, 'logs'), wallNowMs: () => Date.now() });
   const runtime = await ProcessRuntime.open({ node: 'bench', stateDir: join(dir, 'state'), logs, clock: realClock, wallNowMs: () => Date.now() });
@@ -59,6 +65,7 @@ export async function runtimeBench(): Promise<Record<string, number | string>> {
       processStopMsMedian: median(stopped),
       processStopMsMax: max(stopped),
       orphanKillMs: await orphanKillMs(dir),
+      ...(await throughput(runtime)),
     });
     Object.assign(result, await dockerFigures(dir));
     return result;
@@ -67,6 +74,70 @@ export async function runtimeBench(): Promise<Record<string, number | string>> {
     await logs.close();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+async function throughputOnly(): Promise<Record<string, number | string>> {
+  const dir = mkdtempSync(join(tmpdir(), 'debughost-bench-runtime-'));
+  const logs = new LogStore({ dir: join(dir, 'logs'), wallNowMs: () => Date.now() });
+  const runtime = await ProcessRuntime.open({ node: 'bench', stateDir: join(dir, 'state'), logs, clock: realClock, wallNowMs: () => Date.now() });
+  try {
+    return { benchmark: 'runtime', ...(await throughput(runtime)) };
+  } finally {
+    await runtime.close();
+    await logs.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Workloads started per second: THROUGHPUT_WORKLOADS `sleep`s started one at a time, then with
+ * THROUGHPUT_IN_FLIGHT start() calls in flight; each round ends with every workload removed.
+ * Also how many processes one running project costs (its own, besides any shared per-node ones).
+ */
+async function throughput(runtime: ProcessRuntime): Promise<Record<string, number>> {
+  const serial: number[] = [];
+  const parallel: number[] = [];
+  const stops: number[] = [];
+  let processesPerProject = 0;
+  const spec = (round: number, index: number): WorkloadSpec => ({ project: { tenant: 'bench', name: `t${round}-${index}` }, command: 'exec sleep 600', env: {}, ports: {}, restart: 'never', node: 'bench' });
+  const startAll = async (round: number, inFlight: number): Promise<number> => {
+    let next = 0;
+    const begin = performance.now();
+    await Promise.all(
+      Array.from({ length: inFlight }, async () => {
+        while (next < THROUGHPUT_WORKLOADS) {
+          const index = next;
+          next += 1;
+          await runtime.start(spec(round, index));
+        }
+      }),
+    );
+    return THROUGHPUT_WORKLOADS / ((performance.now() - begin) / 1000);
+  };
+  const removeAll = async (round: number): Promise<void> => {
+    const begin = performance.now();
+    await Promise.all(Array.from({ length: THROUGHPUT_WORKLOADS }, (_, index) => runtime.remove(spec(round, index).project)));
+    stops.push(THROUGHPUT_WORKLOADS / ((performance.now() - begin) / 1000));
+  };
+  for (let round = 0; round < THROUGHPUT_ROUNDS; round += 1) {
+    serial.push(await startAll(round * 2, 1));
+    processesPerProject = Math.max(processesPerProject, processesOfProject(runtime, spec(round * 2, 0).project));
+    await removeAll(round * 2);
+    parallel.push(await startAll(round * 2 + 1, THROUGHPUT_IN_FLIGHT));
+    await removeAll(round * 2 + 1);
+  }
+  return {
+    startsPerSecondSerialMedian: median(serial),
+    [`startsPerSecondInFlight${THROUGHPUT_IN_FLIGHT}Median`]: median(parallel),
+    removesPerSecondInFlight64Median: median(stops),
+    processesPerProject,
+  };
+}
+
+/** Processes one project holds: its process group's live members (the supervisor's group holds the workload). */
+function processesOfProject(runtime: ProcessRuntime, project: { tenant: string; name: string }): number {
+  const pid = runtime.status(project)?.pid;
+  return pid === null || pid === undefined ? 0 : groupMembers(pid).length;
 }
 
 /** SIGKILL a node process that runs one workload; time until the workload's group is gone. */

@@ -17,6 +17,8 @@ export const DIST = join(ROOT, 'dist');
 export const MANIFEST = join(DIST, 'manifest.json');
 /** The build's entry; a source checkout has it, a packed release or an image does not. */
 export const ENTRY = 'node/main.ts';
+/** Files the code reads next to itself (import.meta.dirname), copied into dist/ as they are. */
+const ASSETS = ['actors/spawner.pl'];
 /** The oldest Node line we support (package.json engines). */
 const TARGET = 'node20';
 /** A temporary file this old belongs to a builder that died: a build takes well under a second. */
@@ -95,11 +97,18 @@ export async function buildDist({ logLevel = 'warning' } = {}) {
     files.push(basename(output.path));
     if ((await fingerprint(output.path)) === null) await writeAtomically(output.path, output.contents);
   }
+  for (const asset of ASSETS) {
+    const name = basename(asset);
+    const content = await readFile(join(ROOT, asset));
+    const current = await readFile(join(DIST, name)).catch(() => null);
+    if (current === null || !current.equals(content)) await writeAtomically(join(DIST, name), content);
+    files.push(name);
+  }
   const entry = Object.entries(result.metafile.outputs).find(([, output]) => output.entryPoint === ENTRY)?.[0];
   if (entry === undefined) throw new Error(`esbuild produced no output for ${ENTRY}`);
   const inputs = {};
   // This script shapes the output too: a change to it is a change to the build.
-  for (const path of [...Object.keys(result.metafile.inputs), relative(ROOT, fileURLToPath(import.meta.url))]) {
+  for (const path of [...Object.keys(result.metafile.inputs), ...ASSETS, relative(ROOT, fileURLToPath(import.meta.url))]) {
     const now = await fingerprint(join(ROOT, path));
     if (now !== null) inputs[path] = now;
   }

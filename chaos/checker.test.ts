@@ -2,7 +2,7 @@
 import * as grpc from '@grpc/grpc-js';
 import test from 'ava';
 import type { Operation } from '../simulator/history.ts';
-import { allowedFinal, checkExactlyOnce, checkRegisters, checkSet, classifyWriteError, recoveryPerWindow, type FinalDesired, type ProjectCall } from './checker.ts';
+import { allowedFinal, checkExactlyOnce, CopiesDuringRun, checkRegisters, checkSet, classifyWriteError, recoveryPerWindow, type FinalDesired, type ProjectCall } from './checker.ts';
 import { escapeHtml, renderReport } from './report.ts';
 
 test('a refused write failed; a timed-out or cut-off one is unknown', (t) => {
@@ -130,4 +130,23 @@ test('exactly once: duplicates, missing and orphaned projects are told apart; a 
   t.deepEqual(checkExactlyOnce(desired, new Map([['a', 1], ['b', 1], ['e', 1]])), { duplicates: [], missing: [], orphans: [] });
   // Planted: a runs twice, b nowhere, c and d although stopped or removed, and f nobody ever asked for.
   t.deepEqual(checkExactlyOnce(desired, new Map([['a', 2], ['c', 1], ['d', 1], ['e', 1], ['f', 1]])), { duplicates: ['a'], missing: ['b'], orphans: ['c', 'd', 'f'] });
+});
+
+test('copies during the run: a planted second copy at one sample is caught with its time; one copy per project at every sample is fine', (t) => {
+  const fine = new CopiesDuringRun();
+  fine.observe(0, new Map([['p1', 1], ['p2', 1]]));
+  fine.observe(250, new Map([['p1', 1]]));
+  t.deepEqual(fine.violations, []);
+  t.is(fine.maxCopies, 1);
+  const planted = new CopiesDuringRun();
+  planted.observe(0, new Map([['p1', 1]]));
+  planted.observe(250, new Map([['p1', 2], ['p2', 1]]));
+  planted.observe(500, new Map([['p1', 3]]));
+  planted.observe(750, new Map([['p2', 2]]));
+  t.deepEqual(planted.violations, [
+    { project: 'p1', atMs: 250, copies: 2 },
+    { project: 'p2', atMs: 750, copies: 2 },
+  ]);
+  t.is(planted.maxCopies, 3);
+  t.is(planted.samples, 4);
 });

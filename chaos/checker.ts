@@ -175,3 +175,36 @@ export function checkExactlyOnce(desired: ReadonlyMap<string, FinalDesired>, cop
   }
   return { duplicates: duplicates.sort(), missing: missing.sort(), orphans: orphans.sort() };
 }
+
+// ---- MCP projects: exactly once at every sample during the run ---------------------------
+
+/** A project seen running more than once at one /proc sample during the run (ms since start). */
+export interface CopiesViolation {
+  readonly project: string;
+  readonly atMs: number;
+  readonly copies: number;
+}
+
+/**
+ * Watches /proc samples taken during the run: no project may run twice at any moment (a node
+ * paused or cut off must have fenced its copy before another owner starts one). Keeps the first
+ * violation per project and the most copies seen, so memory stays bounded by the project count.
+ */
+export class CopiesDuringRun {
+  readonly #first = new Map<string, CopiesViolation>();
+  samples = 0;
+  maxCopies = 0;
+
+  observe(atMs: number, copies: ReadonlyMap<string, number>): void {
+    this.samples += 1;
+    for (const [project, count] of copies) {
+      this.maxCopies = Math.max(this.maxCopies, count);
+      if (count > 1 && !this.#first.has(project)) this.#first.set(project, { project, atMs, copies: count });
+    }
+  }
+
+  /** First violation per project, earliest first. */
+  get violations(): CopiesViolation[] {
+    return [...this.#first.values()].sort((a, b) => a.atMs - b.atMs);
+  }
+}

@@ -127,7 +127,7 @@ export async function chaosCommand(argv: string[]): Promise<number> {
     process.removeListener('SIGTERM', interrupt);
   });
   human.write(
-    `chaos: ${result.ok ? 'OK' : 'FAILED'} — ${result.ops} ops (${result.unknown} unknown, ${result.failed} failed), lost ${result.lost}, duplicates ${result.duplicates}, linearizable ${String(result.linearizable)}${result.mcp === null ? '' : `, projects: ${result.mcp.duplicates} duplicated, ${result.mcp.missing} missing, ${result.mcp.orphans} orphaned`}, recovery ${result.recoverySeconds ?? 'never'} s (seed ${seed})\n`,
+    `chaos: ${result.ok ? 'OK' : 'FAILED'} — ${result.ops} ops (${result.unknown} unknown, ${result.failed} failed), lost ${result.lost}, duplicates ${result.duplicates}, linearizable ${String(result.linearizable)}${result.mcp === null ? '' : `, projects: ${result.mcp.duplicates} duplicated, ${result.mcp.missing} missing, ${result.mcp.orphans} orphaned, ${result.mcp.duplicatesDuringRun} twice during the run`}, recovery ${result.recoverySeconds ?? 'never'} s (seed ${seed})\n`,
   );
   if (json) {
     const figures = {

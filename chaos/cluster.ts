@@ -1,7 +1,8 @@
 // The real node processes of a chaos run, one per namespace, started with
-// `ip netns exec NS node bin/debughost.js node …`. `ip netns exec` execs the
+// `nsenter --net=/run/netns/NS node bin/debughost.js node …`. nsenter execs the
 // node in place, so the child's pid is the node's pid: signals (SIGKILL,
-// SIGSTOP, SIGCONT) go straight to it.
+// SIGSTOP, SIGCONT) go straight to it. Not `ip netns exec`: it mounts a fresh
+// /sys, which hides the cgroup hierarchies that hold the nodes' workloads.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, type WriteStream } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
@@ -50,6 +51,8 @@ export interface ClusterOptions {
   readonly fsync: boolean;
   /** Test-only plant: the node acknowledges writes before they commit. */
   readonly unsafeAckBeforeCommit: boolean;
+  /** Planted faults for tests: TypeScript modules every node process imports before it starts (never a node flag). */
+  readonly nodeImports?: readonly string[];
   /** Where each node's stdout and stderr go. */
   readonly logDir: string;
   readonly onEvent?: (line: string) => void;
@@ -122,7 +125,8 @@ export class ChaosCluster {
     const { hosts } = this.options;
     const dataDir = join(this.options.dataRoot, `${node.id}`);
     // Processes only (--docker off): the MCP workload counts its projects in this host's /proc.
-    const nodeArgs = [BIN, 'node', '--id', node.id, '--grpc', node.address, '--mcp', `${hosts.address(slot)}:${MCP_PORT}`, '--seeds', this.seeds, '--data-dir', dataDir, '--insecure', '--docker', 'off',
+    const plants = (this.options.nodeImports ?? []).flatMap((module) => ['--import', module]);
+    const nodeArgs = [...(plants.length > 0 ? ['--import', 'tsx', ...plants] : []), BIN, 'node', '--id', node.id, '--grpc', node.address, '--mcp', `${hosts.address(slot)}:${MCP_PORT}`, '--seeds', this.seeds, '--data-dir', dataDir, '--insecure', '--docker', 'off',
       '--cluster-secret-file', clusterSecretPath(this.options.dataRoot), '--admin-token-file', adminTokenPath(this.options.dataRoot)];
     if (!this.options.fsync) nodeArgs.push('--no-fsync');
     if (this.options.unsafeAckBeforeCommit) nodeArgs.push('--unsafe-ack-before-commit');
@@ -137,7 +141,7 @@ export class ChaosCluster {
         : { LD_PRELOAD: FAKETIME_LIBRARY, FAKETIME: `${faketimeOffsetSeconds > 0 ? '+' : ''}${faketimeOffsetSeconds}s`, FAKETIME_DONT_FAKE_MONOTONIC: '1' };
     const log = createWriteStream(join(this.options.logDir, `${node.id}.log`), { flags: 'a' });
     this.logs.push(log);
-    const child = spawn('ip', ['netns', 'exec', hosts.namespace(slot), process.execPath, ...nodeArgs], {
+    const child = spawn('nsenter', [`--net=/run/netns/${hosts.namespace(slot)}`, process.execPath, ...nodeArgs], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, DEBUGHOST_LOG_LEVEL: 'warn', ...skew, ...faults },
     });

@@ -176,24 +176,34 @@ async function pidsIn(ns: string): Promise<number[]> {
     .filter((pid) => Number.isInteger(pid) && pid > 0);
 }
 
+/** How long the processes of a run get to end on SIGTERM before SIGKILL: a node's spawner needs its 0.8 s grace and a little more. */
+const SWEEP_GRACE_MS = 3000;
+
 /**
- * Tear down whatever a run with `prefix` left: SIGKILL the processes inside its
- * namespaces (SIGCONT first, a stopped process cannot die), delete the
+ * Tear down whatever a run with `prefix` left: end the processes inside its
+ * namespaces (SIGTERM, then SIGKILL; SIGCONT first, a stopped process cannot die), delete the
  * namespaces (which takes their veths and iptables rules along) and the root
  * link. Safe to call twice, and from another process.
  */
 export async function sweep(prefix: string): Promise<string[]> {
   const problems: string[] = [];
-  for (const ns of await namespacesOf(prefix).catch(() => [])) {
-    for (const pid of await pidsIn(ns)) {
+  // SIGTERM first (SIGCONT before it: a stopped process acts on nothing): nodes and their spawners
+  // then stop their workloads and remove their cgroups, which a SIGKILL of all at once leaves behind.
+  const signal = (pids: readonly number[], last: 'SIGTERM' | 'SIGKILL'): void => {
+    for (const pid of pids) {
       try {
         process.kill(pid, 'SIGCONT');
-        process.kill(pid, 'SIGKILL');
+        process.kill(pid, last);
       } catch {
         // Already gone.
       }
     }
-  }
+  };
+  const inNamespaces = async (): Promise<number[]> => (await Promise.all((await namespacesOf(prefix).catch(() => [])).map((ns) => pidsIn(ns)))).flat();
+  let pids = await inNamespaces();
+  signal(pids, 'SIGTERM');
+  for (const until = Date.now() + SWEEP_GRACE_MS; pids.length > 0 && Date.now() < until; pids = await inNamespaces()) await new Promise((resolve) => setTimeout(resolve, 100));
+  signal(pids, 'SIGKILL');
   for (const ns of await namespacesOf(prefix).catch(() => [])) {
     // A dying process can hold the namespace a moment; retry briefly.
     let removed = false;

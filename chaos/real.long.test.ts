@@ -156,3 +156,15 @@ realTest('after a SIGKILL of the runner itself, `debughost chaos --sweep PREFIX`
   t.deepEqual(await leftovers(prefix), []);
   t.deepEqual(await leftTempDirs(prefix), []);
 });
+
+// chaos/real.test.ts runs seed 5 under pause; here the same run without the fence fails.
+const PAUSE_SEED = 5;
+
+realTest('planted fault: without lease heartbeats to the watchdog, seed 5 runs a paused owner\'s project twice and the during-run check fails', async (t) => {
+  const noFence = new URL('plants/no-fence.ts', import.meta.url).pathname;
+  const result = await chaos(t, { seed: PAUSE_SEED, kinds: ['pause'], workloads: ['mcp'], durationMs: 25_000, nodeCount: 3, nodeImports: [noFence] });
+  const mcp = result.mcp;
+  if (mcp === null) return t.fail('the mcp workload gave no verdict');
+  t.true(mcp.duplicatesDuringRun > 0, `copies during the run: at most ${mcp.maxCopies}`);
+  t.false(result.ok);
+});

@@ -19,3 +19,17 @@ realTest('partitions (isolate leader, halves, bridge, ring, one-way) on 5 nodes'
     [...PARTITION_SHAPES],
   );
 });
+
+// The seed that found a SIGSTOPped owner's workload running beside the new owner's copy (2 copies of chaos-p2 at 12.4 s).
+const PAUSE_SEED = 5;
+
+realTest('regression, seed 5: a SIGSTOPped owner fences its workloads, so no project runs twice at any sample during the run', async (t) => {
+  const result = await chaos(t, { seed: PAUSE_SEED, kinds: ['pause'], workloads: ['mcp'], durationMs: 25_000, nodeCount: 3 });
+  const mcp = result.mcp;
+  if (mcp === null) return t.fail('the mcp workload gave no verdict');
+  t.true(result.windows.some((window) => window.faults.some((fault) => fault.kind === 'pause')), 'a node was paused');
+  t.is(mcp.duplicatesDuringRun, 0, result.verdicts.flatMap((v) => v.findings).join('\n'));
+  t.is(mcp.maxCopies, 1);
+  t.is(mcp.duplicates, 0);
+  t.true(result.ok, result.verdicts.flatMap((v) => v.findings).join('\n'));
+});

@@ -59,6 +59,8 @@ export interface ChaosOptions {
   readonly staleReads?: boolean;
   /** Told at each step of the run, for a progress line (debughost chaos on a terminal). */
   readonly onPhase?: (phase: ChaosPhase) => void;
+  /** Planted node faults for tests: modules every node process imports first (e.g. chaos/plants/no-fence.ts). */
+  readonly nodeImports?: readonly string[];
   readonly log: (line: string) => void;
 }
 
@@ -130,6 +132,7 @@ export async function runChaos(options: ChaosOptions, signal: AbortSignal): Prom
       logDir: workDir,
       fsync: options.fsync,
       unsafeAckBeforeCommit: options.unsafeAckBeforeCommit,
+      ...(options.nodeImports === undefined ? {} : { nodeImports: options.nodeImports }),
       onEvent: (text) => events.push(text),
     });
     const started = performance.now();
@@ -318,6 +321,7 @@ export function mcpFigures(verdict: McpVerdict): Record<string, number | null> {
     orphans: verdict.orphans,
     contradicted: verdict.contradicted,
     maxCopies: verdict.maxCopies,
+    duplicatesDuringRun: verdict.duplicatesDuringRun,
     settleSeconds: verdict.settleSeconds,
     leftAfterRemove: verdict.leftAfterRemove,
   };

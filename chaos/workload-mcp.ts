@@ -9,7 +9,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { Prng } from '../simulator/prng.ts';
-import { allowedFinal, checkExactlyOnce, type ExactlyOnceVerdict, type FinalDesired, type ProjectCall, type ProjectIntent } from './checker.ts';
+import { allowedFinal, checkExactlyOnce, CopiesDuringRun, type ExactlyOnceVerdict, type FinalDesired, type ProjectCall, type ProjectIntent } from './checker.ts';
 import { MCP_PORT } from './cluster.ts';
 import type { CallRecord, Now, Outcome, Targets, Workload, WorkloadVerdict } from './workload.ts';
 
@@ -33,8 +33,10 @@ export interface McpVerdict extends WorkloadVerdict {
   readonly orphans: number;
   /** Final desired states that no acknowledged or unknown change allows (an acknowledged change was lost). */
   readonly contradicted: number;
-  /** Most copies of one project seen at any sample during the run (informational: overlaps while ownership moves). */
+  /** Most copies of one project seen at any sample during the run. */
   readonly maxCopies: number;
+  /** Projects seen running more than once at some sample during the run (a failure: exactly once must hold at every moment). */
+  readonly duplicatesDuringRun: number;
   /** From the start of the check until the host matched the desired state; null = it never did within the bound. */
   readonly settleSeconds: number | null;
   /** Marked processes still alive after every project was removed at the end. */
@@ -73,9 +75,8 @@ export class McpWorkload implements Workload {
   readonly name = 'mcp';
   readonly calls: CallRecord[] = [];
   readonly projectCalls: ProjectCall[] = [];
-  private maxCopies = 0;
-  /** Where and when (ms since start) the most copies were first seen, for the findings. */
-  private maxCopiesSeen: { project: string; atMs: number } | null = null;
+  /** /proc samples during the run: no project may run twice at any moment. */
+  private readonly duringRun = new CopiesDuringRun();
   private readonly observers = new Map<string, Client>();
 
   constructor(readonly options: McpWorkloadOptions) {}
@@ -86,14 +87,8 @@ export class McpWorkload implements Workload {
 
   async run(signal: AbortSignal): Promise<void> {
     const root = new Prng(this.options.seed).fork('chaos:workload:mcp');
-    // Sampling is informational: a brief overlap while a project moves is not a failure, only the end state is.
-    const sampler = setInterval(() => {
-      for (const [project, copies] of countMarked(this.options.mark)) {
-        if (copies <= this.maxCopies) continue;
-        this.maxCopies = copies;
-        this.maxCopiesSeen = { project, atMs: this.options.now() };
-      }
-    }, SAMPLE_MS);
+    // Exactly once at every moment, not only at the end: a paused or cut-off owner must have fenced its copy before another starts one.
+    const sampler = setInterval(() => this.duringRun.observe(this.options.now(), countMarked(this.options.mark)), SAMPLE_MS);
     try {
       await Promise.all(Array.from({ length: this.options.clients }, (_, clientId) => this.clientLoop(root.fork(`client:${clientId}`), signal)));
     } finally {
@@ -242,17 +237,19 @@ export class McpWorkload implements Workload {
         `at the end ${running} of ${this.options.projects} desired running; ` +
         (settleSeconds === null ? `the host did NOT match within ${SETTLE_MS_MAX / 1000} s` : `the host matched after ${settleSeconds} s`),
     );
-    findings.push(`exactly once: ${check.duplicates.length} duplicated, ${check.missing.length} missing, ${check.orphans.length} orphaned; at most ${this.maxCopies} copies of one project seen during the run`);
-    if (this.maxCopies > 1 && this.maxCopiesSeen !== null) {
-      findings.push(`during the run (informational): ${this.maxCopies} copies of ${this.maxCopiesSeen.project} at ${(this.maxCopiesSeen.atMs / 1000).toFixed(1)} s`);
-    }
+    const duringRun = this.duringRun.violations;
+    findings.push(
+      `exactly once: ${check.duplicates.length} duplicated, ${check.missing.length} missing, ${check.orphans.length} orphaned at the end; ` +
+        `at most ${this.duringRun.maxCopies} copies of one project in ${this.duringRun.samples} samples during the run`,
+    );
+    for (const violation of duringRun) findings.push(`during the run: ${violation.copies} copies of ${violation.project} at ${(violation.atMs / 1000).toFixed(1)} s`);
     if (check.duplicates.length > 0) findings.push(`running more than once: ${check.duplicates.join(', ')}`);
     if (check.missing.length > 0) findings.push(`desired running, running nowhere: ${check.missing.join(', ')}`);
     if (check.orphans.length > 0) findings.push(`desired stopped, still running: ${check.orphans.join(', ')}`);
     const leftAfterRemove = await this.removeAll(signal, findings);
     return {
       workload: this.name,
-      ok: unread === 0 && contradicted === 0 && check.duplicates.length + check.missing.length + check.orphans.length === 0 && leftAfterRemove === 0,
+      ok: unread === 0 && contradicted === 0 && check.duplicates.length + check.missing.length + check.orphans.length === 0 && duringRun.length === 0 && leftAfterRemove === 0,
       lost: check.missing.length,
       duplicates: check.duplicates.length,
       linearizable: null,
@@ -260,7 +257,8 @@ export class McpWorkload implements Workload {
       missing: check.missing.length,
       orphans: check.orphans.length,
       contradicted,
-      maxCopies: this.maxCopies,
+      maxCopies: this.duringRun.maxCopies,
+      duplicatesDuringRun: duringRun.length,
       settleSeconds,
       leftAfterRemove,
     };

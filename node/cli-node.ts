@@ -19,6 +19,7 @@ import {
   type WatchResponse,
 } from '../proto/gen/kv_pb.ts';
 import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
+import { CGROUP_MODES, type CgroupMode } from '../actors/cgroups.ts';
 import { prefixEnd } from '../consensus/kv-state-machine.ts';
 import { StorageCorruptError, StorageFullError, StorageLockedError } from '../consensus/storage-errors.ts';
 import { WAL_SEGMENT_BYTES_DEFAULT } from '../consensus/storage-wal.ts';
@@ -59,7 +60,8 @@ const NODE_HELP = `usage: debughost node --id ID --grpc HOST:PORT --mcp HOST:POR
                       [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] [--insecure-no-auth]
                       [--redis URL] [--no-fsync] [--tick-ms MS] [--snapshot-entries N] [--seed-wait-ms MS]
                       [--quota-bytes N] [--wal-segment-bytes N]
-                      [--ports FROM-TO] [--docker auto|off] [--force-new-cluster]
+                      [--ports FROM-TO] [--docker auto|off] [--cgroups auto|v2|v1|off]
+                      [--workload-users auto|tenant|node] [--force-new-cluster]
                       [--unsafe-ack-before-commit]   (TEST-ONLY: loses acknowledged writes)
 
 Starts one member. Nodes started with the same --seeds list, each listed in it,
@@ -73,6 +75,10 @@ leadership over first and hands its projects to the other nodes.
                      alarm refuses writes that put (default 512 MiB; the leader's value counts)
 --wal-segment-bytes  size of each preallocated WAL segment file (default 16 MiB)
 --docker    auto (default): run projects with an image in Docker when an engine answers; off: processes only
+--cgroups   which cgroup hierarchies hold process workloads: auto (default: the best found), v2, v1, or
+            off (process groups: a workload that calls setsid escapes stop, no limits)
+--workload-users  auto (default): a root node runs each tenant's processes as a user of its own;
+            tenant: insist on that; node: run them as the node's user (see docs/security.md)
 --force-new-cluster  disaster recovery: restart a surviving member's data dir as a new
             one-member cluster holding all of its state; the others rejoin it with empty
             data dirs. Restart without the flag afterwards (docs/operations.md).
@@ -129,6 +135,8 @@ export async function nodeCommand(argv: string[]): Promise<number> {
       'join-token': { type: 'string' },
       'insecure-no-auth': { type: 'boolean' },
       redis: { type: 'string' },
+      cgroups: { type: 'string' },
+      'workload-users': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     'node',
@@ -167,6 +175,10 @@ export async function nodeCommand(argv: string[]): Promise<number> {
   const ports = parsePortRange(values.ports ?? '20000-29999');
   const docker = values.docker ?? 'auto';
   if (docker !== 'auto' && docker !== 'off') throw new UsageError(`--docker is auto or off, got '${docker}'`);
+  const cgroups = values.cgroups ?? 'auto';
+  if (!CGROUP_MODES.includes(cgroups as CgroupMode)) throw new UsageError(`--cgroups is one of ${CGROUP_MODES.join(', ')}, got '${cgroups}'`);
+  const workloadUsers = values['workload-users'] ?? 'auto';
+  if (workloadUsers !== 'auto' && workloadUsers !== 'tenant' && workloadUsers !== 'node') throw new UsageError(`--workload-users is auto, tenant or node, got '${workloadUsers}'`);
   const log = createLogger(id);
   let node: DebughostNode;
   try {
@@ -186,7 +198,7 @@ export async function nodeCommand(argv: string[]): Promise<number> {
       walSegmentBytes,
       // The chaos suite's planted fault; see plantAckBeforeCommit in node.ts.
       unsafeAckBeforeCommit: values['unsafe-ack-before-commit'] === true,
-      actors: { portRangeStart: ports.from, portRangeEnd: ports.to, docker },
+      actors: { portRangeStart: ports.from, portRangeEnd: ports.to, docker, cgroups: cgroups as CgroupMode, workloadUsers },
       forceNewCluster: values['force-new-cluster'] === true,
       insecureNoAuth,
       clusterSecretFile: values['cluster-secret-file'] === undefined ? null : resolvePath(values['cluster-secret-file']),

@@ -3,18 +3,22 @@
 // follows), the gRPC forwarder, the process and Docker runtimes, the
 // host-checked port allocator, the durable log store and the local I/O next
 // to workloads — plus the Actors service handlers and the hooks the node feeds.
+import { chmodSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
+import type { CgroupMode } from '../actors/cgroups.ts';
 import { callbackRuntime, storeOutcome, type ActorStore, type StoreWriteOutcome } from '../actors/components.ts';
 import { ActorClients, GrpcForwarder, type ActorsServiceHandlers, type FollowedEvent } from '../actors/forwarder-grpc.ts';
 import { ActorHost, hostOptionsDefault, type Authorizer, type HostOptions } from '../actors/host.ts';
 import { localProjectIo } from '../actors/io-local.ts';
+import { fenceTiming } from '../actors/lease-fence.ts';
 import { LogStore } from '../actors/logs.ts';
 import { parseActorKey, projectActorKey, type Identity } from '../actors/messages.ts';
 import { hostCheckedAllocator } from '../actors/ports.ts';
 import { CompositeRuntime } from '../actors/runtime-composite.ts';
 import { DockerRuntime } from '../actors/runtime-docker.ts';
 import { ProcessRuntime } from '../actors/runtime-process.ts';
+import type { WorkloadUserMode } from '../actors/workload-user.ts';
 import { decodeCommand, encodeCommand, validateCommand, type KvCommand } from '../consensus/kv-state-machine.ts';
 import { actorMetricsView } from './actor-metrics-view.ts';
 import type { DebughostNode } from './node.ts';
@@ -28,7 +32,14 @@ export interface ActorNodeOptions {
   readonly dockerSocket?: string;
   /** Overrides of the host's timing (tests shorten them). */
   readonly host?: Partial<HostOptions>;
+  /** Which cgroup hierarchies track process workloads (default auto; off: process groups). */
+  readonly cgroups?: CgroupMode;
+  /** Whom process workloads run as (default auto: a user per tenant when the node is root). */
+  readonly workloadUsers?: 'auto' | WorkloadUserMode;
 }
+
+/** Tenants' homes and default project directories, inside the data dir. */
+const WORK_DIR = 'work';
 
 const PROPOSE_DEADLINE_MS = 5_000;
 
@@ -37,6 +48,7 @@ export class NodeActors {
   readonly forwarder: GrpcForwarder;
   readonly store: ActorStore;
   #closed = false;
+  #heartbeat: NodeJS.Timeout | null = null;
 
   private constructor(
     private readonly node: DebughostNode,
@@ -86,8 +98,23 @@ export class NodeActors {
   static async open(node: DebughostNode, options: ActorNodeOptions, authorizer: Authorizer, peerMetadata: () => grpc.Metadata): Promise<NodeActors> {
     const dataDir = node.options.dataDir;
     const wallNowMs = (): number => Date.now();
+    const hostOptions = { ...hostOptionsDefault(node.id), ...options.host };
+    const fence = fenceTiming(hostOptions.leaseMs, hostOptions.suspectMs);
+    if (process.getuid?.() === 0 && options.workloadUsers !== 'node') protectDataDir(dataDir);
     const logs = new LogStore({ dir: join(dataDir, 'logs'), wallNowMs });
-    const processRuntime = await ProcessRuntime.open({ node: node.id, stateDir: join(dataDir, 'runtime', 'process'), logs, clock: systemClock, wallNowMs });
+    const log = node.options.log;
+    const processRuntime = await ProcessRuntime.open({
+      node: node.id,
+      stateDir: join(dataDir, 'runtime', 'process'),
+      workRoot: join(dataDir, WORK_DIR),
+      logs,
+      clock: systemClock,
+      wallNowMs,
+      cgroups: options.cgroups ?? 'auto',
+      users: options.workloadUsers ?? 'auto',
+      fenceKillAfterMs: fence.killAfterMs,
+      log: (level, message) => (level === 'warn' ? log.warn(message) : log.info(message)),
+    });
     let docker: DockerRuntime | null = null;
     let dockerMissing = 'Docker is turned off on this node (--docker off)';
     if (options.docker === 'auto') {
@@ -102,7 +129,20 @@ export class NodeActors {
     const actors = new NodeActors(node, logs, runtime, new ActorClients(node.credentials, peerMetadata), authorizer, options);
     actors.host.start();
     node.metrics.actors.attach(actorMetricsView(node.id, actors.host, actors.store, runtime));
+    actors.#startHeartbeats(fence.heartbeatMs, fence.validForMs);
     return actors;
+  }
+
+  /**
+   * While this node holds its owner lease, tell the runtime so; its watchdog (outside this event
+   * loop) freezes and then kills the workloads once these stop: lease lost, node paused or stuck.
+   */
+  #startHeartbeats(heartbeatMs: number, validForMs: number): void {
+    const beat = (): void => {
+      if (this.host.leaseState() === 'valid') this.runtime.leaseHeartbeat(validForMs);
+    };
+    beat();
+    this.#heartbeat = setInterval(beat, heartbeatMs);
   }
 
   private propose(command: KvCommand, callback: (outcome: StoreWriteOutcome) => void): void {
@@ -163,10 +203,28 @@ export class NodeActors {
     if (this.#closed) return;
     this.#closed = true;
     this.node.metrics.actors.attach(null);
+    if (this.#heartbeat !== null) clearInterval(this.#heartbeat);
     this.host.stop();
     await this.runtime.close();
     await this.logs.close();
     this.clients.close();
+  }
+}
+
+/**
+ * A root node runs workloads as per-tenant users, who must reach their homes in <dataDir>/work but
+ * nothing else of the node's: the data dir becomes passable but not listable (0711) and every
+ * other entry in it private to the node (Raft log, logs, tokens, runtime state).
+ */
+function protectDataDir(dataDir: string): void {
+  chmodSync(dataDir, 0o711);
+  // Made here (private) before the log store and the runtime make them with the default mode.
+  for (const dir of ['logs', 'runtime']) mkdirSync(join(dataDir, dir), { recursive: true, mode: 0o700 });
+  for (const entry of readdirSync(dataDir)) {
+    if (entry === WORK_DIR) continue;
+    const path = join(dataDir, entry);
+    const mode = statSync(path).mode & 0o7777;
+    if ((mode & 0o077) !== 0) chmodSync(path, mode & ~0o077);
   }
 }
 

@@ -239,3 +239,24 @@ export async function optIn(envName: string, why: string, ...names: Prerequisite
     },
   };
 }
+
+/**
+ * A guard from a reason found some other way (a cgroup mode this kernel lacks, a controller not mounted):
+ * null runs the tests; a reason skips them with it in the title, or, under CI=true, fails them. With
+ * `kernelFact` the reason is how this kernel is built, which no package changes: skipped under CI too.
+ */
+export function guardFor(reason: string | null, options: { kernelFact?: boolean; env?: NodeJS.ProcessEnv } = {}): Prerequisites {
+  const missing = reason === null ? [] : [reason];
+  const strict = options.kernelFact !== true && strictPrerequisites(options.env ?? process.env);
+  return {
+    missing,
+    met: reason === null,
+    guard<Context>(declare: Declare<Context>) {
+      return (title: string, implementation: Implementation<[], Context>): void => {
+        if (reason === null) return declare(title, implementation);
+        if (strict) return declare(title, (t: ExecutionContext<Context>) => t.fail(`cannot run under CI=true: ${reason}`));
+        declare.skip(`${title}${SKIP_MARKER}${reason}]`, implementation);
+      };
+    },
+  };
+}

@@ -4,6 +4,8 @@
 import { readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import type { ExecutionContext } from 'ava';
+import { basename, join } from 'node:path';
+import { nodeCgroupRootsHere, nodeRootName } from '../../actors/cgroups.ts';
 import { prerequisites, type Prerequisites } from '../../actors/testing/prerequisites.ts';
 import { leftovers, newRunPrefix, sweep } from '../hosts.ts';
 import { runChaos, type ChaosOptions, type ChaosResult } from '../run.ts';
@@ -46,6 +48,8 @@ export async function chaos(t: ExecutionContext, options: Partial<ChaosOptions> 
     t.log(lines.join('\n'));
     t.deepEqual(await leftovers(prefix), [], 'the run left namespaces, links or processes');
     t.deepEqual(await leftTempDirs(prefix), [], 'the run left its temp dir');
+    const workDir = lines.map((line) => /data and logs in (\S+)/.exec(line)?.[1]).find((dir) => dir !== undefined);
+    if (workDir !== undefined) t.deepEqual(cgroupsOfRun(workDir), [], 'the run left cgroups');
   }
 }
 
@@ -58,4 +62,15 @@ export function assertHealthy(t: ExecutionContext, result: ChaosResult, kinds: r
   t.is(result.linearizable, true);
   t.not(result.recoverySeconds, null);
   t.true(result.ok, result.verdicts.flatMap((v) => v.findings).join('\n'));
+}
+
+/**
+ * The node cgroup roots a run's nodes made and left (a root's name is the node id and a digest of its
+ * state dir, actors/cgroups.ts): other tests' nodes, running at the same time, are not this run's.
+ */
+function cgroupsOfRun(workDir: string): string[] {
+  return nodeCgroupRootsHere().filter((root) => {
+    const id = /^debughost-(.+)-[0-9a-f]{12}$/.exec(basename(root))?.[1];
+    return id !== undefined && basename(root) === nodeRootName(id, join(workDir, 'data', id, 'runtime', 'process'));
+  });
 }
