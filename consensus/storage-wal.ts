@@ -175,6 +175,11 @@ export class WalStorage implements RaftStorage {
   }
 
   /** Set while the disk has no room for the next WAL segment or snapshot; writes wait meanwhile. */
+  /** WAL segments this storage sealed because they were full, since it opened. */
+  get walRotations(): number {
+    return this.wal.rotations;
+  }
+
   get full(): StorageFullError | null {
     return this.walFull ?? this.snapshotFull;
   }

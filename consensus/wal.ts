@@ -82,6 +82,8 @@ export class Wal {
   private closed = false;
   private failure: StorageWriteError | null = null;
   full: StorageFullError | null = null;
+  /** Segments sealed by this instance because they were full (a figure for tests and metrics). */
+  rotations = 0;
   private retryTimer: TimerHandle | null = null;
   /** A group waiting for room (the disk is full): retried when the next segment exists, failed if that cannot be. */
   private blocked: { readonly retry: () => void; readonly fail: (error: Error) => void } | null = null;
@@ -313,6 +315,7 @@ export class Wal {
       if (error !== null) return this.writeFailed(error, () => this.rotate(bytesNeeded, then, done), done);
       current.position += seal.byteLength;
       current.file = null;
+      this.rotations++;
       void file.close().catch(() => undefined);
       this.next = null;
       this.options.io.open(next.path, this.options.durable).then(

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import test from 'ava';
+import { adminTokenPath, clusterSecretPath } from './cluster-files.ts';
 import { freePort, until } from './local-cluster.ts';
 
 const run = promisify(execFile);
@@ -80,7 +81,11 @@ test('an install without dev dependencies starts a node from the build', async (
   await cp(join(ROOT, 'dist'), join(dir, 'dist'), { recursive: true });
   const grpc = `127.0.0.1:${await freePort()}`;
   const http = `127.0.0.1:${await freePort()}`;
-  const child = spawn(process.execPath, [join(dir, 'bin', 'debughost.js'), 'node', '--id', 'p1', '--grpc', grpc, '--mcp', http, '--seeds', grpc, '--data-dir', join(dir, 'data'), '--docker', 'off'], {
+  // Secure by default: the cluster secret and the first admin token, made by the built CLI.
+  const trust = join(dir, 'trust');
+  await run(process.execPath, [join(dir, 'bin', 'debughost.js'), 'init', trust], { cwd: dir });
+  const trustArgs = ['--cluster-secret-file', clusterSecretPath(trust), '--admin-token-file', adminTokenPath(trust)];
+  const child = spawn(process.execPath, [join(dir, 'bin', 'debughost.js'), 'node', '--id', 'p1', '--grpc', grpc, '--mcp', http, '--seeds', grpc, '--data-dir', join(dir, 'data'), '--docker', 'off', ...trustArgs], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, DEBUGHOST_LOG_LEVEL: 'warn' },
   });
