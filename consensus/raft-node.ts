@@ -254,7 +254,7 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
     // etcd): they depend only on its term, durable since it campaigned, and the
     // leader counts itself towards a quorum only once its entries are on disk.
     // Everything else (votes, acknowledgements) waits for the sync.
-    const early = this.raft.role === 'leader' ? ready.messages.filter(sendableBeforePersist) : [];
+    const early = ready.messages.filter((message) => this.sendsBeforePersist(message));
     for (const message of early) this.components.transport.send(message);
     this.persisting = true;
     this.applyDurableCommitted(ready, batch);
@@ -264,8 +264,17 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
       if (error !== null) return this.fail(error);
       this.components.observer?.persisted?.(this.id, batch);
       this.persisting = false;
-      this.afterPersist(ready, early.length > 0);
+      this.afterPersist(ready, early);
     });
+  }
+
+  /**
+   * Whether `message` may go out before the ready's write is synced: only a
+   * leader's replication messages (see process()). Protected so that the
+   * simulator can plant a driver that sends too early (simulator/mutations.ts).
+   */
+  protected sendsBeforePersist(message: Message): boolean {
+    return this.raft.role === 'leader' && sendableBeforePersist(message);
   }
 
   /**
@@ -286,9 +295,12 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
     }
   }
 
-  private afterPersist(ready: Ready, earlySent = false): void {
+  /** `early`: the messages of `ready` already sent, in order (a subsequence of ready.messages). */
+  private afterPersist(ready: Ready, early: readonly Message[] = []): void {
+    let sentEarly = 0;
     for (const message of ready.messages) {
-      if (!earlySent || !sendableBeforePersist(message)) this.components.transport.send(message);
+      if (early[sentEarly] === message) sentEarly += 1;
+      else this.components.transport.send(message);
     }
     if (ready.snapshot !== null) this.applySnapshot(ready.snapshot);
     for (const entry of ready.committedEntries) this.applyEntry(entry);

@@ -152,6 +152,10 @@ export interface RaftConfig {
   readonly snapshotTrailingEntries: number;
   /** Bytes of snapshot data per InstallSnapshot chunk. */
   readonly snapshotChunkBytes: number;
+  /** Largest snapshot a follower assembles from chunks; a chunk claiming more is dropped. */
+  readonly snapshotBytesMax: number;
+  /** A learner is promoted only when its match is at most this many entries behind the leader's last index. */
+  readonly learnerLagEntriesMax: number;
   /** Most uncommitted entries the leader accepts before refusing proposals. */
   readonly uncommittedEntriesMax: number;
 }
