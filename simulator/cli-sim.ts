@@ -2,8 +2,9 @@
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { UsageError, parseIntegerFlag } from '../node/usage-error.ts';
+import { addCoverage, describeCoverage, emptyCoverage } from './coverage.ts';
 import { ALL_FAULTS, parseFaultList, type FaultKind } from './faults.ts';
-import { ACTOR_MUTATIONS, MUTATIONS, isActorMutationName, isMutationName, mutatedRaftFactory, type ActorMutationName } from './mutations.ts';
+import { ACTOR_MUTATIONS, MUTATIONS, isActorMutationName, isMutationName, type ActorMutationName } from './mutations.ts';
 import { ACTOR_LIVENESS_MS_MAX_DEFAULT, ACTOR_SAFETY_MS_DEFAULT, runActorSeed } from './run-actor-seed.ts';
 import { LIVENESS_MS_MAX_DEFAULT, SAFETY_MS_DEFAULT, runSeed, type SeedResult } from './run-seed.ts';
 
@@ -138,8 +139,9 @@ export async function simCommand(argv: string[]): Promise<number> {
   let simulatedMs = 0;
   let operations = 0;
   let unknownLinearizability = 0;
+  const coverage = emptyCoverage();
   if (args.actors > 0) return actorSimCommand(args, out, started);
-  const createRaft = args.mutation === null || !isMutationName(args.mutation) ? undefined : mutatedRaftFactory(args.mutation);
+  const plant = args.mutation === null || !isMutationName(args.mutation) ? undefined : MUTATIONS[args.mutation].plant;
   for (const seed of args.seeds) {
     const result: SeedResult = runSeed({
       seed,
@@ -149,15 +151,17 @@ export async function simCommand(argv: string[]): Promise<number> {
       livenessMsMax: args.livenessMs,
       tracePath: args.trace,
       traceHash: args.traceHash,
-      ...(createRaft === undefined ? {} : { createRaft }),
+      ...(plant === undefined ? {} : { plant }),
     });
     simulatedMs += result.simulatedMs;
     operations += result.operations.total;
+    addCoverage(coverage, result.coverage);
     if (result.linearizability === 'unknown') unknownLinearizability += 1;
     if (args.traceHash) out(`seed ${seed} trace-hash ${result.traceHash}`);
     if (args.seeds.length === 1 && !args.json) {
       out(`seed ${seed}: ${result.ok ? 'ok' : 'FAILED'}; ${result.faults}`);
       out(`  ops ${result.operations.total} (ok ${result.operations.ok}, fail ${result.operations.fail}, unknown ${result.operations.unknown}); linearizability ${result.linearizability}; elections ${result.elections}; messages ${result.messages}; ${JSON.stringify(result.stats)}`);
+      out(`  coverage: ${describeCoverage(result.coverage)}`);
     }
     if (!result.ok) {
       failed.push(seed);
@@ -174,6 +178,7 @@ export async function simCommand(argv: string[]): Promise<number> {
       `${operations} client ops; simulated ${simulatedSeconds.toFixed(1)} s in ${wallSeconds.toFixed(1)} s of wall time (${speedup.toFixed(0)}x real time)` +
       (unknownLinearizability > 0 ? `; linearizability check ran out of budget on ${unknownLinearizability} seed(s)` : ''),
   );
+  out(`coverage: ${describeCoverage(coverage)}`);
   if (args.json) {
     out(
       JSON.stringify({
@@ -186,6 +191,7 @@ export async function simCommand(argv: string[]): Promise<number> {
         nodes: args.nodes,
         operations,
         linearizabilityUnknown: unknownLinearizability,
+        coverage,
       }),
     );
   }
