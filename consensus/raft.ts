@@ -468,7 +468,9 @@ export class Raft {
     this.electionElapsed += 1;
     if (this.electionElapsed >= this.config.electionTicks) {
       this.electionElapsed = 0;
-      if (this.config.checkQuorum && !this.quorumRecentlyActive()) {
+      // The activity round rolls with or without check-quorum: membership changes read it too.
+      const quorumActive = this.quorumRecentlyActive();
+      if (this.config.checkQuorum && !quorumActive) {
         this.becomeFollower(this.term, null);
         return;
       }
@@ -493,8 +495,18 @@ export class Raft {
   /** Check-quorum: whether a quorum answered since the last check; starts the next round. */
   protected quorumRecentlyActive(): boolean {
     const quorumActive = hasQuorum([...this.voters], (id) => id === this.id || (this.progress.get(id)?.recentActive ?? false));
-    for (const progress of this.progress.values()) progress.recentActive = false;
+    for (const progress of this.progress.values()) {
+      progress.activeLastRound = progress.recentActive;
+      progress.recentActive = false;
+    }
     return quorumActive;
+  }
+
+  /** A member heard from in this election timeout or the one before (this node always). */
+  private isLive(id: NodeId): boolean {
+    if (id === this.id) return true;
+    const progress = this.progress.get(id);
+    return progress !== undefined && (progress.recentActive || progress.activeLastRound);
   }
 
   private campaign(kind: 'preVote' | 'vote', transfer: boolean): void {
@@ -955,18 +967,39 @@ export class Raft {
       case 'addLearner':
         if (this.voters.has(change.node) || this.learners.has(change.node)) return `${change.node} is already a member`;
         return null;
-      case 'promote':
+      case 'promote': {
         if (!this.learners.has(change.node)) return `${change.node} is not a learner; add it as a learner first`;
-        return null;
-      case 'remove':
+        const match = this.progress.get(change.node)?.match ?? 0;
+        const behind = this.log.lastIndex() - match;
+        if (match === 0 || behind > this.config.learnerLagEntriesMax) {
+          return `${change.node} has not caught up (${match === 0 ? 'it has acknowledged nothing yet' : `${behind} entries behind the leader`}; at most ${this.config.learnerLagEntriesMax}); retry once it has`;
+        }
+        return this.strictReconfigProblem(change, new Set([...this.voters, change.node]));
+      }
+      case 'remove': {
         if (!this.voters.has(change.node) && !this.learners.has(change.node)) return `${change.node} is not a member`;
         if (this.voters.has(change.node) && this.voters.size === 1) return 'cannot remove the last voter';
-        return null;
+        if (!this.voters.has(change.node)) return null;
+        return this.strictReconfigProblem(change, new Set([...this.voters].filter((id) => id !== change.node)));
+      }
       default: {
         const never: never = change.type;
         return `unknown change ${String(never)}`;
       }
     }
+  }
+
+  /**
+   * etcd's strict reconfiguration check: refuse a change after which fewer
+   * voters are live (heard from lately) than a quorum of the new set, unless forced.
+   */
+  private strictReconfigProblem(change: ConfChange, votersAfter: ReadonlySet<NodeId>): string | null {
+    if (change.force === true) return null;
+    let live = 0;
+    for (const id of votersAfter) if (this.isLive(id)) live += 1;
+    const quorum = Math.floor(votersAfter.size / 2) + 1;
+    if (live >= quorum) return null;
+    return `after this change ${live} of ${votersAfter.size} voters would be live, fewer than a quorum of ${quorum}; bring members back first, or force the change`;
   }
 
   private applyConfChange(change: ConfChange): void {

@@ -43,6 +43,11 @@ export interface ConfChange {
   readonly node: NodeId;
   /** The address the rest of the cluster reaches the node at (opaque to the core). */
   readonly address?: string;
+  /**
+   * Skip the strict reconfiguration check (fewer live voters than a quorum
+   * after the change). Only a proposal option: not written to the log.
+   */
+  readonly force?: boolean;
 }
 
 export interface ConfState {

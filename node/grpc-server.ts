@@ -375,7 +375,7 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
     }),
     memberPromote: unary(async (request) => {
       if (!isLeader()) return callUnary(node.peers.adminAt(leaderAddress()), 'memberPromote', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
-      await changeAtLeader({ type: 'promote', node: request.id as NodeId });
+      await changeAtLeader({ type: 'promote', node: request.id as NodeId, force: request.force });
       return create(MemberPromoteResponseSchema, { members: membersResponse() });
     }),
     memberRemove: unary(async (request) => {
@@ -391,7 +391,7 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
         }
         return callUnary(node.peers.adminAt(leaderAddress()), 'memberRemove', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
       }
-      await changeAtLeader({ type: 'remove', node: request.id as NodeId });
+      await changeAtLeader({ type: 'remove', node: request.id as NodeId, force: request.force });
       return create(MemberRemoveResponseSchema, { members: membersResponse() });
     }),
     transferLeadership: unary(async (request) => {
