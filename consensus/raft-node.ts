@@ -254,7 +254,7 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
     // etcd): they depend only on its term, durable since it campaigned, and the
     // leader counts itself towards a quorum only once its entries are on disk.
     // Everything else (votes, acknowledgements) waits for the sync.
-    const early = ready.messages.filter((message) => this.sendsBeforePersist(message));
+    const early = this.messagesBeforePersist(ready.messages);
     for (const message of early) this.components.transport.send(message);
     this.persisting = true;
     this.applyDurableCommitted(ready, batch);
@@ -269,12 +269,12 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
   }
 
   /**
-   * Whether `message` may go out before the ready's write is synced: only a
-   * leader's replication messages (see process()). Protected so that the
-   * simulator can plant a driver that sends too early (simulator/mutations.ts).
+   * The messages of a ready that may go out before its write is synced, in
+   * order: only a leader's replication messages (see process()). Protected so
+   * that the simulator can plant a driver that sends too early (simulator/mutations.ts).
    */
-  protected sendsBeforePersist(message: Message): boolean {
-    return this.raft.role === 'leader' && sendableBeforePersist(message);
+  protected messagesBeforePersist(messages: readonly Message[]): readonly Message[] {
+    return this.raft.role === 'leader' ? messages.filter(sendableBeforePersist) : NONE;
   }
 
   /**
@@ -374,6 +374,8 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
     this.stop();
   }
 }
+
+const NONE: readonly Message[] = [];
 
 function sendableBeforePersist(message: Message): boolean {
   return message.type === 'append' || message.type === 'heartbeat' || message.type === 'snapshotChunk';

@@ -161,6 +161,8 @@ export class Raft {
   private readyOutstanding = false;
   /** Appends to send to every follower at the next ready() (batches proposals and commits). */
   protected broadcastPending = false;
+  /** A follower's match for committedIndex, bound once: it runs on every acknowledgement. */
+  private readonly matchOf = (id: NodeId): LogIndex => this.progress.get(id)?.match ?? (0 as LogIndex);
   /** Context of the newest read awaiting a heartbeat round; one round confirms all before it. */
   private readBroadcastContext: string | null = null;
 
@@ -494,7 +496,7 @@ export class Raft {
 
   /** Check-quorum: whether a quorum answered since the last check; starts the next round. */
   protected quorumRecentlyActive(): boolean {
-    const quorumActive = hasQuorum([...this.voters], (id) => id === this.id || (this.progress.get(id)?.recentActive ?? false));
+    const quorumActive = hasQuorum(this.voters, (id) => id === this.id || (this.progress.get(id)?.recentActive ?? false));
     for (const progress of this.progress.values()) {
       progress.activeLastRound = progress.recentActive;
       progress.recentActive = false;
@@ -519,7 +521,7 @@ export class Raft {
       voteTerm = this.term;
     }
     this.votes.set(this.id, true);
-    if (voteResult([...this.voters], this.votes) === 'won') {
+    if (voteResult(this.voters, this.votes) === 'won') {
       this.wonElection(kind);
       return;
     }
@@ -595,7 +597,7 @@ export class Raft {
         const expected = this.role === 'preCandidate' ? 'preVoteResp' : 'voteResp';
         if (message.type !== expected) return;
         this.votes.set(message.from, message.granted);
-        const result = voteResult([...this.voters], this.votes);
+        const result = voteResult(this.voters, this.votes);
         if (result === 'won') this.wonElection(this.role === 'preCandidate' ? 'preVote' : 'vote');
         else if (result === 'lost') this.becomeFollower(this.term, null);
         return;
@@ -816,7 +818,7 @@ export class Raft {
   }
 
   protected maybeCommitAndBroadcast(): boolean {
-    const index = committedIndex([...this.voters], (id) => this.progress.get(id)?.match ?? (0 as LogIndex));
+    const index = committedIndex(this.voters, this.matchOf);
     if (index <= this.log.committed || !this.committableByCounting(index)) return false;
     this.log.commitTo(index);
     this.releaseReadsAwaitingCommit();
@@ -938,7 +940,7 @@ export class Raft {
     if (position < 0) return;
     const read = this.pendingReads[position] as PendingRead;
     read.acks.add(from);
-    if (!hasQuorum([...this.voters], (id) => read.acks.has(id))) return;
+    if (!hasQuorum(this.voters, (id) => read.acks.has(id))) return;
     // A quorum confirmed leadership at this point: every read queued before it is safe too.
     const released = this.pendingReads.splice(0, position + 1);
     for (const done of released) this.completeRead(done);

@@ -64,8 +64,9 @@ type SimRaftNode = RaftNode<KvResult, KvMachine>;
 
 /** Sends its vote before the vote is on disk: a crash in between lets it vote twice in one term. */
 class VoteBeforePersistNode extends RaftNode<KvResult, KvMachine> {
-  protected override sendsBeforePersist(message: Message): boolean {
-    return message.type === 'voteResp' || super.sendsBeforePersist(message);
+  protected override messagesBeforePersist(messages: readonly Message[]): readonly Message[] {
+    const early = super.messagesBeforePersist(messages);
+    return messages.filter((message) => message.type === 'voteResp' || early.includes(message));
   }
 }
 

@@ -35,11 +35,9 @@ interface Ack {
  */
 export const CHECK_QUORUM_ROUNDS_MAX = 16;
 
-const ackKey = (follower: NodeId, term: number): string => `${follower}@${term}`;
-
 export class ProtocolRules {
-  /** Per node, per follower, the last answer delivered to it in each term (a later term does not hide an earlier one). */
-  private readonly acks = new Map<NodeId, Map<string, Ack>>();
+  /** Per node, per follower and term, the last answer delivered to it (a later term does not hide an earlier one). */
+  private readonly acks = new Map<NodeId, Map<NodeId, Map<number, Ack>>>();
   /** Per leader, when each forwarded read request reached it. */
   private readonly readsArrived = new Map<NodeId, Map<string, number>>();
   /** Per node, heartbeat rounds sent as leader, and the term of the last one. */
@@ -57,10 +55,14 @@ export class ProtocolRules {
         acks = new Map();
         this.acks.set(message.to, acks);
       }
+      let byTerm = acks.get(message.from);
+      if (byTerm === undefined) {
+        byTerm = new Map();
+        acks.set(message.from, byTerm);
+      }
       const round = this.rounds.get(message.to)?.count ?? 0;
-      const key = ackKey(message.from, message.term);
-      const ack = acks.get(key);
-      if (ack === undefined) acks.set(key, { atMs: nowMs, round });
+      const ack = byTerm.get(message.term);
+      if (ack === undefined) byTerm.set(message.term, { atMs: nowMs, round });
       else {
         ack.atMs = nowMs;
         ack.round = round;
@@ -110,7 +112,7 @@ export class ProtocolRules {
     let heard = 1;
     const acks = this.acks.get(leader.id);
     for (const voter of voters) {
-      const ack = voter === leader.id ? undefined : acks?.get(ackKey(voter, message.term));
+      const ack = voter === leader.id ? undefined : acks?.get(voter)?.get(message.term);
       if (ack !== undefined && ack.round >= since) heard += 1;
     }
     if (heard < Math.floor(voters.length / 2) + 1) {
@@ -130,7 +132,7 @@ export class ProtocolRules {
     const acks = this.acks.get(leader.id);
     for (const voter of voters) {
       if (voter === leader.id) continue;
-      const ack = acks?.get(ackKey(voter, term));
+      const ack = acks?.get(voter)?.get(term);
       if (ack !== undefined && ack.atMs >= sinceMs) confirmed += 1;
     }
     if (confirmed < quorum) this.violation(`read index: ${leader.id} answered ${what} in term ${term} having heard from ${confirmed} of ${voters.length} voters since it was asked`);
