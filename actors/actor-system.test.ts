@@ -4,7 +4,7 @@ import type { NodeId } from '../consensus/types.ts';
 import { Scheduler } from '../simulator/scheduler.ts';
 import { ActorSystem, InvalidActorOptionsError, type Actor, type ActorContext, type ActorSystemOptions, type Delivery } from './actor-system.ts';
 
-const options: ActorSystemOptions = { mailboxDepthMax: 3, idleMs: 1000, turnMsMax: 500, activationsMax: 10 };
+const options: ActorSystemOptions = { mailboxDepthMax: 3, idleMs: 1000, turnMsMax: 500, activationsMax: 10, detachedMax: 4, failureBackoffMs: 100, failureBackoffMsMax: 1000 };
 
 /** An actor that records each message and replies after `delayMs` of virtual time (0: synchronously). */
 function recorder(log: string[], delayMs: number, events: string[] = []): (context: ActorContext) => Actor<string, string> {
@@ -149,4 +149,102 @@ test('a message still waiting at its deadline is dropped unhandled, so abandoned
   t.deepEqual(outcomes, ['slow!', 'ExpiredError', 'patient!']);
   t.false(log.some((line) => line.startsWith('a:late')));
   t.is(system.stats.expired, 1);
+});
+
+/** Run the virtual clock forward by `ms`. */
+const runFor = (scheduler: Scheduler, ms: number): void => void scheduler.runUntil(scheduler.nowMs() + ms, 1_000_000);
+
+/** An actor whose turn `detach`es on 'slow' (answering 200 ms later), throws on 'boom' or in a later callback on 'late-boom'. */
+function tricky(context: ActorContext): Actor<string, string> {
+  return {
+    receive(message, reply) {
+      if (message === 'boom') throw new TypeError('cannot read spec of undefined');
+      if (message === 'late-boom') {
+        context.setTimer(10, () => {
+          throw new TypeError('late failure');
+        });
+        return reply('scheduled');
+      }
+      if (message === 'slow') {
+        const answer = reply.detach();
+        context.setTimer(200, () => answer('slow done'));
+        return;
+      }
+      reply(`${message}!`);
+    },
+  };
+}
+
+test('a detached answer frees the mailbox at once and arrives later; the actor stays active until it has answered', (t) => {
+  const scheduler = new Scheduler();
+  const system = new ActorSystem<string, string>(scheduler.clockFor('n1' as NodeId), { ...options, idleMs: 50 }, tricky);
+  const replies: string[] = [];
+  const collect = (delivery: Delivery<string>): void => {
+    replies.push(delivery.ok ? delivery.response : delivery.error.name);
+  };
+  system.tell('a', 'slow', collect);
+  system.tell('a', 'quick', collect);
+  runFor(scheduler, 100);
+  t.deepEqual(replies, ['quick!'], 'the next message ran while the slow one was still open');
+  t.true(system.isActive('a'), 'not deactivated as idle while an answer is owed');
+  runFor(scheduler, 200);
+  t.deepEqual(replies, ['quick!', 'slow done']);
+  runFor(scheduler, 100);
+  t.false(system.isActive('a'), 'idle once nothing is owed');
+});
+
+test('a deactivated actor answers what it still owes with DeactivatedError, once', (t) => {
+  const scheduler = new Scheduler();
+  const system = new ActorSystem<string, string>(scheduler.clockFor('n1' as NodeId), options, tricky);
+  const replies: string[] = [];
+  system.tell('a', 'slow', (delivery) => replies.push(delivery.ok ? delivery.response : delivery.error.name));
+  runFor(scheduler, 10);
+  system.deactivate('a', 'moved');
+  runFor(scheduler, 500);
+  t.deepEqual(replies, ['DeactivatedError']);
+});
+
+test('an exception in a turn or in a later callback fails that actor only, with a back-off; the system goes on', (t) => {
+  const scheduler = new Scheduler();
+  const system = new ActorSystem<string, string>(scheduler.clockFor('n1' as NodeId), options, tricky);
+  const failures: string[] = [];
+  system.onFailure = (key, error) => failures.push(`${key}: ${(error as Error).message}`);
+  const replies: string[] = [];
+  const collect = (delivery: Delivery<string>): void => {
+    replies.push(delivery.ok ? delivery.response : `${delivery.error.name}: ${delivery.error.message}`);
+  };
+  t.notThrows(() => system.tell('a', 'boom', collect));
+  system.tell('b', 'hello', collect);
+  runFor(scheduler, 1);
+  t.regex(replies[0] ?? '', /^ActorFailedError: actor a failed \(TypeError: cannot read spec of undefined\); it restarts in 100 ms/);
+  t.is(replies[1], 'hello!', 'another actor is not affected');
+  t.false(system.isActive('a'));
+  // During the back-off the actor answers at once that it failed; after it, it activates again.
+  system.tell('a', 'again', collect);
+  runFor(scheduler, 1);
+  t.regex(replies[2] ?? '', /^ActorFailedError/);
+  runFor(scheduler, 150);
+  system.tell('a', 'again', collect);
+  runFor(scheduler, 1);
+  t.is(replies[3], 'again!');
+  t.is(system.failureOf('a')?.count, 1);
+  // A callback that throws after its turn fails the actor too, never the process.
+  system.tell('c', 'late-boom', collect);
+  t.notThrows(() => runFor(scheduler, 50));
+  t.false(system.isActive('c'));
+  t.deepEqual(failures, ['a: cannot read spec of undefined', 'c: late failure']);
+  t.is(system.stats.failures, 2);
+});
+
+test('failures in a row double the back-off up to its cap', (t) => {
+  const scheduler = new Scheduler();
+  const system = new ActorSystem<string, string>(scheduler.clockFor('n1' as NodeId), options, tricky);
+  const backoffs: number[] = [];
+  for (let i = 0; i < 6; i += 1) {
+    system.tell('a', 'boom', () => undefined);
+    const failure = system.failureOf('a');
+    backoffs.push((failure?.retryAtMs ?? 0) - (failure?.atMs ?? 0));
+    runFor(scheduler, (failure?.retryAtMs ?? 0) - scheduler.nowMs() + 1);
+  }
+  t.deepEqual(backoffs, [100, 200, 400, 800, 1000, 1000]);
 });

@@ -1,8 +1,10 @@
 // The actor runtime: one mailbox per key, one message at a time (a turn ends
-// when the handler calls its reply), activation on the first message, idle
-// deactivation, timers through the injected clock, and a bounded mailbox.
-// Callback-based like consensus/raft-node.ts, so the simulator runs it
-// synchronously and deterministically; nothing here awaits a promise.
+// when the handler calls its reply, or detaches it to answer later),
+// activation on the first message, idle deactivation, timers through the
+// injected clock, a bounded mailbox, and containment: an exception in one
+// actor's turn or callback fails that actor (it restarts with back-off), never
+// the node. Callback-based like consensus/raft-node.ts, so the simulator runs
+// it synchronously and deterministically; nothing here awaits a promise.
 import type { Clock, TimerHandle } from '../consensus/types.ts';
 
 /** The mailbox already holds mailboxDepthMax messages: the caller should back off and retry. */
@@ -54,22 +56,50 @@ export class ActivationsFullError extends Error {
   }
 }
 
-export type ActorSystemError = MailboxFullError | TurnTimeoutError | DeactivatedError | ActivationsFullError | ExpiredError;
+/** The actor threw (a bug or data it could not handle): it was deactivated and restarts after a back-off. */
+export class ActorFailedError extends Error {
+  override readonly name = 'ActorFailedError';
+  constructor(
+    readonly key: string,
+    readonly detail: string,
+    readonly retryInMs: number,
+  ) {
+    super(`actor ${key} failed (${detail}); it restarts in ${retryInMs} ms: retry then, and report it if it keeps failing`);
+  }
+}
+
+export type ActorSystemError = MailboxFullError | TurnTimeoutError | DeactivatedError | ActivationsFullError | ExpiredError | ActorFailedError;
 
 export type Delivery<Res> = { readonly ok: true; readonly response: Res } | { readonly ok: false; readonly error: ActorSystemError };
 
 export interface ActorContext {
   readonly key: string;
   readonly clock: Clock;
-  /** A timer cleared when the actor deactivates. */
+  /** A timer cleared when the actor deactivates; its callback runs guarded. */
   setTimer(delayMs: number, callback: () => void): TimerHandle;
   clearTimer(handle: TimerHandle): void;
+  /**
+   * Wrap a callback the actor hands to someone else (a store, a runtime): an
+   * exception in it fails this actor instead of escaping to the node.
+   */
+  guard<A extends unknown[]>(callback: (...args: A) => void): (...args: A) => void;
+}
+
+/** How a handler answers: call it once (ends the turn), or detach it to answer after the turn. */
+export interface Reply<Res> {
+  (response: Res): void;
+  /**
+   * End the turn now and answer later through the returned function (once).
+   * The actor stays active until it has answered; on deactivation the runtime
+   * answers what is still open with DeactivatedError.
+   */
+  detach(): (response: Res) => void;
 }
 
 export interface Actor<Req, Res> {
-  /** Handle one message; call `reply` exactly once (later calls are ignored). */
-  receive(message: Req, reply: (response: Res) => void): void;
-  /** The actor is gone: no message follows. Free what it holds (not its workload). */
+  /** Handle one message; call `reply` exactly once (later calls are ignored), or detach it. */
+  receive(message: Req, reply: Reply<Res>): void;
+  /** The actor is gone: no message follows. Free what it holds (not its workload); answer detached replies. */
   deactivated?(reason: string): void;
 }
 
@@ -82,6 +112,11 @@ export interface ActorSystemOptions {
   readonly turnMsMax: number;
   /** Most actors active at once. */
   readonly activationsMax: number;
+  /** Answers an actor may owe after their turns (waits, execs, settles in flight). */
+  readonly detachedMax: number;
+  /** Back-off before a failed actor may activate again; doubles per failure in a row up to failureBackoffMsMax. */
+  readonly failureBackoffMs: number;
+  readonly failureBackoffMsMax: number;
 }
 
 export class InvalidActorOptionsError extends Error {
@@ -106,19 +141,35 @@ interface Queued<Req, Res> {
 
 interface Activation<Req, Res> {
   readonly key: string;
-  readonly actor: Actor<Req, Res>;
+  actor: Actor<Req, Res>;
   readonly mailbox: Queued<Req, Res>[];
   readonly timers: Set<TimerHandle>;
+  /** Answers owed after their turns, each a function that fails it. */
+  readonly detached: Set<(error: ActorSystemError) => void>;
   busy: boolean;
+  /** Set once deactivated: late callbacks of the old actor do nothing. */
+  gone: boolean;
   /** Ends the current turn by timeout; null between turns. */
   turnTimer: TimerHandle | null;
   idleTimer: TimerHandle | null;
 }
 
+/** Why an actor last failed, and until when it may not activate again. */
+export interface ActorFailure {
+  readonly detail: string;
+  readonly atMs: number;
+  readonly retryAtMs: number;
+  /** Failures in a row (reset by a turn that completes after the back-off). */
+  readonly count: number;
+}
+
 export class ActorSystem<Req, Res> {
   private readonly activations = new Map<string, Activation<Req, Res>>();
   private readonly options: ActorSystemOptions;
-  readonly stats = { activations: 0, deactivations: 0, rejected: 0, turnTimeouts: 0, expired: 0 };
+  private readonly failures = new Map<string, ActorFailure>();
+  readonly stats = { activations: 0, deactivations: 0, rejected: 0, turnTimeouts: 0, expired: 0, failures: 0 };
+  /** Called once per failure, with the error (for the node's log and metrics). */
+  onFailure: (key: string, error: unknown) => void = () => undefined;
 
   constructor(
     private readonly clock: Clock,
@@ -148,6 +199,12 @@ export class ActorSystem<Req, Res> {
   tell(key: string, message: Req, done: (delivery: Delivery<Res>) => void, expiresAtMs: number | null = null): void {
     let activation = this.activations.get(key);
     if (activation === undefined) {
+      const failure = this.failures.get(key);
+      const now = this.clock.nowMs();
+      if (failure !== undefined && now < failure.retryAtMs) {
+        this.stats.rejected += 1;
+        return done({ ok: false, error: new ActorFailedError(key, failure.detail, failure.retryAtMs - now) });
+      }
       if (this.activations.size >= this.options.activationsMax) {
         this.stats.rejected += 1;
         return done({ ok: false, error: new ActivationsFullError(this.options.activationsMax) });
@@ -174,13 +231,49 @@ export class ActorSystem<Req, Res> {
     const activation = this.activations.get(key);
     if (activation === undefined) return;
     this.activations.delete(key);
+    activation.gone = true;
     this.stats.deactivations += 1;
     if (activation.idleTimer !== null) this.clock.clearTimer(activation.idleTimer);
     for (const timer of activation.timers) this.clock.clearTimer(timer);
     activation.timers.clear();
     const waiting = activation.mailbox.splice(0);
     for (const queued of waiting) queued.done({ ok: false, error: new DeactivatedError(key, reason) });
-    activation.actor.deactivated?.(reason);
+    try {
+      activation.actor.deactivated?.(reason);
+    } catch (error) {
+      this.recordFailure(key, error);
+    }
+    // Whatever the actor did not answer itself is answered here, exactly once.
+    for (const fail of [...activation.detached]) fail(new DeactivatedError(key, reason));
+  }
+
+  /** The last failure of the actor at `key`, while it is remembered. */
+  failureOf(key: string): ActorFailure | null {
+    return this.failures.get(key) ?? null;
+  }
+
+  /** Fail the actor at `key`: deactivate it and hold new activations back for a back-off. */
+  fail(key: string, error: unknown): void {
+    this.recordFailure(key, error);
+    const failure = this.failures.get(key);
+    this.deactivate(key, `failed: ${failure?.detail ?? 'error'}`);
+  }
+
+  private recordFailure(key: string, error: unknown): void {
+    const now = this.clock.nowMs();
+    const previous = this.failures.get(key);
+    // A failure long after the last one starts the back-off over.
+    const count = previous === undefined || now - previous.atMs > 4 * this.options.failureBackoffMsMax ? 1 : previous.count + 1;
+    const backoff = Math.min(this.options.failureBackoffMsMax, this.options.failureBackoffMs * 2 ** Math.min(count - 1, 20));
+    const detail = (error instanceof Error ? `${error.name}: ${error.message}` : String(error)).split('\n')[0]?.slice(0, 300) ?? 'error';
+    this.failures.set(key, { detail, atMs: now, retryAtMs: now + backoff, count });
+    // Remember failures of a bounded number of keys: the oldest is forgotten first.
+    if (this.failures.size > this.options.activationsMax) {
+      const oldest = this.failures.keys().next();
+      if (oldest.done !== true) this.failures.delete(oldest.value);
+    }
+    this.stats.failures += 1;
+    this.onFailure(key, error);
   }
 
   deactivateAll(reason: string): void {
@@ -189,14 +282,29 @@ export class ActorSystem<Req, Res> {
 
   private activate(key: string): Activation<Req, Res> {
     const timers = new Set<TimerHandle>();
+    const holder: { activation?: Activation<Req, Res> } = {};
+    const guard = <A extends unknown[]>(callback: (...args: A) => void) =>
+      (...args: A): void => {
+        const activation = holder.activation;
+        if (activation === undefined) return;
+        try {
+          callback(...args);
+        } catch (error) {
+          if (!activation.gone) this.fail(key, error);
+          else this.recordFailure(key, error);
+        }
+      };
     const context: ActorContext = {
       key,
       clock: this.clock,
       setTimer: (delayMs, callback) => {
-        const handle = this.clock.setTimer(delayMs, () => {
-          timers.delete(handle);
-          callback();
-        });
+        const handle = this.clock.setTimer(
+          delayMs,
+          guard(() => {
+            timers.delete(handle);
+            callback();
+          }),
+        );
         timers.add(handle);
         return handle;
       },
@@ -204,10 +312,29 @@ export class ActorSystem<Req, Res> {
         timers.delete(handle);
         this.clock.clearTimer(handle);
       },
+      guard,
     };
-    const activation: Activation<Req, Res> = { key, actor: this.create(context), mailbox: [], timers, busy: false, turnTimer: null, idleTimer: null };
+    const activation: Activation<Req, Res> = {
+      key,
+      actor: undefined as unknown as Actor<Req, Res>,
+      mailbox: [],
+      timers,
+      detached: new Set(),
+      busy: false,
+      gone: false,
+      turnTimer: null,
+      idleTimer: null,
+    };
+    holder.activation = activation;
     this.activations.set(key, activation);
     this.stats.activations += 1;
+    try {
+      activation.actor = this.create(context);
+    } catch (error) {
+      // An actor that cannot even be built fails like one that threw in a turn.
+      activation.actor = { receive: (_message, reply) => reply.detach() };
+      this.fail(key, error);
+    }
     return activation;
   }
 
@@ -232,30 +359,60 @@ export class ActorSystem<Req, Res> {
     activation.busy = true;
     let finished = false;
     let synchronous = true;
-    const finish = (delivery: Delivery<Res>): void => {
+    /** Ends the turn; `delivery` null when the answer was detached. */
+    const endTurn = (delivery: Delivery<Res> | null): void => {
       if (finished) return;
       finished = true;
       if (activation.turnTimer !== null) this.clock.clearTimer(activation.turnTimer);
       activation.turnTimer = null;
       activation.busy = false;
-      queued.done(delivery);
-      // A synchronous reply returns to pump's loop; an asynchronous one restarts it.
+      if (delivery !== null) queued.done(delivery);
+      // A synchronous end returns to pump's loop; an asynchronous one restarts it.
       if (!synchronous) this.pump(activation);
     };
     activation.turnTimer = this.clock.setTimer(this.options.turnMsMax, () => {
       activation.turnTimer = null;
       this.stats.turnTimeouts += 1;
-      finish({ ok: false, error: new TurnTimeoutError(activation.key, this.options.turnMsMax) });
+      endTurn({ ok: false, error: new TurnTimeoutError(activation.key, this.options.turnMsMax) });
     });
-    activation.actor.receive(queued.message, (response) => finish({ ok: true, response }));
+    const reply = ((response: Res) => endTurn({ ok: true, response })) as Reply<Res>;
+    reply.detach = () => {
+      let answered = false;
+      const answer = (delivery: Delivery<Res>): void => {
+        if (answered) return;
+        answered = true;
+        activation.detached.delete(fail);
+        queued.done(delivery);
+        if (activation.detached.size === 0 && !activation.busy && activation.mailbox.length === 0 && !activation.gone) this.scheduleIdle(activation);
+      };
+      const fail = (error: ActorSystemError): void => answer({ ok: false, error });
+      if (finished) return () => undefined;
+      if (activation.detached.size >= this.options.detachedMax) {
+        endTurn({ ok: false, error: new MailboxFullError(activation.key, this.options.detachedMax) });
+        return () => undefined;
+      }
+      activation.detached.add(fail);
+      endTurn(null);
+      return (response: Res) => answer({ ok: true, response });
+    };
+    try {
+      activation.actor.receive(queued.message, reply);
+    } catch (error) {
+      // Still synchronous: ending the turn must not start the next one on the failed actor.
+      this.recordFailure(activation.key, error);
+      const failure = this.failures.get(activation.key);
+      endTurn({ ok: false, error: new ActorFailedError(activation.key, failure?.detail ?? 'error', (failure?.retryAtMs ?? 0) - this.clock.nowMs()) });
+      this.deactivate(activation.key, `failed: ${failure?.detail ?? 'error'}`);
+      return;
+    }
     synchronous = false;
   }
 
   private scheduleIdle(activation: Activation<Req, Res>): void {
-    if (activation.idleTimer !== null) return;
+    if (activation.idleTimer !== null || activation.detached.size > 0) return;
     activation.idleTimer = this.clock.setTimer(this.options.idleMs, () => {
       activation.idleTimer = null;
-      if (!activation.busy && activation.mailbox.length === 0) this.deactivate(activation.key, 'idle');
+      if (!activation.busy && activation.mailbox.length === 0 && activation.detached.size === 0) this.deactivate(activation.key, 'idle');
     });
   }
 }

@@ -6,9 +6,9 @@
 // Runtime driver.
 import type { KvCommand, KvResult } from '../consensus/kv-state-machine.ts';
 import type { WriteOutcome } from '../consensus/raft-node.ts';
-import type { ActorKey, ActorRequest, ActorResponse } from './messages.ts';
+import type { ActorKey, ActorRequest, ActorResponse, ExecAnswer, HttpAnswer, HttpCall, Identity, ProgressFn } from './messages.ts';
 import type { KvView } from './placement.ts';
-import { RuntimeError, type ProjectRef, type Runtime, type RuntimeEvent, type WorkloadSpec, type WorkloadStatus } from './runtime.ts';
+import { RuntimeError, type ExecSpec, type ProjectRef, type Runtime, type RuntimeEvent, type WorkloadSpec, type WorkloadStatus } from './runtime.ts';
 
 export type StoreWriteOutcome =
   | { readonly ok: true; readonly result: Extract<KvResult, { ok: true }> }
@@ -41,11 +41,52 @@ export interface ForwardCall {
   readonly callerEpoch: number;
   readonly deadlineMs: number;
   readonly requestId: string;
+  readonly identity: Identity;
+  /** Hops made so far, counting this one. */
+  readonly hops: number;
+  readonly fromNode: string;
+  /** Whether the caller wants progress events before the answer. */
+  readonly progress: boolean;
 }
 
-/** Carries a call to the owner node and its answer back (gRPC in node/, the simulated network in simulator/). */
+/** Carries a call to the owner node and its answer back (gRPC in actors/forwarder-grpc.ts, the simulated network in simulator/). */
 export interface Forwarder {
-  forward(owner: string, call: ForwardCall, callback: (outcome: ForwardOutcome) => void): void;
+  forward(owner: string, call: ForwardCall, onProgress: ProgressFn | null, callback: (outcome: ForwardOutcome) => void): void;
+}
+
+/** One attempt of a health check, as the owner sees it. */
+export interface CheckResult {
+  readonly ok: boolean;
+  /** One line: what was seen (status code, error, matching line). */
+  readonly detail: string;
+}
+
+/** A probe of a port on this node (the owner): HTTP GET of a path, or a TCP connect. */
+export type PortProbe = { readonly kind: 'http'; readonly port: number; readonly path: string } | { readonly kind: 'tcp'; readonly port: number };
+
+export interface LogPageView {
+  readonly lines: readonly { readonly seq: number; readonly timeMs: number; readonly stream: 'stdout' | 'stderr'; readonly line: string }[];
+  readonly nextCursor: number;
+  readonly hasMore: boolean;
+}
+
+/** The owner node's captured log lines of its projects. */
+export interface LogReader {
+  query(project: ProjectRef, query: { tail?: number; since?: number; grep?: string; stream?: 'stdout' | 'stderr' | 'both'; limit?: number }): LogPageView;
+  /** The newest line's cursor (0: no lines). */
+  cursor(project: ProjectRef): number;
+  lastLines(project: ProjectRef, count: number): string[];
+  /** Whether any line of the project is kept on this node (so that a query does not allocate for a name that never ran here). */
+  has(project: ProjectRef): boolean;
+  /** Forget the project's lines (remove). */
+  drop(project: ProjectRef, callback: () => void): void;
+}
+
+/** What the owner's actor does next to a workload besides running it: probes and HTTP calls. */
+export interface ProjectIo {
+  probe(probe: PortProbe, attemptMsMax: number, callback: (result: CheckResult) => void): void;
+  http(port: number, call: HttpCall, callback: (outcome: { readonly ok: true; readonly answer: HttpAnswer } | { readonly ok: false; readonly error: string }) => void): void;
+  readonly logs: LogReader;
 }
 
 /** No free port is left in the node's range. */
@@ -86,6 +127,8 @@ export interface RuntimeDriver {
   status(project: ProjectRef): WorkloadStatus | null;
   list(): WorkloadStatus[];
   subscribe(listener: (event: RuntimeEvent) => void): () => void;
+  /** A one-off command next to the workload; absent when the runtime cannot run one. */
+  exec?(project: ProjectRef, spec: ExecSpec, callback: (outcome: RuntimeOutcome<ExecAnswer>) => void): void;
 }
 
 const asRuntimeError = (error: unknown): RuntimeError =>
@@ -107,6 +150,15 @@ export function callbackRuntime(runtime: Runtime): RuntimeDriver {
     status: (project) => runtime.status(project),
     list: () => runtime.list(),
     subscribe: (listener) => runtime.subscribe(listener),
+    ...(runtime.exec === undefined
+      ? {}
+      : {
+          exec: (project: ProjectRef, spec: ExecSpec, callback: (outcome: RuntimeOutcome<ExecAnswer>) => void) => {
+            // The call's own deadline bounds it: the runtime kills the command at spec.timeoutMs.
+            const controller = new AbortController();
+            settle(runtime.exec?.(project, spec, controller.signal) ?? Promise.reject(new Error('no exec')), callback);
+          },
+        }),
   };
 }
 

@@ -24,12 +24,9 @@ export interface FencedWrite {
   readonly inspect: readonly string[];
 }
 
-/**
- * Propose `write` fenced by its epoch. `fencing: false` drops the epoch
- * compare: only the simulator's planted bug (mutation noFencing) does that.
- */
-export function fencedWrite(store: ActorStore, fencing: boolean, write: FencedWrite, callback: (outcome: FencedOutcome) => void): void {
-  const compare = fencing ? [epochCompare(write.epoch), ...write.compare] : [...write.compare];
+/** Propose `write` fenced by its epoch. */
+export function fencedWrite(store: ActorStore, write: FencedWrite, callback: (outcome: FencedOutcome) => void): void {
+  const compare = [epochCompare(write.epoch), ...write.compare];
   const failure: KvOp[] = [{ type: 'get', key: RING_EPOCH_KEY }, ...write.inspect.map((key): KvOp => ({ type: 'get', key }))];
   store.propose({ type: 'txn', compare, success: [...write.success], failure }, (outcome) => {
     if (!outcome.ok) return callback(outcome.reason === 'unknown' ? { type: 'unknown', detail: outcome.detail } : { type: 'unavailable', detail: outcome.detail });

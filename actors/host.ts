@@ -8,25 +8,39 @@
 import { RING_EPOCH_KEY } from '../consensus/kv-machine.ts';
 import { prefixEnd, type KvOp } from '../consensus/kv-state-machine.ts';
 import type { Clock, TimerHandle } from '../consensus/types.ts';
-import { ActorSystem, type Actor, type Delivery } from './actor-system.ts';
-import { isActiveState, type ActorStore, type ForwardCall, type Forwarder, type PortAllocator, type RaftView, type RuntimeDriver } from './components.ts';
+import { ActorSystem, type Actor, type ActorContext, type Delivery } from './actor-system.ts';
+import { isActiveState, type ActorStore, type ForwardCall, type Forwarder, type PortAllocator, type ProjectIo, type RaftView, type RuntimeDriver } from './components.ts';
 import { FailureDetector, OwnerLease, type LeaseState } from './liveness.ts';
 import {
   PROJECTS_PREFIX,
   errorResponse,
+  isChange,
   livenessKey,
   parseActorKey,
-  parseRecord,
   projectActorKey,
+  statusKey,
   type ActorKey,
   type ActorRequest,
   type ActorResponse,
-  type ProjectRecord,
-  type ProjectStatusRecord,
+  type Identity,
+  type ProgressFn,
+  type ProjectEvent,
 } from './messages.ts';
 import { PlacementCache, readRingInputs, type Placement } from './placement.ts';
 import { ProjectActor, type ActorMessage, type OwnerServices } from './project-actor.ts';
+import { RecordReader } from './records.ts';
+import type { ProjectRef } from './runtime.ts';
 import { TenantActor } from './tenant-actor.ts';
+
+/**
+ * The owner's check of a call's identity: null when `identity` may make
+ * `request` on `key` (and its token is still valid here), else the error to
+ * answer. The entry node checked it too; this is what keeps a node reached
+ * directly from skipping the check.
+ */
+export interface Authorizer {
+  check(identity: Identity, key: ActorKey, request: ActorRequest): ActorResponse | null;
+}
 
 export interface HostComponents {
   readonly clock: Clock;
@@ -35,6 +49,8 @@ export interface HostComponents {
   readonly runtime: RuntimeDriver;
   readonly ports: PortAllocator;
   readonly forwarder: Forwarder;
+  readonly io: ProjectIo;
+  readonly authorizer: Authorizer;
 }
 
 export interface HostOptions {
@@ -64,8 +80,23 @@ export interface HostOptions {
   readonly applyWaitMsMax: number;
   /** Answers to changes this node made, kept by request id so that a retry after a lost answer gets the same answer. */
   readonly answersRememberedMax: number;
-  /** False only under the simulator's planted bug (mutation noFencing). */
-  readonly fencing: boolean;
+  /** Pause between two checks while a start settles or a wait waits. */
+  readonly settleIntervalMs: number;
+  /** Events kept per project in the replicated state. */
+  readonly eventsKept: number;
+  /** Characters of log lines in one logs answer. */
+  readonly logPageCharsMax: number;
+  /** stdout and stderr bytes each of one exec. */
+  readonly execOutputBytesMax: number;
+  /** Concurrent execs of one tenant on this node. */
+  readonly execsPerTenantMax: number;
+  /** Answers one actor may owe after their turns (settles, waits, execs, long polls in flight). */
+  readonly detachedMax: number;
+  /** Back-off before a failed actor activates again (doubling up to the max). */
+  readonly failureBackoffMs: number;
+  readonly failureBackoffMsMax: number;
+  /** Hops of one forwarded call: the owner answers notOwner instead of forwarding again. */
+  readonly hopsMax: number;
 }
 
 export const hostOptionsDefault = (node: string): HostOptions => ({
@@ -85,7 +116,16 @@ export const hostOptionsDefault = (node: string): HostOptions => ({
   stopGraceMs: 5000,
   applyWaitMsMax: 2000,
   answersRememberedMax: 10_000,
-  fencing: true,
+  settleIntervalMs: 50,
+  eventsKept: 50,
+  // About 10,000 tokens of text: far below Claude Code's 25,000-token limit for one result.
+  logPageCharsMax: 30_000,
+  execOutputBytesMax: 32 * 1024,
+  execsPerTenantMax: 8,
+  detachedMax: 32,
+  failureBackoffMs: 200,
+  failureBackoffMsMax: 30_000,
+  hopsMax: 1,
 });
 
 export class InvalidHostOptionsError extends Error {
@@ -106,7 +146,11 @@ function validateHostOptions(options: HostOptions): HostOptions {
 
 export interface CallOptions {
   readonly deadlineMs: number;
+  /** The caller's id of the request: the same on every hop and retry, so a change is applied once. */
   readonly requestId: string;
+  readonly identity: Identity;
+  /** Progress before the answer; null when the caller does not want it. */
+  readonly progress: ProgressFn | null;
 }
 
 type WorkKind = 'reconcile' | 'release';
@@ -120,12 +164,18 @@ export interface HostStats {
   moves: number;
   leaseExpiries: number;
   livenessChanges: number;
+  forbidden: number;
+  /** Forwarded calls refused for too many hops or a malformed request. */
+  refused: number;
 }
 
 export class ActorHost {
   readonly node: string;
   readonly actors: ActorSystem<ActorMessage, ActorResponse>;
-  readonly stats: HostStats = { localCalls: 0, forwardedCalls: 0, servedForwarded: 0, retries: 0, moves: 0, leaseExpiries: 0, livenessChanges: 0 };
+  readonly stats: HostStats = { localCalls: 0, forwardedCalls: 0, servedForwarded: 0, retries: 0, moves: 0, leaseExpiries: 0, livenessChanges: 0, forbidden: 0, refused: 0 };
+  /** Stored records read back through their schemas (shared by this node's actors). */
+  readonly records: RecordReader;
+  private readonly eventListeners = new Set<(ref: ProjectRef, event: ProjectEvent) => void>();
   private readonly options: HostOptions;
   private readonly components: HostComponents;
   private readonly placements = new PlacementCache();
@@ -150,10 +200,11 @@ export class ActorHost {
   private rejoining = false;
   private stopped = false;
 
-  constructor(components: HostComponents, options: HostOptions) {
+  constructor(components: HostComponents, options: HostOptions, onInvalidRecord: (key: string, detail: string) => void = () => undefined) {
     this.options = validateHostOptions(options);
     this.components = components;
     this.node = options.node;
+    this.records = new RecordReader(onInvalidRecord);
     const now = components.clock.nowMs();
     this.lease = new OwnerLease(options.leaseMs, now);
     this.detector = new FailureDetector(options.node, options.suspectMs);
@@ -163,27 +214,59 @@ export class ActorHost {
       store: components.store,
       runtime: components.runtime,
       ports: components.ports,
-      fencing: options.fencing,
-      stopGraceMs: options.stopGraceMs,
-      casAttemptsMax: options.casAttemptsMax,
+      records: this.records,
+      io: components.io,
+      limits: {
+        stopGraceMs: options.stopGraceMs,
+        casAttemptsMax: options.casAttemptsMax,
+        settleIntervalMs: options.settleIntervalMs,
+        eventsKept: options.eventsKept,
+        logPageCharsMax: options.logPageCharsMax,
+        execOutputBytesMax: options.execOutputBytesMax,
+        execsPerTenantMax: options.execsPerTenantMax,
+      },
       started: this.started,
+      runCursors: new Map(),
+      execsRunning: new Map(),
       ownedEpoch: (key) => this.ownedEpoch(key),
       whenApplied: (revision, callback) => this.whenApplied(revision, callback),
+      emit: (ref, event) => {
+        for (const listener of [...this.eventListeners]) listener(ref, event);
+      },
     };
     this.actors = new ActorSystem<ActorMessage, ActorResponse>(
       components.clock,
-      { mailboxDepthMax: options.mailboxDepthMax, idleMs: options.idleMs, turnMsMax: options.turnMsMax, activationsMax: options.activationsMax },
-      (context) => this.createActor(context.key),
+      {
+        mailboxDepthMax: options.mailboxDepthMax,
+        idleMs: options.idleMs,
+        turnMsMax: options.turnMsMax,
+        activationsMax: options.activationsMax,
+        detachedMax: options.detachedMax,
+        failureBackoffMs: options.failureBackoffMs,
+        failureBackoffMsMax: options.failureBackoffMsMax,
+      },
+      (context) => this.createActor(context),
     );
   }
 
   start(): void {
     this.unsubscribe = this.components.runtime.subscribe((event) => {
-      if (event.type !== 'status' || this.stopped) return;
-      // A workload changed on its own (exited, crash loop): its owner records it.
-      this.enqueue(projectActorKey(event.status.project.tenant, event.status.project.name), 'reconcile');
+      if (this.stopped) return;
+      if (event.type === 'status') {
+        // A workload changed on its own (exited, crash loop): its owner records it.
+        this.enqueue(projectActorKey(event.status.project.tenant, event.status.project.name), 'reconcile');
+      } else if (event.type === 'lifecycle') {
+        const key = projectActorKey(event.project.tenant, event.project.name);
+        if (this.ownedEpoch(key) !== null) this.actors.tell(key, { kind: 'lifecycle', event }, () => undefined);
+      }
     });
     this.schedulePoll();
+  }
+
+  /** Every project event this node's actors see, as it happens (live subscriptions); returns an unsubscribe function. */
+  onEvent(listener: (ref: ProjectRef, event: ProjectEvent) => void): () => void {
+    this.eventListeners.add(listener);
+    return () => this.eventListeners.delete(listener);
   }
 
   /** Stop timers and actors; workloads stay as they are (a crash or the node's own shutdown decides about them). */
@@ -247,20 +330,27 @@ export class ActorHost {
       if (finished) return;
       finished = true;
       clock.clearTimer(timer);
-      const parsed = parseActorKey(key);
-      if (ambiguous && request.type === 'remove' && response.type === 'error' && response.name === 'NotFoundError' && parsed?.kind === 'project') {
-        return callback({ type: 'removed', tenant: parsed.tenant, name: parsed.name });
-      }
       callback(response);
     };
     const timer = clock.setTimer(options.deadlineMs, () =>
-      finish(errorResponse('DeadlineExceededError', `no answer for ${key} within ${options.deadlineMs} ms; the outcome is unknown: check its status, then retry`)),
+      finish(
+        isChange(request)
+          ? errorResponse('OutcomeUnknownError', `no answer for ${key} within ${options.deadlineMs} ms; the change may or may not have been made: check its status, then retry with the same requestId`)
+          : errorResponse('DeadlineExceededError', `no answer for ${key} within ${options.deadlineMs} ms; retry, perhaps with a longer timeout`),
+      ),
     );
     const attempt = (number: number): void => {
       if (finished || this.stopped) return;
       const remaining = deadline - clock.nowMs();
       const retry = (why: ActorResponse, waitRevision: number): void => {
-        if (number >= this.options.callAttemptsMax) return finish(why.type === 'notOwner' ? errorResponse('OwnershipMovedError', `${key} kept moving over ${number} attempts; retry`) : why);
+        if (number >= this.options.callAttemptsMax) {
+          if (why.type === 'notOwner') return finish(errorResponse('OwnershipMovedError', `${key} kept moving over ${number} attempts; retry`));
+          // An earlier attempt may have been applied: say so, whatever the last attempt said.
+          if (ambiguous && isChange(request) && why.type === 'error' && why.name === 'UnavailableError') {
+            return finish(errorResponse('OutcomeUnknownError', `${why.message.replace(/; retry$/, '')}; an earlier attempt may have been applied: check its status, then retry with the same requestId`));
+          }
+          return finish(why);
+        }
         this.stats.retries += 1;
         const backoff = this.options.retryBackoffMs * 2 ** (number - 1);
         if (waitRevision > this.components.store.view().revision) this.whenApplied(waitRevision, () => attempt(number + 1));
@@ -270,9 +360,10 @@ export class ActorHost {
       if (owner === null) return retry(errorResponse('UnavailableError', 'no live member owns actors yet; retry shortly'), 0);
       if (owner === this.node) {
         this.stats.localCalls += 1;
-        return this.deliverLocal(key, request, options.requestId, deadline, (response) => {
+        return this.deliverLocal(key, request, options.requestId, options.identity, options.progress, deadline, (response) => {
           if (response.type === 'notOwner') return retry(response, response.epoch);
-          if (response.type === 'error' && response.name === 'UnavailableError' && this.leaseState() !== 'valid') {
+          if (response.type === 'error' && response.name === 'UnavailableError' && this.leaseState() !== 'valid') return retry(response, 0);
+          if (response.type === 'error' && response.name === 'OutcomeUnknownError') {
             ambiguous = true;
             return retry(response, 0);
           }
@@ -280,16 +371,28 @@ export class ActorHost {
         });
       }
       this.stats.forwardedCalls += 1;
-      const call: ForwardCall = { key, request, callerEpoch: this.placement().epoch, deadlineMs: remaining, requestId: options.requestId };
-      this.components.forwarder.forward(owner, call, (outcome) => {
+      const call: ForwardCall = {
+        key,
+        request,
+        callerEpoch: this.placement().epoch,
+        deadlineMs: remaining,
+        requestId: options.requestId,
+        identity: options.identity,
+        hops: 1,
+        fromNode: this.node,
+        progress: options.progress !== null,
+      };
+      this.components.forwarder.forward(owner, call, options.progress, (outcome) => {
         if (!outcome.ok) {
           // A refused connection never reached the owner; a lost answer may follow an applied change.
           if (outcome.reason === 'deadline') ambiguous = true;
-          return retry(errorResponse('UnavailableError', `owner ${owner} of ${key} did not answer (${outcome.detail}); retry`), 0);
+          const why = errorResponse(ambiguous && isChange(request) ? 'OutcomeUnknownError' : 'UnavailableError', `owner ${owner} of ${key} did not answer (${outcome.detail}); retry`);
+          return retry(why, 0);
         }
         const response = outcome.response;
         if (response.type === 'notOwner') return retry(response, response.epoch);
-        if (response.type === 'error' && response.name === 'UnavailableError') {
+        if (response.type === 'error' && response.name === 'UnavailableError') return retry(response, 0);
+        if (response.type === 'error' && response.name === 'OutcomeUnknownError') {
           ambiguous = true;
           return retry(response, 0);
         }
@@ -299,33 +402,54 @@ export class ActorHost {
     attempt(1);
   }
 
-  /** A call forwarded from another node: serve it if this node owns the key once caught up to the caller's epoch. */
-  serveForwarded(call: ForwardCall, callback: (response: ActorResponse) => void): void {
+  /**
+   * A call forwarded from another node: serve it if this node owns the key
+   * once caught up to the caller's epoch. A forwarded call is never forwarded
+   * again: a non-owner answers notOwner and the caller re-routes.
+   */
+  serveForwarded(call: ForwardCall, onProgress: ProgressFn | null, callback: (response: ActorResponse) => void): void {
     this.stats.servedForwarded += 1;
+    if (call.hops > this.options.hopsMax || parseActorKey(call.key) === null) {
+      this.stats.refused += 1;
+      return callback(errorResponse('InvalidRequestError', `call for '${call.key}' refused (hops ${call.hops}, at most ${this.options.hopsMax}); the caller must re-route`));
+    }
     const deadline = this.components.clock.nowMs() + call.deadlineMs;
     const serve = (): void => {
       if (this.stopped) return callback(errorResponse('UnavailableError', `node ${this.node} is stopping; retry`));
       const placement = this.placement();
       const owner = placement.owner(call.key);
       if (owner !== this.node) return callback({ type: 'notOwner', epoch: placement.epoch, ownerHint: owner });
-      this.deliverLocal(call.key, call.request, call.requestId, deadline, callback);
+      this.deliverLocal(call.key, call.request, call.requestId, call.identity, call.progress ? onProgress : null, deadline, callback);
     };
     if (this.components.store.view().revision >= call.callerEpoch) return serve();
     this.whenApplied(call.callerEpoch, serve);
   }
 
-  private deliverLocal(key: string, request: ActorRequest, requestId: string, deadline: number, callback: (response: ActorResponse) => void): void {
+  private deliverLocal(
+    key: ActorKey,
+    request: ActorRequest,
+    requestId: string,
+    identity: Identity,
+    progress: ProgressFn | null,
+    deadline: number,
+    callback: (response: ActorResponse) => void,
+  ): void {
     if (this.leaseState() !== 'valid') {
       return callback(errorResponse('UnavailableError', `node ${this.node} has not heard from the cluster's leader within its lease; retry on another node`));
     }
     if (this.draining !== null) return callback({ type: 'notOwner', epoch: this.placement().epoch, ownerHint: null });
-    const changes = request.type !== 'status' && request.type !== 'usage' && request.type !== 'list';
-    const answerKey = `${requestId}\u0000${key}\u0000${JSON.stringify(request)}`;
+    const refusal = this.components.authorizer.check(identity, key, request);
+    if (refusal !== null) {
+      this.stats.forbidden += 1;
+      return callback(refusal);
+    }
+    const changes = isChange(request);
+    const answerKey = `${requestId}\u0000${key}\u0000${request.type}`;
     const remembered = changes ? this.answers.get(answerKey) : undefined;
     if (remembered !== undefined) return callback(remembered);
     this.actors.tell(
       key,
-      { kind: 'call', request },
+      { kind: 'call', request, requestId, identity, progress, deadlineAtMs: deadline },
       (delivery) => {
         const response = this.responseOf(delivery);
         if (changes && (response.type === 'project' || response.type === 'removed' || response.type === 'usage')) this.remember(answerKey, response);
@@ -356,6 +480,8 @@ export class ActorHost {
         return errorResponse('UnavailableError', error.message);
       case 'ExpiredError':
         return errorResponse('DeadlineExceededError', error.message);
+      case 'ActorFailedError':
+        return errorResponse('ActorFailedError', error.message);
       default: {
         const never: never = error;
         return never;
@@ -363,11 +489,11 @@ export class ActorHost {
     }
   }
 
-  private createActor(key: string): Actor<ActorMessage, ActorResponse> {
-    const parsed = parseActorKey(key);
-    if (parsed === null) throw new InvalidHostOptionsError(`no actor for key '${key}'`);
+  private createActor(context: ActorContext): Actor<ActorMessage, ActorResponse> {
+    const parsed = parseActorKey(context.key);
+    if (parsed === null) throw new InvalidHostOptionsError(`no actor for key '${context.key}'`);
     if (parsed.kind === 'tenant') return new TenantActor(parsed.tenant, this.services);
-    return new ProjectActor({ tenant: parsed.tenant, name: parsed.name }, this.services);
+    return new ProjectActor({ tenant: parsed.tenant, name: parsed.name }, this.services, context);
   }
 
   // ---- waiting for the local state machine ---------------------------------------------
@@ -450,15 +576,16 @@ export class ActorHost {
     const me = this.node;
     for (const entry of view.range(PROJECTS_PREFIX, prefixEnd(PROJECTS_PREFIX))) {
       if (placement.owner(entry.key) !== me) continue;
-      const record = parseRecord<ProjectRecord>(entry.value);
+      const record = this.records.project(entry);
       const parsed = parseActorKey(entry.key);
+      // A record that does not fit its schema is reported (once) and left alone: no actor sees it half-formed.
       if (record === null || parsed === null || parsed.kind !== 'project') continue;
       const runtime = this.components.runtime.status({ tenant: parsed.tenant, name: parsed.name });
       const active = runtime !== null && isActiveState(runtime.state);
       if (record.desired === 'running' && !active && (runtime === null || runtime.state === 'stopped')) this.enqueue(entry.key, 'reconcile');
       else if (record.desired === 'stopped' && active) this.enqueue(entry.key, 'reconcile');
       else if (record.desired === 'running' && active) {
-        const status = parseRecord<ProjectStatusRecord>(view.get(`status/${parsed.tenant}/${parsed.name}`)?.value);
+        const status = this.records.status(view.get(statusKey(parsed.tenant, parsed.name)));
         if (status === null || status.node !== me || status.state !== runtime.state) this.enqueue(entry.key, 'reconcile');
       }
     }
@@ -472,7 +599,7 @@ export class ActorHost {
   }
 
   private enqueue(key: string, kind: WorkKind): void {
-    if (this.stopped) return;
+    if (this.stopped || parseActorKey(key) === null) return;
     // A release wins over a reconcile queued before the ring moved.
     if (this.work.get(key) !== 'release') this.work.set(key, kind);
     this.pumpWork();

@@ -165,7 +165,8 @@ interface Segment {
 
 /** One project's lines: a ring of the newest lines in memory, all kept lines in segments on disk. */
 class ProjectLog {
-  readonly ring: (LogLine | undefined)[];
+  /** Grows as lines come, up to `capacity`: a project that never logs here costs no slots. */
+  readonly ring: (LogLine | undefined)[] = [];
   /** Sequence of the oldest line in the ring (ring holds ringFirst..lastSeq contiguously). */
   ringFirst = 1;
   lastSeq = 0;
@@ -173,20 +174,18 @@ class ProjectLog {
 
   constructor(
     readonly dir: string,
-    ringLinesMax: number,
-  ) {
-    this.ring = new Array<LogLine | undefined>(ringLinesMax);
-  }
+    private readonly capacity: number,
+  ) {}
 
   at(seq: number): LogLine | undefined {
     if (seq < this.ringFirst || seq > this.lastSeq) return undefined;
-    return this.ring[seq % this.ring.length];
+    return this.ring[seq % this.capacity];
   }
 
   put(line: LogLine): void {
-    this.ring[line.seq % this.ring.length] = line;
+    this.ring[line.seq % this.capacity] = line;
     this.lastSeq = line.seq;
-    if (this.lastSeq - this.ringFirst + 1 > this.ring.length) this.ringFirst = this.lastSeq - this.ring.length + 1;
+    if (this.lastSeq - this.ringFirst + 1 > this.capacity) this.ringFirst = this.lastSeq - this.capacity + 1;
   }
 
   firstSeq(): number {
@@ -307,6 +306,11 @@ export class LogStore {
     log.put(line);
     this.persist(log, line);
     return line;
+  }
+
+  /** Whether any line of the project is held here, in memory or on disk (without loading or allocating anything). */
+  has(project: ProjectRef): boolean {
+    return this.projects.has(keyOf(project)) || existsSync(join(this.options.dir, encodeURIComponent(project.tenant), encodeURIComponent(project.name)));
   }
 
   /** The newest sequence number of a project (0 if it has no lines): a cursor to follow from. */

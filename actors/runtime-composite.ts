@@ -1,7 +1,10 @@
 // One Runtime in front of the two drivers: a spec with `command` runs as a local
 // process, one with `image` in Docker. A node without a Docker engine still runs
 // commands; an image then gets a clear error instead of a silent fallback.
-import { RuntimeError, projectKey, type ProjectRef, type Runtime, type RuntimeEvent, type WorkloadSpec, type WorkloadStatus } from './runtime.ts';
+import { execLocal, EXEC_BASE_ENV } from './io-local.ts';
+import type { ExecAnswer } from './messages.ts';
+import { runExec } from './project-io.ts';
+import { RuntimeError, projectKey, type ExecSpec, type ProjectRef, type Runtime, type RuntimeEvent, type WorkloadSpec, type WorkloadStatus } from './runtime.ts';
 
 export class CompositeRuntime implements Runtime {
   readonly kind: string;
@@ -63,6 +66,19 @@ export class CompositeRuntime implements Runtime {
   /** Which driver runs (or would run) a project: for exec inside its container. */
   driverOf(project: ProjectRef): Runtime | null {
     return this.#driverFor(project);
+  }
+
+  /** A one-off command next to the workload: the driver's own exec, else a local process or `docker exec`. */
+  async exec(project: ProjectRef, spec: ExecSpec, signal: AbortSignal): Promise<ExecAnswer> {
+    const driver = this.#driverFor(project) ?? this.process;
+    if (driver.exec !== undefined) return driver.exec(project, spec, signal);
+    if (driver === this.process) return execLocal(spec, signal);
+    const workload = driver.status(project);
+    if (workload?.containerId === null || workload?.containerId === undefined || workload.state !== 'running') {
+      throw new RuntimeError('NotFoundError', `${project.tenant}/${project.name} has no running container to exec in; start it first (project_start)`);
+    }
+    const envArgs = Object.entries(spec.env).flatMap(([key, value]) => ['-e', `${key}=${value}`]);
+    return runExec({ argv: ['docker', 'exec', ...envArgs, workload.containerId, '/bin/sh', '-c', spec.command], env: { ...EXEC_BASE_ENV } }, spec.timeoutMs, signal, spec.outputBytesMax);
   }
 
   async close(): Promise<void> {

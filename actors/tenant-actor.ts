@@ -3,29 +3,16 @@
 // ProjectActors, in the txn that starts, stops or removes a project, so a
 // reservation is atomic with the change it pays for.
 import { prefixEnd } from '../consensus/kv-state-machine.ts';
-import type { Actor } from './actor-system.ts';
+import type { Actor, Reply } from './actor-system.ts';
 import type { ActorStore } from './components.ts';
 import { fencedWrite } from './fenced-write.ts';
-import {
-  QUOTA_DEFAULT,
-  USAGE_ZERO,
-  errorResponse,
-  parseRecord,
-  quotaKey,
-  statusKey,
-  usageKey,
-  type ActorResponse,
-  type ProjectRecord,
-  type ProjectStatusRecord,
-  type ProjectView,
-  type TenantQuota,
-  type TenantUsage,
-} from './messages.ts';
+import { QUOTA_DEFAULT, USAGE_ZERO, errorResponse, quotaKey, statusKey, usageKey, type ActorResponse, type ProjectView, type TenantQuota } from './messages.ts';
 import type { ActorMessage } from './project-actor.ts';
+import type { RecordReader } from './records.ts';
 
 export interface TenantServices {
   readonly store: ActorStore;
-  readonly fencing: boolean;
+  readonly records: RecordReader;
   ownedEpoch(key: string): number | null;
   whenApplied(revision: number, callback: (reached: boolean) => void): void;
 }
@@ -50,10 +37,11 @@ export class TenantActor implements Actor<ActorMessage, ActorResponse> {
     this.key = `tenants/${tenant}`;
   }
 
-  receive(message: ActorMessage, reply: (response: ActorResponse) => void): void {
+  receive(message: ActorMessage, reply: Reply<ActorResponse>): void {
     switch (message.kind) {
       case 'reconcile':
       case 'release':
+      case 'lifecycle':
         // A tenant holds no workload: nothing to start or stop.
         return reply(this.usage());
       case 'call':
@@ -76,6 +64,11 @@ export class TenantActor implements Actor<ActorMessage, ActorResponse> {
       case 'restart':
       case 'remove':
       case 'status':
+      case 'logs':
+      case 'wait':
+      case 'exec':
+      case 'http':
+      case 'events':
         return reply(errorResponse('InvalidRequestError', `request '${request.type}' goes to a project key, not ${this.key}`));
       default: {
         const never: never = request;
@@ -89,8 +82,8 @@ export class TenantActor implements Actor<ActorMessage, ActorResponse> {
     return {
       type: 'usage',
       tenant: this.tenant,
-      quota: parseRecord<TenantQuota>(view.get(quotaKey(this.tenant))?.value) ?? QUOTA_DEFAULT,
-      usage: parseRecord<TenantUsage>(view.get(usageKey(this.tenant))?.value) ?? USAGE_ZERO,
+      quota: this.services.records.quota(view.get(quotaKey(this.tenant))) ?? QUOTA_DEFAULT,
+      usage: this.services.records.usage(view.get(usageKey(this.tenant))) ?? USAGE_ZERO,
     };
   }
 
@@ -98,23 +91,24 @@ export class TenantActor implements Actor<ActorMessage, ActorResponse> {
     const view = this.services.store.view();
     const prefix = `projects/${this.tenant}/`;
     const projects: ProjectView[] = [];
-    for (const entry of view.range(prefix, prefixEnd(prefix), LIST_PROJECTS_MAX)) {
-      const record = parseRecord<ProjectRecord>(entry.value);
+    const entries = view.range(prefix, prefixEnd(prefix), LIST_PROJECTS_MAX + 1);
+    for (const entry of entries.slice(0, LIST_PROJECTS_MAX)) {
+      const record = this.services.records.project(entry);
       if (record === null) continue;
       const name = entry.key.slice(prefix.length);
-      const status = parseRecord<ProjectStatusRecord>(view.get(statusKey(this.tenant, name))?.value);
-      projects.push({ tenant: this.tenant, name, version: entry.version, desired: record.desired, spec: record.spec, status });
+      const status = this.services.records.status(view.get(statusKey(this.tenant, name)));
+      projects.push({ tenant: this.tenant, name, version: entry.version, desired: record.desired, spec: record.spec, status, live: null, healthy: null, healthDetail: null });
     }
-    return { type: 'list', tenant: this.tenant, projects };
+    return { type: 'list', tenant: this.tenant, projects, more: entries.length > LIST_PROJECTS_MAX };
   }
 
-  private setQuota(quota: TenantQuota, reply: (response: ActorResponse) => void): void {
+  private setQuota(quota: TenantQuota, reply: Reply<ActorResponse>): void {
     const invalid = validateQuota(quota);
     if (invalid !== null) return reply(errorResponse('InvalidRequestError', invalid));
     const epoch = this.services.ownedEpoch(this.key);
     if (epoch === null) return reply({ type: 'notOwner', epoch: 0, ownerHint: null });
     const write = { epoch, compare: [], success: [{ type: 'put' as const, key: quotaKey(this.tenant), value: JSON.stringify(quota) }], inspect: [] };
-    fencedWrite(this.services.store, this.services.fencing, write, (outcome) => {
+    fencedWrite(this.services.store, write, (outcome) => {
       switch (outcome.type) {
         case 'applied':
           return this.services.whenApplied(outcome.revision, () => reply(this.usage()));
@@ -123,8 +117,9 @@ export class TenantActor implements Actor<ActorMessage, ActorResponse> {
         case 'conflict':
           return reply(errorResponse('VersionConflictError', `quota of ${this.tenant} changed meanwhile; retry`));
         case 'unavailable':
+          return reply(errorResponse('UnavailableError', `the quota was not recorded (${outcome.detail}); retry`));
         case 'unknown':
-          return reply(errorResponse('UnavailableError', `the quota may not have been recorded (${outcome.detail}); retry`));
+          return reply(errorResponse('OutcomeUnknownError', `the quota may or may not have been recorded (${outcome.detail}); read it with tenant_usage, then retry`));
         default: {
           const never: never = outcome;
           return never;

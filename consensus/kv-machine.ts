@@ -1,6 +1,6 @@
 // Adapts the KV state machine to the Raft driver: every committed entry moves
 // the applied index; only 'normal' entries carry KV commands.
-import { KvStateMachine, encodeCommand, type KvCommand, type KvResult } from './kv-state-machine.ts';
+import { KvStateMachine, encodeCommand, type KvCommand, type KvResult, type KvStateMachineOptions } from './kv-state-machine.ts';
 import { decodeConfChange } from './raft.ts';
 import type { StateMachine, StateMachineFactory } from './raft-node.ts';
 import type { ConfChange, Entry, LogIndex, Snapshot } from './types.ts';
@@ -58,11 +58,16 @@ export function memberCommand(change: ConfChange): KvCommand | null {
   }
 }
 
-export const kvMachineFactory: StateMachineFactory<KvResult, KvMachine> = {
-  empty: () => new KvMachine(new KvStateMachine()),
-  restore: (snapshot: Snapshot) => {
-    const kv = KvStateMachine.restore(snapshot.data);
-    assert(kv.appliedIndex === snapshot.meta.index, `snapshot at ${snapshot.meta.index} holds state applied to ${kv.appliedIndex}`);
-    return new KvMachine(kv);
-  },
-};
+/** KV machines that all take `options` (which must be the same on every replica). */
+export function kvMachineFactoryWith(options: KvStateMachineOptions): StateMachineFactory<KvResult, KvMachine> {
+  return {
+    empty: () => new KvMachine(new KvStateMachine(options)),
+    restore: (snapshot: Snapshot) => {
+      const kv = KvStateMachine.restore(snapshot.data, options);
+      assert(kv.appliedIndex === snapshot.meta.index, `snapshot at ${snapshot.meta.index} holds state applied to ${kv.appliedIndex}`);
+      return new KvMachine(kv);
+    },
+  };
+}
+
+export const kvMachineFactory: StateMachineFactory<KvResult, KvMachine> = kvMachineFactoryWith({});

@@ -696,3 +696,29 @@ test('property: random command sequences agree with a naive reference model afte
   }
   t.pass();
 });
+
+test('a value check refuses a whole command with a bad write, as a recorded rejection that changes nothing', (t) => {
+  const valueCheck = (key: string, value: string): string | null => (key.startsWith('records/') && !value.startsWith('{') ? `value of ${key} is not a record` : null);
+  const machine = machineWith([{ type: 'put', key: 'records/a', value: '{"ok":1}' }], { valueCheck });
+  const revision = machine.revision;
+  const applied = machine.appliedIndex;
+  const refused = applyNext(machine, {
+    type: 'txn',
+    compare: [],
+    success: [
+      { type: 'put', key: 'other', value: 'fine' },
+      { type: 'put', key: 'records/b', value: 'not json' },
+    ],
+    failure: [],
+  });
+  t.false(refused.ok);
+  t.is(refused.ok ? '' : refused.error.message, 'value of records/b is not a record');
+  t.is(machine.revision, revision, 'no revision taken');
+  t.is(machine.get('other'), null, 'the good write of the same command did not happen either');
+  t.is(machine.appliedIndex, logIndex(applied + 1), 'only the applied index moved');
+  // The failure branch is checked too: a refused write cannot hide behind a compare.
+  const hidden = applyNext(machine, { type: 'txn', compare: [{ key: 'x', target: 'version', op: '==', operand: 99 }], success: [], failure: [{ type: 'put', key: 'records/c', value: 'bad' }] });
+  t.false(hidden.ok);
+  expectOk(applyNext(machine, { type: 'put', key: 'records/d', value: '{"ok":2}' }));
+  t.is(machine.get('records/d')?.value, '{"ok":2}');
+});

@@ -700,12 +700,21 @@ function corrupt(message: string, cause?: unknown): never {
 export interface KvStateMachineOptions {
   /** Must be equal on every replica (see KvLimits). */
   readonly limits?: Partial<KvLimits>;
+  /**
+   * Why `value` may not be written under `key` (null: it may). A command with
+   * any such write is refused whole, as a recorded rejection that changes
+   * nothing. It must be a pure function, the same on every replica: the
+   * composition root gives the schemas of the layers above, which this
+   * module knows nothing of.
+   */
+  readonly valueCheck?: (key: string, value: string) => string | null;
   /** Tuning only, no effect on results: keys per leaf of the sorted index. */
   readonly indexLeafKeysMax?: number;
 }
 
 export class KvStateMachine {
   readonly limits: KvLimits;
+  readonly #valueCheck: ((key: string, value: string) => string | null) | null;
   #appliedIndex = 0;
   // Starts at 0 so that the first write is revision 1 and 0 can mean "never written"
   // (etcd starts its store at 1, so its first write is revision 2).
@@ -715,6 +724,7 @@ export class KvStateMachine {
 
   constructor(options: KvStateMachineOptions = {}) {
     this.limits = kvLimits(options.limits);
+    this.#valueCheck = options.valueCheck ?? null;
     const leafKeysMax = options.indexLeafKeysMax ?? indexLeafKeysMaxDefault;
     if (!Number.isSafeInteger(leafKeysMax) || leafKeysMax < 2) {
       throw new InvalidKvLimitsError(`indexLeafKeysMax is ${leafKeysMax}; give an integer >= 2`);
@@ -746,7 +756,22 @@ export class KvStateMachine {
     this.#advance(index, 'apply');
     const parsed = parseCommand(data, this.limits);
     if (!parsed.ok) return { ok: false, error: parsed.error };
+    const refused = this.#refusedWrite(parsed.command);
+    if (refused !== null) return { ok: false, error: { name: 'InvalidCommandError', message: refused } };
     return this.#execute(parsed.command);
+  }
+
+  /** The first write of `command` that the value check refuses, as one line; null when all pass. */
+  #refusedWrite(command: KvCommand): string | null {
+    const check = this.#valueCheck;
+    if (check === null) return null;
+    const puts = command.type === 'put' ? [command] : command.type === 'txn' ? [...command.success, ...command.failure] : [];
+    for (const op of puts) {
+      if (op.type !== 'put') continue;
+      const why = check(op.key, op.value);
+      if (why !== null) return why;
+    }
+    return null;
   }
 
   /** Advance appliedIndex over a log entry that carries no command (an empty or configuration entry). */

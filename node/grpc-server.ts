@@ -8,7 +8,7 @@ import { encodeCommand, validateCommand, type Compare, type KeyValue, type KvCom
 import type { KvMachine } from '../consensus/kv-machine.ts';
 import type { ReadOutcome, WriteOutcome } from '../consensus/raft-node.ts';
 import { raftStreamHandler } from '../consensus/transport-grpc.ts';
-import { addActorsService } from './actor-forwarding.ts';
+import { addActorsService } from '../actors/forwarder-grpc.ts';
 import { actorsServiceHandlers } from './node-actors.ts';
 import type { NodeId } from '../consensus/types.ts';
 import {
@@ -250,7 +250,14 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
   };
   const refuseJoin = (error: string) => create(JoinResponseSchema, { ok: false, error });
 
-  addActorsService(server, actorsServiceHandlers(node));
+  addActorsService(
+    server,
+    actorsServiceHandlers(
+      node,
+      (call) => node.auth.peerOf(call),
+      (identity, key) => node.auth.mayFollow(identity, key),
+    ),
+  );
 
   addService(server, Raft, {
     send: (call, callback) => {

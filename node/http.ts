@@ -1,12 +1,15 @@
 // The HTTP side of a node: /health, /ready, /status, /metrics (Prometheus) and the MCP endpoint at
 // /mcp (Streamable HTTP with sessions; the tools are in mcp.ts). Every node
 // serves every project: calls are forwarded to the project's owner.
+import { randomUUID } from 'node:crypto';
+import { prefixEnd } from '../consensus/kv-state-machine.ts';
 import { createServer, type Server, type ServerResponse } from 'node:http';
-import { McpEndpoint } from './mcp.ts';
-import { ProjectApiError, type ProjectApi } from './project-api.ts';
+import { errorResponse, type ActorResponse, type Identity } from '../actors/messages.ts';
+import type { ToolCall } from '../actors/tools.ts';
+import { McpEndpoint, type McpBackend } from './mcp.ts';
 import type { DebughostNode } from './node.ts';
 
-/** Tenant of MCP calls that name none: a cluster on loopback needs no token. */
+/** Tenant of calls on a node started with --insecure-no-auth (loopback only). */
 export const DEFAULT_TENANT = 'default';
 
 export interface ClusterStatus {
@@ -40,36 +43,39 @@ export function clusterStatus(node: DebughostNode): ClusterStatus {
   };
 }
 
-/** The project API of a node, or a clear "starting" error until its actor layer runs. */
-function projectsOf(node: DebughostNode): ProjectApi {
-  const api = (): ProjectApi => {
-    if (node.projects === null) throw new ProjectApiError('UnavailableError', `node ${node.id} is still starting (joining the cluster, opening its runtimes); retry in a few seconds`);
-    return node.projects;
-  };
+/** The MCP endpoint's view of a node: every tool call is one ActorHost.call, checked at the edge first. */
+export function mcpBackend(node: DebughostNode): McpBackend {
   return {
-    start: (input, progress, signal) => api().start(input, progress, signal),
-    stop: (ref) => api().stop(ref),
-    restart: (ref, progress, signal) => api().restart(ref, progress, signal),
-    remove: (ref) => api().remove(ref),
-    status: (ref) => api().status(ref),
-    list: (tenant) => api().list(tenant),
-    logs: (input) => api().logs(input),
-    wait: (input, progress, signal) => api().wait(input, progress, signal),
-    exec: (input, signal) => api().exec(input, signal),
-    http: (input, signal) => api().http(input, signal),
-    usage: (tenant) => api().usage(tenant),
-    setQuota: (tenant, quota) => api().setQuota(tenant, quota),
-    followLogs: (ref, listener) => api().followLogs(ref, listener),
+    call: (identity: Identity, call: ToolCall, progress) =>
+      new Promise<ActorResponse>((resolve) => {
+        const actors = node.actors;
+        if (actors === null) return resolve(errorResponse('UnavailableError', `node ${node.id} is still starting (joining the cluster, opening its runtimes); retry in a few seconds`));
+        const refusal = node.auth.authorizer.check(identity, call.key, call.request);
+        if (refusal !== null) return resolve(refusal);
+        actors.host.call(call.key, call.request, { deadlineMs: call.deadlineMs, requestId: call.requestId ?? randomUUID(), identity, progress }, resolve);
+      }),
+    follow: (identity, tenant, name, onEvent) => node.actors?.follow(tenant, name, identity, onEvent) ?? (() => {}),
+    clusterStatus: (identity) => clusterStatusTool(node, identity),
+    hostOf: (id) => hostOf(node.addressOf(id)),
+    nowMs: () => Date.now(),
   };
 }
 
-/** cluster_status: Raft's view plus the actor ring (epoch, live members, projects per owner). */
-function clusterStatusTool(node: DebughostNode): { text: string; structured: Record<string, unknown> } {
+/** The host part of HOST:PORT (brackets of an IPv6 address removed). */
+function hostOf(address: string | null): string | null {
+  if (address === null) return null;
+  const host = address.slice(0, address.lastIndexOf(':'));
+  return host.startsWith('[') ? host.slice(1, -1) : host;
+}
+
+/** cluster_status: Raft's view plus the actor ring (epoch, live members, projects per owner: all of them for an admin, the caller's tenant's otherwise). */
+function clusterStatusTool(node: DebughostNode, identity: Identity): { text: string; structured: Record<string, unknown> } {
   const status = clusterStatus(node);
   const placement = node.actors?.host.placement() ?? null;
   const owners: Record<string, number> = {};
+  const prefix = identity.role === 'admin' ? 'projects/' : `projects/${identity.tenant}/`;
   if (node.actors !== null && placement !== null) {
-    for (const kv of node.actors.store.view().range('projects/', 'projects0')) {
+    for (const kv of node.actors.store.view().range(prefix, prefixEnd(prefix))) {
       const owner = placement.owner(kv.key) ?? 'none';
       owners[owner] = (owners[owner] ?? 0) + 1;
     }
@@ -92,9 +98,8 @@ function sendJson(response: ServerResponse, status: number, body: unknown): void
 export function startHttpServer(node: DebughostNode, host: string, port: number): Promise<Server> {
   const allowedHosts = [`${host}:${port}`, `localhost:${port}`, `127.0.0.1:${port}`, host, 'localhost', '127.0.0.1'];
   const mcp = new McpEndpoint({
-    api: projectsOf(node),
-    clusterStatus: () => clusterStatusTool(node),
-    defaultTenant: DEFAULT_TENANT,
+    backend: mcpBackend(node),
+    authenticate: (request) => node.auth.authenticate(request.headers.authorization),
     allowedHosts,
     allowedOrigins: allowedHosts.flatMap((h) => [`http://${h}`, `https://${h}`]),
     log: node.options.log,

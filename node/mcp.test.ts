@@ -132,10 +132,14 @@ test.serial('bad input gets a clear isError result and changes nothing', async (
   await expectError('project_start', { name: 'a/b', command: 'true' }, /lower-case letters/);
   await expectError('project_start', { name: '..', command: 'true' }, /lower-case letters/);
   await expectError('project_start', { name: 'missing', command: 'definitely-not-a-command --flag', waitMs: 10_000 }, /command not found: definitely-not-a-command/);
-  await expectError('project_start', { name: 'big', command: 'true', env: { BIG: 'x'.repeat(10 * 1024 * 1024) } }, /Too big|too_big|65536|characters/i);
+  await expectError('project_start', { name: 'big', command: 'true', env: { BIG: 'x'.repeat(1024 * 1024) } }, /Too big|too_big|65536|characters/i);
+  // A body past the endpoint's limit is refused before it is buffered, with a status and a line that says so.
+  const huge = await call(client, 'project_start', { name: 'huge', command: 'true', env: { BIG: 'x'.repeat(10 * 1024 * 1024) } }).catch((error: unknown) => error as Error);
+  t.true(huge instanceof Error);
+  t.regex((huge as Error).message, /request body over \d+ bytes; send less/);
   await expectError('project_wait', { name: 'nope', timeoutMs: -5 }, /timeoutMs|greater|>=/i);
   await expectError('project_start', { name: 'greedy', command: 'sleep 60', ports: ['a', 'b', 'c', 'd', 'e', 'f', 'g'] }, /no free port/);
-  await expectError('project_start', { name: 'neither' }, /give a command/);
+  await expectError('project_start', { name: 'neither' }, /give command .* or image/);
   // Nothing of the refused starts was recorded (the command-not-found one is kept, failed, to show why).
   const list = await call(client, 'project_list', {});
   const names = (list.structuredContent?.projects as { name: string }[]).map((p) => p.name).sort();
@@ -146,6 +150,31 @@ test.serial('bad input gets a clear isError result and changes nothing', async (
   t.falsy(grep.isError, text(grep));
   t.true(performance.now() - started < 10_000);
   await call(client, 'project_remove', { name: 'missing' });
+});
+
+test.serial('project_batch: 50 starts with 3 bad items run 47 projects on their owners, fail 3 with reasons, and report progress', async (t) => {
+  const client = await connect(cluster.members[0] as Member);
+  const items: Record<string, unknown>[] = Array.from({ length: 50 }, (_, i) => ({ op: 'start', name: `batch-${i}`, command: 'sleep 300', ports: [], waitMs: 0 }));
+  items[7] = { op: 'start', name: 'Bad/Name', command: 'true' };
+  items[21] = { op: 'start', name: 'batch-21' };
+  items[33] = { op: 'start', name: 'batch-33', command: 'true', restart: 'sometimes' };
+  const progress: string[] = [];
+  const result = await call(client, 'project_batch', { items, concurrency: 16, requestId: 'batch-test-1' }, progress);
+  t.falsy(result.isError, text(result).slice(0, 500));
+  const out = result.structuredContent as { items: { index: number; ok: boolean; error: string | null; project: { state: string; owner: string } | null }[]; succeeded: number; failed: number };
+  t.is(out.succeeded, 47);
+  t.is(out.failed, 3);
+  t.deepEqual(out.items.filter((item) => !item.ok).map((item) => item.index), [7, 21, 33]);
+  t.regex(out.items[7]?.error ?? '', /lower-case letters/);
+  t.regex(out.items[21]?.error ?? '', /give command/);
+  t.regex(out.items[33]?.error ?? '', /restart/);
+  t.true(new Set(out.items.flatMap((item) => (item.project === null ? [] : [item.project.owner]))).size > 1, 'items ran on several owners');
+  t.true(progress.length >= 10, `progress as items finish (${progress.length} notifications)`);
+  // The same batch again is applied once: every item answers from what is recorded, nothing starts twice.
+  const again = await call(client, 'project_batch', { items, concurrency: 16, requestId: 'batch-test-1' });
+  t.is((again.structuredContent as { succeeded: number }).succeeded, 47);
+  const removal = await call(client, 'project_batch', { items: Array.from({ length: 50 }, (_, i) => ({ op: 'remove', name: `batch-${i}` })) });
+  t.is((removal.structuredContent as { succeeded: number }).succeeded, 50);
 });
 
 test.serial('the same flow with the Docker runtime', async (t) => {

@@ -1,17 +1,21 @@
 // The actor layer of a real node: the ActorHost with its real components — the
-// replicated store (Raft, forwarded to the leader when this node follows), the
-// gRPC forwarder, the process and Docker runtimes, the host-checked port
-// allocator and the durable log store — plus the hooks the node feeds it.
+// replicated store (Raft, forwarded to the leader in batches when this node
+// follows), the gRPC forwarder, the process and Docker runtimes, the
+// host-checked port allocator, the durable log store and the local I/O next
+// to workloads — plus the Actors service handlers and the hooks the node feeds.
 import { join } from 'node:path';
+import type * as grpc from '@grpc/grpc-js';
 import { callbackRuntime, storeOutcome, type ActorStore, type StoreWriteOutcome } from '../actors/components.ts';
-import { ActorHost, hostOptionsDefault, type HostOptions } from '../actors/host.ts';
+import { ActorClients, GrpcForwarder, type ActorsServiceHandlers, type FollowedEvent } from '../actors/forwarder-grpc.ts';
+import { ActorHost, hostOptionsDefault, type Authorizer, type HostOptions } from '../actors/host.ts';
+import { localProjectIo } from '../actors/io-local.ts';
 import { LogStore } from '../actors/logs.ts';
+import { parseActorKey, projectActorKey, type Identity } from '../actors/messages.ts';
 import { hostCheckedAllocator } from '../actors/ports.ts';
 import { CompositeRuntime } from '../actors/runtime-composite.ts';
 import { DockerRuntime } from '../actors/runtime-docker.ts';
 import { ProcessRuntime } from '../actors/runtime-process.ts';
-import { encodeCommand, validateCommand, type KvCommand } from '../consensus/kv-state-machine.ts';
-import { ActorClients, GrpcForwarder, type ActorsServiceHandlers } from './actor-forwarding.ts';
+import { decodeCommand, encodeCommand, validateCommand, type KvCommand } from '../consensus/kv-state-machine.ts';
 import type { DebughostNode } from './node.ts';
 import { systemClock } from './system.ts';
 
@@ -38,6 +42,7 @@ export class NodeActors {
     readonly logs: LogStore,
     readonly runtime: CompositeRuntime,
     readonly clients: ActorClients,
+    authorizer: Authorizer,
     options: ActorNodeOptions,
   ) {
     this.forwarder = new GrpcForwarder(node.id, clients, (id) => node.addressOf(id));
@@ -61,13 +66,17 @@ export class NodeActors {
         runtime: callbackRuntime(runtime),
         ports: hostCheckedAllocator({ rangeStart: options.portRangeStart, rangeEnd: options.portRangeEnd }),
         forwarder: this.forwarder,
+        io: localProjectIo(logs),
+        authorizer,
       },
       { ...hostOptionsDefault(node.id), ...options.host },
+      (key, detail) => node.options.log.error({ key, detail }, 'a stored record does not fit its schema; it is ignored'),
     );
+    this.host.actors.onFailure = (key, error) => node.options.log.error({ key, error: (error as Error)?.message ?? String(error) }, 'an actor failed; it restarts after a back-off');
   }
 
   /** Open the log store and runtimes (killing what a previous run of this node left), then start the host. */
-  static async open(node: DebughostNode, options: ActorNodeOptions): Promise<NodeActors> {
+  static async open(node: DebughostNode, options: ActorNodeOptions, authorizer: Authorizer, peerMetadata: () => grpc.Metadata): Promise<NodeActors> {
     const dataDir = node.options.dataDir;
     const wallNowMs = (): number => Date.now();
     const logs = new LogStore({ dir: join(dataDir, 'logs'), wallNowMs });
@@ -83,7 +92,7 @@ export class NodeActors {
       }
     }
     const runtime = new CompositeRuntime(processRuntime, docker, dockerMissing);
-    const actors = new NodeActors(node, logs, runtime, new ActorClients(node.credentials), options);
+    const actors = new NodeActors(node, logs, runtime, new ActorClients(node.credentials, peerMetadata), authorizer, options);
     actors.host.start();
     return actors;
   }
@@ -101,6 +110,33 @@ export class NodeActors {
     const address = leader === null ? null : this.node.addressOf(leader);
     if (address === null) return callback({ ok: false, reason: 'unavailable', detail: 'no leader is known yet (an election is under way)' });
     this.forwarder.propose(address, encodeCommand(valid.command), PROPOSE_DEADLINE_MS, callback);
+  }
+
+  /** New log lines and events of `key`'s project on this node, as they happen. */
+  followHere(key: string, onEvent: (event: FollowedEvent) => void): () => void {
+    const parsed = parseActorKey(key);
+    if (parsed === null || parsed.kind !== 'project') return () => {};
+    const { tenant, name } = parsed;
+    const stopLines = this.runtime.subscribe((event) => {
+      if (event.type !== 'log' || event.project.tenant !== tenant || event.project.name !== name) return;
+      onEvent({ type: 'line', line: { seq: 0, timeMs: event.timeMs, stream: event.stream, line: event.line } });
+    });
+    const stopEvents = this.host.onEvent((ref, event) => {
+      if (ref.tenant === tenant && ref.name === name) onEvent({ type: 'event', event });
+    });
+    return () => {
+      stopLines();
+      stopEvents();
+    };
+  }
+
+  /** Follow a project wherever it runs: here, or on its owner over Actors.Follow. */
+  follow(tenant: string, name: string, identity: Identity, onEvent: (event: FollowedEvent) => void): () => void {
+    const key = projectActorKey(tenant, name);
+    const owner = this.host.placement().owner(key);
+    if (owner === null) return () => {};
+    if (owner === this.node.id) return this.followHere(key, onEvent);
+    return this.forwarder.follow(owner, key, identity, onEvent, () => {});
   }
 
   /** Graceful shutdown: hand every actor to the others, waiting at most `timeoutMs`. */
@@ -129,22 +165,25 @@ export class NodeActors {
  * The Actors gRPC service of a node, registered before the actor layer exists
  * (it opens after Raft starts): until then every call answers "starting".
  */
-export function actorsServiceHandlers(node: DebughostNode): ActorsServiceHandlers {
+export function actorsServiceHandlers(node: DebughostNode, peerOf: ActorsServiceHandlers['peerOf'], mayFollow: (identity: Identity, key: string) => boolean): ActorsServiceHandlers {
   const starting = `node ${node.id} is still starting its actor layer; retry shortly`;
   return {
-    actor: (call, callback) => {
+    peerOf,
+    call: (call, onProgress, callback) => {
       if (node.actors === null) return callback({ type: 'error', name: 'UnavailableError', message: starting });
-      node.actors.host.serveForwarded(call, callback);
+      node.actors.host.serveForwarded(call, onProgress, callback);
     },
-    io: (key, payload, deadlineMs, signal) =>
-      node.projects === null ? Promise.resolve({ ok: false, name: 'UnavailableError', message: starting }) : node.projects.handleIo(key, payload, deadlineMs, signal),
-    follow: (key, onEvent) => (node.projects === null ? () => {} : node.projects.followHere(key, onEvent)),
+    follow: (key, identity, onEvent) => {
+      if (!mayFollow(identity, key)) return null;
+      return node.actors === null ? () => {} : node.actors.followHere(key, onEvent);
+    },
+    decode: (bytes) => decodeCommand(bytes),
     propose: (command, callback) => {
       const raft = node.raft;
       if (raft === null || raft.raft.role !== 'leader') {
         return callback({ ok: false, reason: 'unavailable', detail: `node ${node.id} is not the leader (leader ${raft?.raft.leader ?? 'unknown'})` });
       }
-      raft.propose(command, (outcome) => callback(storeOutcome(outcome)));
+      raft.propose(encodeCommand(command), (outcome) => callback(storeOutcome(outcome)));
     },
   };
 }

@@ -19,7 +19,8 @@ import type { Logger } from './log.ts';
 import { NodeMetrics } from './metrics.ts';
 import { WatchHub, watchedKvMachineFactory } from './watch-hub.ts';
 import { NodeActors, type ActorNodeOptions } from './node-actors.ts';
-import { ClusterProjectApi } from './project-service.ts';
+import { insecureAuth, type NodeAuth } from './auth.ts';
+import { systemValueError } from '../actors/records.ts';
 import type { Message } from '../consensus/types.ts';
 
 export interface NodeOptions {
@@ -42,6 +43,8 @@ export interface NodeOptions {
   readonly unsafeAckBeforeCommit?: boolean;
   /** The actor layer (ports, Docker, host timing); defaults when absent. */
   readonly actors?: ActorNodeOptions;
+  /** Who may call this node and as whom; absent means --insecure-no-auth. */
+  readonly auth?: NodeAuth;
 }
 
 /** What a node runs projects with unless told otherwise. */
@@ -106,9 +109,9 @@ export class DebughostNode {
   readonly watches = new WatchHub();
   /** Called once when this node learns it was removed from the cluster. */
   onRemoved: (() => void) | null = null;
-  /** The actor layer and the project API over it, once Raft runs. */
+  /** The actor layer, once Raft runs. */
   actors: NodeActors | null = null;
-  projects: ClusterProjectApi | null = null;
+  readonly auth: NodeAuth;
 
   private constructor(
     readonly options: NodeOptions,
@@ -117,6 +120,7 @@ export class DebughostNode {
     readonly metrics: NodeMetrics,
   ) {
     this.peers = new PeerClients(credentials);
+    this.auth = options.auth ?? insecureAuth();
   }
 
   get id(): NodeId {
@@ -324,7 +328,8 @@ export class DebughostNode {
         requestTimeoutMs: 5_000,
         pendingRequestsMax: 50_000,
       },
-      watchedKvMachineFactory(this.watches),
+      // Writes under the actors' keys must fit their schemas: a bad record is refused at apply, the same on every node.
+      watchedKvMachineFactory(this.watches, { valueCheck: systemValueError }),
       persisted,
     );
     raft.metrics = this.metrics;
@@ -341,13 +346,12 @@ export class DebughostNode {
 
   private async openActors(): Promise<void> {
     try {
-      const actors = await NodeActors.open(this, this.options.actors ?? ACTOR_OPTIONS_DEFAULT);
+      const actors = await NodeActors.open(this, this.options.actors ?? ACTOR_OPTIONS_DEFAULT, this.auth.authorizer, () => this.auth.peerMetadata());
       if (this.stopping) {
         await actors.close();
         return;
       }
       this.actors = actors;
-      this.projects = new ClusterProjectApi(actors, this.id, (node) => hostOf(this.addressOf(node)));
     } catch (error) {
       this.options.log.fatal({ error: (error as Error).message }, 'the actor layer could not start; stopping');
       process.exitCode = 1;
@@ -512,13 +516,6 @@ const REMOVAL_CHECK_INTERVAL_MS = 1_000;
  * operator may promote): a voter that joins far behind slows every commit.
  */
 const AUTO_PROMOTE_LAG_ENTRIES_MAX = 16;
-
-/** The host part of HOST:PORT (brackets of an IPv6 address removed). */
-function hostOf(address: string | null): string | null {
-  if (address === null) return null;
-  const host = address.slice(0, address.lastIndexOf(':'));
-  return host.startsWith('[') ? host.slice(1, -1) : host;
-}
 
 const sortMembers = <T extends { id: string }>(members: readonly T[]): T[] => [...members].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 

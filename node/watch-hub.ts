@@ -5,7 +5,7 @@
 // and, for a deleteRange, the keys it covered just before. No I/O, no timers.
 import { KvMachine, memberCommand } from '../consensus/kv-machine.ts';
 import { decodeConfChange } from '../consensus/raft.ts';
-import { KvStateMachine, compareKeys, decodeCommand, prefixEnd, utf8ByteLength, type KeyValue, type KvCommand, type KvOp, type KvResult, type OpResult } from '../consensus/kv-state-machine.ts';
+import { KvStateMachine, compareKeys, decodeCommand, prefixEnd, utf8ByteLength, type KeyValue, type KvCommand, type KvOp, type KvResult, type KvStateMachineOptions, type OpResult } from '../consensus/kv-state-machine.ts';
 import type { StateMachineFactory } from '../consensus/raft-node.ts';
 import type { Entry, Snapshot } from '../consensus/types.ts';
 import { assert } from '../consensus/log.ts';
@@ -345,14 +345,14 @@ function touchedKeys(command: KvCommand): string[] {
 }
 
 /** The KV machine factory for a node whose applied writes feed `hub`. */
-export function watchedKvMachineFactory(hub: WatchHub): StateMachineFactory<KvResult, KvMachine> {
+export function watchedKvMachineFactory(hub: WatchHub, options: KvStateMachineOptions = {}): StateMachineFactory<KvResult, KvMachine> {
   return {
     empty: () => {
       hub.reset(0);
-      return new WatchedKvMachine(new KvStateMachine(), hub);
+      return new WatchedKvMachine(new KvStateMachine(options), hub);
     },
     restore: (snapshot: Snapshot) => {
-      const kv = KvStateMachine.restore(snapshot.data);
+      const kv = KvStateMachine.restore(snapshot.data, options);
       assert(kv.appliedIndex === snapshot.meta.index, `snapshot at ${snapshot.meta.index} holds state applied to ${kv.appliedIndex}`);
       hub.reset(kv.revision);
       return new WatchedKvMachine(kv, hub);

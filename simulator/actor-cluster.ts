@@ -3,21 +3,27 @@
 // runtime, an in-memory forwarder and proposal path over the simulated
 // network (partitions, drops and pauses apply), and client calls that reach
 // one node at a time as over a socket.
+import { fromBinary, toBinary } from '@bufbuild/protobuf';
+import { authorizerFrom } from '../actors/authorizer.ts';
 import { rangePortAllocator, storeOutcome, type ActorStore, type ForwardOutcome, type StoreWriteOutcome } from '../actors/components.ts';
 import { ActorHost, hostOptionsDefault, type HostOptions } from '../actors/host.ts';
-import type { ActorKey, ActorRequest, ActorResponse } from '../actors/messages.ts';
+import type { ActorKey, ActorRequest, ActorResponse, Identity, ProgressFn } from '../actors/messages.ts';
+import type { ToolCall } from '../actors/tools.ts';
+import { callFromWire, callToWire, responseFromWire, responseToWire } from '../actors/wire.ts';
+import { RING_EPOCH_KEY } from '../consensus/kv-machine.ts';
+import { ActorResponseSchema, CallRequestSchema } from '../proto/gen/actor_pb.ts';
 import type { KvMachine } from '../consensus/kv-machine.ts';
 import { encodeCommand, type KvCommand, type KvResult } from '../consensus/kv-state-machine.ts';
 import type { RaftNode, WriteOutcome } from '../consensus/raft-node.ts';
 import type { Entry, NodeId } from '../consensus/types.ts';
 import { SimCluster, type ClusterOptions } from './cluster.ts';
 import type { Prng } from './prng.ts';
-import { SimRuntime } from './runtime-sim.ts';
+import { SimRuntime, simProjectIo } from './runtime-sim.ts';
 
 type SimRaftNode = RaftNode<KvResult, KvMachine>;
 
 /** Timing of the actor layer in virtual ms, scaled to the simulator's 50 ms Raft tick. */
-export function simHostOptions(node: string, prng: Prng, fencing: boolean): HostOptions {
+export function simHostOptions(node: string, prng: Prng): HostOptions {
   return {
     ...hostOptionsDefault(node),
     mailboxDepthMax: 16,
@@ -32,7 +38,34 @@ export function simHostOptions(node: string, prng: Prng, fencing: boolean): Host
     movesInFlightMax: prng.range(1, 8),
     stopGraceMs: 100,
     applyWaitMsMax: 2000,
-    fencing,
+  };
+}
+
+/** Sim clients act as an admin unless a test gives another identity. */
+export const SIM_ADMIN: Identity = Object.freeze({ tokenId: 'sim-admin', tokenName: 'sim admin', tenant: 'default', role: 'admin' });
+
+/** The simulator's rights: an admin anywhere, anyone else on its own tenant (viewers read only, exec needs exec or more). */
+export const simAuthorizer = authorizerFrom((identity, right, tenant) => {
+  if (identity.role === 'admin') return null;
+  if (identity.tenant !== tenant) return `token ${identity.tokenName} is for tenant ${identity.tenant}, not ${tenant}`;
+  if (right === 'read') return null;
+  if (identity.role === 'viewer') return `token ${identity.tokenName} (role viewer) lacks the right '${right}'`;
+  if (right === 'exec' && identity.role === 'developer') return `token ${identity.tokenName} (role developer) lacks the right 'exec'`;
+  if (right === 'quota' && identity.role !== 'tenant-admin') return `token ${identity.tokenName} lacks the right 'quota'`;
+  return null;
+});
+
+/**
+ * The planted bug noFencing as a wrapper the simulator installs around a
+ * node's store: owner writes lose their ring-epoch compare.
+ */
+export function unfencedStore(store: ActorStore): ActorStore {
+  return {
+    view: () => store.view(),
+    propose: (command, callback) => {
+      if (command.type !== 'txn') return store.propose(command, callback);
+      store.propose({ ...command, compare: command.compare.filter((compare) => compare.key !== RING_EPOCH_KEY) }, callback);
+    },
   };
 }
 
@@ -50,7 +83,10 @@ const PROPOSE_TIMEOUT_MS = 3000;
 export type RpcOutcome<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly reason: 'unreachable' | 'deadline' };
 
 export interface ActorClusterOptions extends Omit<ClusterOptions, 'hooks'> {
-  readonly fencing: boolean;
+  /** Planted bug: owner writes without the ring-epoch compare. */
+  readonly unfenced?: boolean;
+  /** Planted bug: each forwarded attempt carries a new request id. */
+  readonly freshRequestIds?: boolean;
 }
 
 export class SimActorCluster {
@@ -60,12 +96,15 @@ export class SimActorCluster {
   private readonly pendingBoots: [NodeId, SimRaftNode][] = [];
   private readonly appliedListeners: ((id: NodeId, node: SimRaftNode, entry: Entry) => void)[] = [];
   private readonly prng: Prng;
-  private readonly fencing: boolean;
+  private readonly unfenced: boolean;
+  private readonly freshRequestIds: boolean;
+  private attempts = 0;
   private ready = false;
   readonly rpcStats = { sent: 0, lost: 0 };
 
   constructor(options: ActorClusterOptions) {
-    this.fencing = options.fencing;
+    this.unfenced = options.unfenced === true;
+    this.freshRequestIds = options.freshRequestIds === true;
     this.cluster = new SimCluster({
       ...options,
       hooks: {
@@ -98,26 +137,35 @@ export class SimActorCluster {
 
   private boot(id: NodeId, node: SimRaftNode): void {
     const scheduler = this.cluster.scheduler;
+    const runtime = this.runtimes.get(id) as SimRuntime;
+    const store = this.storeFor(id, node);
     const host = new ActorHost(
       {
         clock: scheduler.clockFor(id),
-        store: this.storeFor(id, node),
+        store: this.unfenced ? unfencedStore(store) : store,
         raft: { isLeader: () => node.raft.role === 'leader', leader: () => node.raft.leader },
-        runtime: this.runtimes.get(id) as SimRuntime,
+        runtime,
         ports: rangePortAllocator(20_000, 20_999),
         forwarder: {
-          forward: (owner, call, callback) => {
-            // Through JSON, as the gRPC forwarder carries it: proves the messages are plain data.
-            const wire = JSON.stringify(call);
-            this.rpc<string>(id, owner as NodeId, call.deadlineMs, (respond) => {
+          forward: (owner, call, onProgress, callback) => {
+            // Through the protobuf wire format, as the gRPC forwarder carries it.
+            this.attempts += 1;
+            const sent = this.freshRequestIds ? { ...call, requestId: `${call.requestId}.${this.attempts}` } : call;
+            const bytes = toBinary(CallRequestSchema, callToWire(sent));
+            this.rpc<Uint8Array>(id, owner as NodeId, call.deadlineMs, (respond) => {
               const target = this.hosts.get(owner as NodeId);
               if (target === undefined) return;
-              target.serveForwarded(JSON.parse(wire) as typeof call, (response) => respond(JSON.stringify(response)));
+              const forwarded = callFromWire(fromBinary(CallRequestSchema, bytes));
+              // Progress events travel with the answer's stream; the simulator drops them (only the answer counts).
+              void onProgress;
+              target.serveForwarded(forwarded, null, (response) => respond(toBinary(ActorResponseSchema, responseToWire(response))));
             }, (outcome) => callback(forwardOutcome(outcome, owner)));
           },
         },
+        io: simProjectIo(runtime),
+        authorizer: simAuthorizer,
       },
-      simHostOptions(id, this.prng.fork(`host:${id}:${this.cluster.incarnation(id)}`), this.fencing),
+      simHostOptions(id, this.prng.fork(`host:${id}:${this.cluster.incarnation(id)}`)),
     );
     this.hosts.set(id, host);
     host.start();
@@ -228,7 +276,7 @@ export class SimActorCluster {
    * is down, late if paused; if the node dies before answering, the client
    * gives up a little after its deadline.
    */
-  clientCall(id: NodeId, key: ActorKey, request: ActorRequest, deadlineMs: number, requestId: string, callback: (outcome: ClientOutcome) => void): void {
+  clientCall(id: NodeId, key: ActorKey, request: ActorRequest, deadlineMs: number, requestId: string, callback: (outcome: ClientOutcome) => void, identity: Identity = SIM_ADMIN, progress: ProgressFn | null = null): void {
     const scheduler = this.cluster.scheduler;
     let settled = false;
     const settle = (outcome: ClientOutcome): void => {
@@ -242,15 +290,23 @@ export class SimActorCluster {
       const host = this.hosts.get(id);
       if (host === undefined) return settle({ delivered: false, reason: 'refused' });
       const incarnation = this.cluster.incarnation(id);
-      host.call(key, request, { deadlineMs, requestId }, (response) => {
+      // As the MCP endpoint does: the entry node checks the identity first, the owner again.
+      const refusal = simAuthorizer.check(identity, key, request);
+      if (refusal !== null) return settle({ delivered: true, response: refusal });
+      host.call(key, request, { deadlineMs, requestId, identity, progress }, (response) => {
         if (this.cluster.incarnation(id) === incarnation) settle({ delivered: true, response });
       });
     }, undefined, 'client');
   }
+
+  /** A tool's call (actors/tools.ts, as an MCP client's would be) through node `id`. */
+  toolCall(id: NodeId, identity: Identity, call: ToolCall, requestId: string, callback: (outcome: ClientOutcome) => void): void {
+    this.clientCall(id, call.key, call.request, call.deadlineMs, call.requestId ?? requestId, callback, identity);
+  }
 }
 
 
-function forwardOutcome(outcome: RpcOutcome<string>, owner: string): ForwardOutcome {
-  if (outcome.ok) return { ok: true, response: JSON.parse(outcome.value) as ActorResponse };
+function forwardOutcome(outcome: RpcOutcome<Uint8Array>, owner: string): ForwardOutcome {
+  if (outcome.ok) return { ok: true, response: responseFromWire(fromBinary(ActorResponseSchema, outcome.value)) as ActorResponse };
   return { ok: false, reason: outcome.reason, detail: outcome.reason === 'unreachable' ? `node ${owner} refused the connection` : `node ${owner} did not answer in time` };
 }

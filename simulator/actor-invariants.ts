@@ -7,7 +7,18 @@
 import { RING_EPOCH_KEY } from '../consensus/kv-machine.ts';
 import { decodeCommand, prefixEnd, type KvStateMachine } from '../consensus/kv-state-machine.ts';
 import type { NodeId } from '../consensus/types.ts';
-import { parseRecord, usageKey, quotaKey, type ProjectRecord, type ProjectStatusRecord, type TenantQuota, type TenantUsage } from '../actors/messages.ts';
+import { usageKey, quotaKey, type ProjectRecord, type ProjectStatusRecord, type TenantQuota, type TenantUsage } from '../actors/messages.ts';
+
+/** The checker reads raw values: a record that does not parse counts as absent. */
+function parseRecord<T>(value: string | undefined): T | null {
+  if (value === undefined) return null;
+  try {
+    const parsed: unknown = JSON.parse(value);
+    return typeof parsed === 'object' && parsed !== null ? (parsed as T) : null;
+  } catch {
+    return null;
+  }
+}
 import { Placement, readRingInputs } from '../actors/placement.ts';
 import type { SimActorCluster } from './actor-cluster.ts';
 import type { ActorWorkload, ProjectFate } from './actor-workload.ts';
@@ -18,6 +29,10 @@ export class ActorInvariants {
   /** `${project}@${epoch}` -> the node that wrote its status at that epoch. */
   private readonly writers = new Map<string, string>();
   private placement: Placement | null = null;
+  /** The last committed record of each project, to tell whether a change's request id was applied before. */
+  private readonly records = new Map<string, ProjectRecord | null>();
+  /** Changes applied per project: committed record writes that carry a request id the record did not hold. */
+  readonly applied = new Map<string, number>();
   readonly stats = { ownerWrites: 0, epochs: new Set<number>() };
 
   constructor(
@@ -46,6 +61,7 @@ export class ActorInvariants {
     for (const op of command.success) {
       if (op.type !== 'put' && op.type !== 'delete') continue;
       const parts = op.key.split('/');
+      if (parts[0] === 'projects' && parts.length === 3) this.checkOnce(kv, op.key);
       if ((parts[0] === 'projects' || parts[0] === 'status' || parts[0] === 'tenants') && parts[1] !== undefined) tenants.add(parts[1]);
       if (op.type !== 'put' || parts[0] !== 'status') continue;
       const stored = kv.get(op.key);
@@ -56,6 +72,33 @@ export class ActorInvariants {
       this.ownerWrite(kv, `projects/${parts[1]}/${parts[2]}`, status);
     }
     for (const tenant of tenants) this.checkQuota(kv, tenant);
+  }
+
+  /** A change is applied once per request id: a record that grows a request id it already held did the work twice. */
+  private checkOnce(kv: KvStateMachine, key: string): void {
+    const stored = kv.get(key);
+    // The entry's success branch ran only if the key changed at this revision.
+    if (stored !== null && stored.modRevision !== kv.revision) return;
+    const next = stored === null ? null : parseRecord<ProjectRecord>(stored.value);
+    const previous = this.records.get(key) ?? null;
+    this.records.set(key, next);
+    const newest = next?.requests?.at(-1);
+    if (next === null || newest === undefined || (previous?.requests ?? []).at(-1) === newest) return;
+    this.applied.set(key, (this.applied.get(key) ?? 0) + 1);
+    if ((previous?.requests ?? []).includes(newest)) {
+      this.violation(`idempotency: request ${newest} was applied to ${key} twice (generation ${previous?.generation ?? 0} -> ${next.generation})`);
+    }
+  }
+
+  /** Each client change is applied at most once: no project saw more applied changes than its clients asked for. */
+  appliedOnceProblems(workload: ActorWorkload): string[] {
+    const problems: string[] = [];
+    for (const project of workload.projects) {
+      const key = `projects/${project.tenant}/${project.name}`;
+      const applied = this.applied.get(key) ?? 0;
+      if (applied > project.changesAsked) problems.push(`idempotency: ${key} had ${applied} changes applied, its clients asked for ${project.changesAsked} (a retried request was applied twice)`);
+    }
+    return problems;
   }
 
   private ownerWrite(kv: KvStateMachine, project: string, status: ProjectStatusRecord): void {
@@ -74,7 +117,7 @@ export class ActorInvariants {
 
   private checkQuota(kv: KvStateMachine, tenant: string): void {
     const quota = parseRecord<TenantQuota>(kv.get(quotaKey(tenant))?.value);
-    const usage = parseRecord<TenantUsage>(kv.get(usageKey(tenant))?.value) ?? { projects: 0, ports: 0, memoryBytes: 0 };
+    const usage = parseRecord<TenantUsage>(kv.get(usageKey(tenant))?.value) ?? { projects: 0, ports: 0, memoryBytes: 0, storedBytes: 0 };
     const prefix = `projects/${tenant}/`;
     let running = 0;
     for (const entry of kv.range(prefix, prefixEnd(prefix))) if (parseRecord<ProjectRecord>(entry.value)?.desired === 'running') running += 1;

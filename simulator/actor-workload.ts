@@ -1,10 +1,14 @@
-// Project workload for actor runs: clients start, stop, restart, remove and
-// query projects across tenants through random nodes, one call per project
-// at a time, recording every outcome so the final checks can tell which
-// desired states were acknowledged.
-import { projectActorKey, tenantActorKey, type ActorRequest, type ActorResponse, type DesiredState, type ProjectSpec } from '../actors/messages.ts';
+// Project workload for actor runs: clients of each tenant, with that
+// tenant's developer token, start, stop, restart, remove and query projects
+// through random nodes with the tools' own call builders (actors/tools.ts, as
+// an MCP client's calls are built), one call per project at a time. A call
+// whose outcome is unknown is retried once with the same request id, as an
+// agent retries after a lost answer; every outcome is recorded so the final
+// checks can tell which desired states were acknowledged.
+import type { ActorResponse, DesiredState, Identity, ProjectSpec } from '../actors/messages.ts';
+import { quotaSetCall, toolCalls, type ToolCall } from '../actors/tools.ts';
 import type { NodeId } from '../consensus/types.ts';
-import type { SimActorCluster } from './actor-cluster.ts';
+import { SIM_ADMIN, type SimActorCluster } from './actor-cluster.ts';
 import type { Prng } from './prng.ts';
 
 export interface ActorWorkloadOptions {
@@ -27,6 +31,8 @@ export interface ProjectHistory {
   /** Fates of writes whose outcome is unknown: any of them may have landed (even after a later ack). */
   readonly maybe: Set<ProjectFate>;
   busy: boolean;
+  /** Distinct change requests sent (a retry with the same request id is the same request). */
+  changesAsked: number;
 }
 
 export const SIM_SPEC: ProjectSpec = Object.freeze({
@@ -40,9 +46,12 @@ export const SIM_SPEC: ProjectSpec = Object.freeze({
   memoryBytes: 64 * 1024 * 1024,
 });
 
+/** A tenant's developer token, as its agents would hold. */
+export const developerOf = (tenant: string): Identity => ({ tokenId: `sim-${tenant}`, tokenName: `${tenant} developer`, tenant, role: 'developer' });
+
 export class ActorWorkload {
   readonly projects: ProjectHistory[] = [];
-  readonly counts = { ok: 0, quota: 0, notFound: 0, unknown: 0, refused: 0, quotaSetOk: 0 };
+  readonly counts = { ok: 0, quota: 0, notFound: 0, unknown: 0, refused: 0, quotaSetOk: 0, retried: 0, reads: 0 };
   private running = false;
   private sequence = 0;
   private quotasSet = 0;
@@ -53,7 +62,7 @@ export class ActorWorkload {
     private readonly options: ActorWorkloadOptions,
   ) {
     for (let i = 0; i < options.projects; i += 1) {
-      this.projects.push({ tenant: `t${i % options.tenants}`, name: `p${i}`, lastAcked: 'absent', maybe: new Set(), busy: false });
+      this.projects.push({ tenant: `t${i % options.tenants}`, name: `p${i}`, lastAcked: 'absent', maybe: new Set(), busy: false, changesAsked: 0 });
     }
   }
 
@@ -80,8 +89,8 @@ export class ActorWorkload {
   }
 
   private setQuota(tenant: string): void {
-    const request: ActorRequest = { type: 'quotaSet', quota: { projects: this.options.quotaProjects, ports: 1000, memoryBytes: 1024 ** 4 } };
-    this.send(tenantActorKey(tenant), request, (response) => {
+    const call = quotaSetCall(SIM_ADMIN, { tenant, projects: this.options.quotaProjects, ports: 1000, memoryMb: 1024 * 1024, storedMb: 1024 }, { projects: 0, ports: 0, memoryBytes: 0, storedBytes: 0 });
+    this.send(SIM_ADMIN, call, `quota-${tenant}-${this.sequence + 1}`, (response) => {
       if (response !== null && response.type === 'usage') {
         this.counts.quotaSetOk += 1;
         this.quotasSet += 1;
@@ -100,15 +109,52 @@ export class ActorWorkload {
       return;
     }
     project.busy = true;
+    const identity = developerOf(project.tenant);
+    const args = { name: project.name };
     const roll = this.prng.float();
-    const request: ActorRequest =
-      roll < 0.5 ? { type: 'start', spec: SIM_SPEC } : roll < 0.72 ? { type: 'stop' } : roll < 0.8 ? { type: 'restart' } : roll < 0.9 ? { type: 'remove' } : { type: 'status' };
-    const fate: ProjectFate | null = request.type === 'start' || request.type === 'restart' ? 'running' : request.type === 'stop' ? 'stopped' : request.type === 'remove' ? 'absent' : null;
-    this.send(projectActorKey(project.tenant, project.name), request, (response) => {
+    let call: ToolCall;
+    let fate: ProjectFate | null = null;
+    if (roll < 0.45) {
+      // Some starts wait until the project runs: a settle after the turn, answered later.
+      call = toolCalls.project_start(identity, { ...args, command: SIM_SPEC.command ?? 'true', memoryMb: 64, waitMs: this.prng.chance(0.3) ? 300 : 0 });
+      fate = 'running';
+    } else if (roll < 0.65) {
+      call = toolCalls.project_stop(identity, args);
+      fate = 'stopped';
+    } else if (roll < 0.73) {
+      call = toolCalls.project_restart(identity, { ...args, waitMs: 0 });
+      fate = 'running';
+    } else if (roll < 0.83) {
+      call = toolCalls.project_remove(identity, args);
+      fate = 'absent';
+    } else if (roll < 0.93) {
+      call = toolCalls.project_status(identity, args);
+    } else if (roll < 0.97) {
+      call = toolCalls.project_events(identity, { ...args, waitMs: this.prng.chance(0.5) ? 200 : 0 });
+    } else {
+      call = toolCalls.project_wait(identity, { ...args, timeoutMs: 300 });
+    }
+    this.sequence += 1;
+    const requestId = `client-${this.sequence}`;
+    if (fate !== null && fate !== 'absent') project.changesAsked += 1;
+    const finish = (response: ActorResponse | null): void => {
       project.busy = false;
       this.record(project, fate, response);
       this.actors.cluster.scheduler.schedule(this.prng.range(1, 50), () => this.nextCall(), 'workload');
+    };
+    this.send(identity, call, requestId, (response) => {
+      if (fate === null || !this.unknown(response)) return finish(response);
+      // The answer was lost: retry once with the same request id, so the change is applied once.
+      this.counts.retried += 1;
+      if (fate !== null) project.maybe.add(fate);
+      this.send(identity, call, requestId, finish);
     });
+  }
+
+  /** An answer that leaves the outcome open: none at all, or an error that may follow an applied change. */
+  private unknown(response: ActorResponse | null): boolean {
+    if (response === null) return true;
+    return response.type === 'error' && (response.name === 'OutcomeUnknownError' || response.name === 'DeadlineExceededError' || response.name === 'UnavailableError');
   }
 
   private record(project: ProjectHistory, fate: ProjectFate | null, response: ActorResponse | null): void {
@@ -123,6 +169,10 @@ export class ActorWorkload {
         this.counts.ok += 1;
         if (fate !== null) project.lastAcked = fate;
         return;
+      case 'events':
+      case 'wait':
+        this.counts.reads += 1;
+        return;
       case 'error':
         if (response.name === 'QuotaExceededError' || response.name === 'NotFoundError' || response.name === 'VersionConflictError') {
           // Definite refusals: nothing was written.
@@ -136,6 +186,9 @@ export class ActorWorkload {
       case 'usage':
       case 'list':
       case 'notOwner':
+      case 'logs':
+      case 'exec':
+      case 'http':
         this.counts.unknown += 1;
         if (fate !== null) project.maybe.add(fate);
         return;
@@ -147,15 +200,16 @@ export class ActorWorkload {
   }
 
   /** Call through a random node; a refused connection tries another node (null: no answer). */
-  private send(key: ReturnType<typeof projectActorKey>, request: ActorRequest, done: (response: ActorResponse | null) => void, tries = 0): void {
+  private send(identity: Identity, call: ToolCall, requestId: string, done: (response: ActorResponse | null) => void, tries = 0): void {
     const ids = this.actors.cluster.allIds();
     const target: NodeId = this.prng.pick(ids);
-    this.sequence += 1;
-    this.actors.clientCall(target, key, request, this.options.callDeadlineMs, `client-${this.sequence}`, (outcome) => {
+    // The workload's deadline is shorter than the tools' (the simulated run is short); the settle wait still fits in it.
+    const bounded: ToolCall = { ...call, deadlineMs: Math.min(call.deadlineMs, this.options.callDeadlineMs) };
+    this.actors.toolCall(target, identity, bounded, requestId, (outcome) => {
       if (outcome.delivered) return done(outcome.response);
       if (outcome.reason === 'timeout') return done(null);
       this.counts.refused += 1;
-      if (tries < 5) return this.send(key, request, done, tries + 1);
+      if (tries < 5) return this.send(identity, call, requestId, done, tries + 1);
       done(null);
     });
   }

@@ -9,16 +9,19 @@ import { SIM_SPEC } from './actor-workload.ts';
 import { changeMembership } from './scenario-harness.ts';
 
 function cluster(seed: number, nodes = 3): SimActorCluster {
-  const actors = new SimActorCluster({ seed, nodes, faults: new Set(), fencing: true });
+  const actors = new SimActorCluster({ seed, nodes, faults: new Set() });
   const ready = actors.cluster.runUntil(() => actors.cluster.leader() !== null && [...actors.hosts.values()].every((host) => host.leaseState() === 'valid'), 10_000);
   if (!ready) throw new Error('no leader and leases within 10 s of virtual time');
   return actors;
 }
 
+let calls = 0;
+
 /** Call through node `id` and run the cluster until the answer comes. */
 function call(actors: SimActorCluster, id: NodeId, key: ReturnType<typeof projectActorKey>, request: ActorRequest): ActorResponse {
   let answer: ActorResponse | null = null;
-  actors.clientCall(id, key, request, 5000, `test-${key}`, (outcome) => {
+  calls += 1;
+  actors.clientCall(id, key, request, 5000, `test-${calls}`, (outcome) => {
     answer = outcome.delivered ? outcome.response : { type: 'error', name: 'UnavailableError', message: outcome.reason };
   });
   actors.cluster.runUntil(() => answer !== null, 10_000);
@@ -34,7 +37,7 @@ test('a call to any node reaches the owner: it runs there, and only the owner se
   const key = projectActorKey('acme', 'web');
   const owner = actors.hosts.get('n1' as NodeId)?.placement().owner(key) as NodeId;
   const other = (['n1', 'n2', 'n3'] as NodeId[]).find((id) => id !== owner) as NodeId;
-  const started = call(actors, other, key, { type: 'start', spec: SIM_SPEC });
+  const started = call(actors, other, key, { type: 'start', spec: SIM_SPEC, waitMs: 0 });
   t.is(started.type, 'project', JSON.stringify(started));
   t.is(actors.hosts.get(other)?.stats.forwardedCalls, 1);
   t.is(actors.hosts.get(owner)?.stats.servedForwarded, 1);
@@ -49,12 +52,12 @@ test('a call to any node reaches the owner: it runs there, and only the owner se
 
 test('50 concurrent starts over all nodes against a quota of 10: exactly 10 start, 40 get a quota error', (t) => {
   const actors = cluster(2);
-  const quota = call(actors, 'n1' as NodeId, tenantActorKey('acme') as ReturnType<typeof projectActorKey>, { type: 'quotaSet', quota: { projects: 10, ports: 100, memoryBytes: 1024 ** 4 } });
+  const quota = call(actors, 'n1' as NodeId, tenantActorKey('acme') as ReturnType<typeof projectActorKey>, { type: 'quotaSet', quota: { projects: 10, ports: 100, memoryBytes: 1024 ** 4, storedBytes: 1024 ** 3 } });
   t.is(quota.type, 'usage', JSON.stringify(quota));
   const answers: ActorResponse[] = [];
   for (let i = 0; i < 50; i += 1) {
     const id = `n${(i % 3) + 1}` as NodeId;
-    actors.clientCall(id, projectActorKey('acme', `p${i}`), { type: 'start', spec: SIM_SPEC }, 30_000, `race-${i}`, (outcome) => {
+    actors.clientCall(id, projectActorKey('acme', `p${i}`), { type: 'start', spec: SIM_SPEC, waitMs: 0 }, 30_000, `race-${i}`, (outcome) => {
       answers.push(outcome.delivered ? outcome.response : { type: 'error', name: 'UnavailableError', message: outcome.reason });
     });
   }
@@ -74,7 +77,7 @@ test('50 concurrent starts over all nodes against a quota of 10: exactly 10 star
 test('killing an owner moves its projects to the others; restarted, it rejoins without any project running twice', (t) => {
   const actors = cluster(3);
   const keys = Array.from({ length: 12 }, (_, i) => projectActorKey('acme', `p${i}`));
-  for (const [i, key] of keys.entries()) t.is(call(actors, `n${(i % 3) + 1}` as NodeId, key, { type: 'start', spec: SIM_SPEC }).type, 'project');
+  for (const [i, key] of keys.entries()) t.is(call(actors, `n${(i % 3) + 1}` as NodeId, key, { type: 'start', spec: SIM_SPEC, waitMs: 0 }).type, 'project');
   actors.cluster.runFor(300);
   const victim = actors.hosts.get('n1' as NodeId)?.placement().owner(keys[0] as string) as NodeId;
   const victimKeys = keys.filter((key) => actors.hosts.get(victim)?.placement().owner(key) === victim);
@@ -102,7 +105,7 @@ test('killing an owner moves its projects to the others; restarted, it rejoins w
 test('a drained node hands every project off before it reports drained', (t) => {
   const actors = cluster(4);
   const keys = Array.from({ length: 9 }, (_, i) => projectActorKey('acme', `p${i}`));
-  for (const key of keys) t.is(call(actors, 'n2' as NodeId, key, { type: 'start', spec: SIM_SPEC }).type, 'project');
+  for (const key of keys) t.is(call(actors, 'n2' as NodeId, key, { type: 'start', spec: SIM_SPEC, waitMs: 0 }).type, 'project');
   actors.cluster.runFor(300);
   const host = actors.hosts.get('n3' as NodeId);
   let drained = false;
@@ -120,7 +123,7 @@ test('a rolling restart of all three nodes under a steady load of calls ends wit
   const actors = cluster(5);
   const sim = actors.cluster;
   const keys = Array.from({ length: 12 }, (_, i) => projectActorKey('acme', `p${i}`));
-  for (const key of keys) t.is(call(actors, 'n1' as NodeId, key, { type: 'start', spec: SIM_SPEC }).type, 'project');
+  for (const key of keys) t.is(call(actors, 'n1' as NodeId, key, { type: 'start', spec: SIM_SPEC, waitMs: 0 }).type, 'project');
   const ids = ['n1', 'n2', 'n3'] as NodeId[];
   // Clients call steadily through any node that accepts connections (a refused connection goes to another node).
   const failures: string[] = [];
@@ -131,7 +134,7 @@ test('a rolling restart of all three nodes under a steady load of calls ends wit
     if (!loading) return;
     sequence += 1;
     const key = keys[sequence % keys.length] as ReturnType<typeof projectActorKey>;
-    const request: ActorRequest = sequence % 3 === 0 ? { type: 'start', spec: SIM_SPEC } : { type: 'status' };
+    const request: ActorRequest = sequence % 3 === 0 ? { type: 'start', spec: SIM_SPEC, waitMs: 0 } : { type: 'status' };
     const attempt = (tries: number): void => {
       const target = ids[(sequence + tries) % ids.length] as NodeId;
       actors.clientCall(target, key, request, 10_000, `load-${sequence}`, (outcome) => {
@@ -169,11 +172,11 @@ test('a rolling restart of all three nodes under a steady load of calls ends wit
 });
 
 test('a fourth node joining takes over about a quarter of the projects; only those move', (t) => {
-  const actors = new SimActorCluster({ seed: 6, nodes: 3, spareNodes: 1, faults: new Set(), fencing: true });
+  const actors = new SimActorCluster({ seed: 6, nodes: 3, spareNodes: 1, faults: new Set() });
   const sim = actors.cluster;
   t.true(sim.runUntil(() => sim.leader() !== null && ['n1', 'n2', 'n3'].every((id) => actors.hosts.get(id as NodeId)?.leaseState() === 'valid'), 10_000));
   const keys = Array.from({ length: 60 }, (_, i) => projectActorKey(`t${i % 5}`, `p${i}`));
-  for (const key of keys) t.is(call(actors, 'n1' as NodeId, key, { type: 'start', spec: SIM_SPEC }).type, 'project');
+  for (const key of keys) t.is(call(actors, 'n1' as NodeId, key, { type: 'start', spec: SIM_SPEC, waitMs: 0 }).type, 'project');
   sim.runFor(500);
   const before = new Map(keys.map((key) => [key, runningOn(actors, key)[0]]));
   const stopsBefore = (['n1', 'n2', 'n3'] as NodeId[]).reduce((sum, id) => sum + (actors.runtimes.get(id)?.stats.stops ?? 0), 0);

@@ -2,7 +2,8 @@
 // driver on simulated clocks, network and disks, a fault nemesis, a KV client
 // workload, and the invariant checker watching every step. One seed decides
 // everything, so a run replays byte for byte.
-import { KvMachine, kvMachineFactory } from '../consensus/kv-machine.ts';
+import { KvMachine, kvMachineFactoryWith } from '../consensus/kv-machine.ts';
+import { systemValueError } from '../actors/records.ts';
 import { encodeCommand, type KvCommand, type KvResult } from '../consensus/kv-state-machine.ts';
 import { RaftNode, type ReadOutcome, type WriteOutcome } from '../consensus/raft-node.ts';
 import { Raft, defaultRaftConfig } from '../consensus/raft.ts';
@@ -20,6 +21,8 @@ import { ProtocolRules } from './protocol-rules.ts';
 import { prngFromSeed, type Prng } from './prng.ts';
 import { EventLimitError, Scheduler, type EventHandle } from './scheduler.ts';
 import type { Trace } from './trace.ts';
+
+const SIM_KV_MACHINES = kvMachineFactoryWith({ valueCheck: systemValueError });
 
 export const SIM_TICK_MS = 50;
 /** Share of seeds that run without pre-vote. */
@@ -291,7 +294,8 @@ export class SimCluster {
         requestTimeoutMs: 3000,
         pendingRequestsMax: 10_000,
       },
-      kvMachineFactory,
+      // As on real nodes: writes under the actors' keys must fit their schemas.
+      SIM_KV_MACHINES,
       persisted,
     );
     state.node = node;

@@ -121,6 +121,7 @@ export function isMutationName(name: string): name is MutationName {
 /** Planted bugs in the actor layer, for runs with --actors. */
 export const ACTOR_MUTATIONS = {
   noFencing: 'owner writes omit the ring-epoch compare',
+  freshRequestIds: 'every forwarded attempt of a call gets a new request id (the old two-router bug): a retried change can apply twice',
 } as const;
 
 export type ActorMutationName = keyof typeof ACTOR_MUTATIONS;

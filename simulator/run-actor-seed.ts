@@ -112,7 +112,7 @@ export function runActorSeed(options: ActorSeedOptions): ActorSeedResult {
   // Half the seeds have one spare node that joins the cluster during the safety phase.
   const joinPrng = prngFromSeed(options.seed).fork('actors:join');
   const joins = joinPrng.chance(0.5);
-  const actors = new SimActorCluster({ seed: options.seed, nodes: options.nodes, spareNodes: joins ? 1 : 0, faults: options.faults, trace, fencing: options.mutation !== 'noFencing' });
+  const actors = new SimActorCluster({ seed: options.seed, nodes: options.nodes, spareNodes: joins ? 1 : 0, faults: options.faults, trace, unfenced: options.mutation === 'noFencing', freshRequestIds: options.mutation === 'freshRequestIds' });
   const cluster = actors.cluster;
   const checker = cluster.checker;
   cluster.record('-' as NodeId, 'seed', `${options.seed} nodes=${options.nodes} actors=${options.actors} ${cluster.describeFaults()}`);
@@ -159,6 +159,7 @@ export function runActorSeed(options: ActorSeedOptions): ActorSeedResult {
       const leader = cluster.leader();
       if (leader !== null) for (const lost of ActorInvariants.lostStates(leader.machine.kv, workload)) checker.violation(`acknowledged state lost: ${lost}`);
     }
+    for (const problem of invariants.appliedOnceProblems(workload)) checker.violation(problem);
     checker.finalChecks();
   } catch (error) {
     checker.violation(`exception: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);

@@ -3,7 +3,7 @@
 // restarted node finds and reconciles them) and keep running while the node
 // is paused; answers to the node are held while it is paused and dropped once
 // it crashed. It also tells the invariant checker what runs where.
-import type { RuntimeDriver, RuntimeOutcome } from '../actors/components.ts';
+import type { ProjectIo, RuntimeDriver, RuntimeOutcome } from '../actors/components.ts';
 import { projectKey, type ProjectRef, type RuntimeEvent, type WorkloadSpec, type WorkloadStatus } from '../actors/runtime.ts';
 import type { NodeId } from '../consensus/types.ts';
 import type { Prng } from './prng.ts';
@@ -59,6 +59,7 @@ export class SimRuntime implements RuntimeDriver {
       if (workload.operation === operation && this.workloads.get(key) === workload) {
         workload.status = { ...workload.status, state: 'running', pid: this.nextPid++, startedAtMs: this.options.scheduler.nowMs() };
         this.emit({ type: 'status', status: workload.status });
+        this.emit({ type: 'lifecycle', project: spec.project, kind: 'started', timeMs: this.options.scheduler.nowMs(), exitCode: null, signal: null, detail: `pid ${workload.status.pid ?? 0}` });
       }
       this.answer(() => callback({ ok: true, value: this.workloads.get(key)?.status ?? workload.status }));
     }, 'runtime');
@@ -76,6 +77,7 @@ export class SimRuntime implements RuntimeDriver {
       if (workload.operation === operation && this.workloads.get(key) === workload) {
         workload.status = { ...workload.status, state: 'stopped', pid: null, exitedAtMs: this.options.scheduler.nowMs(), signal: 'SIGTERM' };
         this.emit({ type: 'status', status: workload.status });
+        this.emit({ type: 'lifecycle', project, kind: 'stopped', timeMs: this.options.scheduler.nowMs(), exitCode: null, signal: 'SIGTERM', detail: 'stopped' });
       }
       this.answer(() => callback({ ok: true, value: this.workloads.get(key)?.status ?? null }));
     }, 'runtime');
@@ -129,4 +131,24 @@ export class SimRuntime implements RuntimeDriver {
   private blank(project: ProjectRef): WorkloadStatus {
     return { project, state: 'stopped', pid: null, containerId: null, exitCode: null, signal: null, restarts: 0, startedAtMs: null, exitedAtMs: null, error: null };
   }
+}
+
+/**
+ * The owner's I/O next to simulated workloads: a port answers while the
+ * workload runs on this node; no log lines are captured.
+ */
+export function simProjectIo(runtime: SimRuntime): ProjectIo {
+  const running = (port: number): boolean => runtime.list().some((status) => status.state === 'running' && status.pid !== null && port > 0);
+  return {
+    probe: (probe, _attemptMsMax, callback) => callback(running(probe.port) ? { ok: true, detail: `port ${probe.port} answers` } : { ok: false, detail: `port ${probe.port}: connection refused` }),
+    http: (port, call, callback) =>
+      callback(running(port) ? { ok: true, answer: { status: 200, headers: {}, body: `${call.method} ${call.path}`, truncated: false, durationMs: 1 } } : { ok: false, error: `nothing listens on port ${port}` }),
+    logs: {
+      query: () => ({ lines: [], nextCursor: 0, hasMore: false }),
+      cursor: () => 0,
+      lastLines: () => [],
+      has: () => false,
+      drop: (_project, callback) => callback(),
+    },
+  };
 }

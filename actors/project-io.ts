@@ -2,7 +2,7 @@
 // project_exec and project_http. Output and bodies are capped so that a result
 // always fits an MCP answer.
 import { spawn } from 'node:child_process';
-import type { ExecResult, HttpResult } from './project-api.ts';
+import type { ExecAnswer as ExecResult, HttpAnswer as HttpResult } from './messages.ts';
 
 export const EXEC_OUTPUT_BYTES_MAX = 32 * 1024;
 export const HTTP_BODY_BYTES_MAX = 32 * 1024;
@@ -34,7 +34,7 @@ class CappedBuffer {
 }
 
 export interface ExecTarget {
-  /** argv to run; for the process runtime ['/bin/sh', '-c', command], for Docker ['docker', 'exec', id, 'sh', '-c', command]. */
+  /** argv to run, e.g. ['/bin/sh', '-c', command]. */
   readonly argv: readonly string[];
   readonly cwd?: string;
   readonly env: Readonly<Record<string, string>>;
@@ -48,7 +48,8 @@ export function runExec(target: ExecTarget, timeoutMs: number, signal: AbortSign
     if (file === undefined) throw new Error('runExec needs a command');
     const child = spawn(file, args, {
       cwd: target.cwd,
-      env: { ...process.env, ...target.env },
+      // Only what the caller gives: never the node's own environment.
+      env: { ...target.env },
       detached: true,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
