@@ -2,7 +2,7 @@
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { UsageError, parseIntegerFlag } from '../node/usage-error.ts';
-import { addCoverage, describeCoverage, emptyCoverage } from './coverage.ts';
+import { addCoverage, describeCounts, describeCoverage, emptyCoverage, type ActorCoverageCounts } from './coverage.ts';
 import { ALL_FAULTS, parseFaultList, type FaultKind } from './faults.ts';
 import { ACTOR_MUTATIONS, MUTATIONS, isActorMutationName, isMutationName, type ActorMutationName } from './mutations.ts';
 import { ACTOR_LIVENESS_MS_MAX_DEFAULT, ACTOR_SAFETY_MS_DEFAULT, runActorSeed } from './run-actor-seed.ts';
@@ -227,6 +227,8 @@ function actorSimCommand(args: SimArgs, out: (line: string) => void, started: nu
     if (args.seeds.length === 1 && !args.json) {
       out(`seed ${seed}: ${result.ok ? 'ok' : 'FAILED'}; ${result.faults}`);
       out(`  calls ok ${c.ok}, quota errors ${c.quota}, not found ${c.notFound}, unknown ${c.unknown}; owner writes ${result.ownerWrites} over ${result.epochs} epochs; voters at the end ${result.voters}; ${JSON.stringify(result.host)}; ${JSON.stringify(result.stats)}`);
+      out(`  coverage: ${describeCoverage(result.coverage)}`);
+      out(`  actor coverage: ${describeCounts(result.actorCoverage)}`);
     }
     if (!result.ok) {
       failed.push(seed);

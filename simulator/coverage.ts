@@ -19,6 +19,25 @@ export const SITUATIONS = {
 } as const;
 
 export type Situation = keyof typeof SITUATIONS;
+
+/** Situations of the actor layer, counted in runs with --actors (besides the Raft ones). */
+export const ACTOR_SITUATIONS = {
+  callsWhileOwnerMoved: "client calls during which the project's owner changed",
+  handOffs: 'reconciles and releases queued because the ring moved or the runtime differed',
+  ownerLeasesLapsed: 'times a node lost its owner lease and stopped what it ran',
+  callsRetried: 'calls retried by a host after notOwner, a lost answer or no lease',
+} as const;
+
+export type ActorSituation = keyof typeof ACTOR_SITUATIONS;
+export type ActorCoverageCounts = Record<ActorSituation, number>;
+
+/** "name=count ..." then "never: ..." for any counts keyed by situation name. */
+export function describeCounts(counts: Readonly<Record<string, number>>): string {
+  const names = Object.keys(counts);
+  const reached = names.filter((name) => (counts[name] ?? 0) > 0).map((name) => `${name}=${counts[name] ?? 0}`);
+  const missed = names.filter((name) => (counts[name] ?? 0) === 0);
+  return [reached.join(' '), missed.length > 0 ? `never: ${missed.join(',')}` : ''].filter((part) => part !== '').join('; ');
+}
 export type CoverageCounts = Record<Situation, number>;
 
 export const emptyCoverage = (): CoverageCounts => {
@@ -31,12 +50,9 @@ export function addCoverage(total: CoverageCounts, run: Readonly<CoverageCounts>
   for (const name of Object.keys(SITUATIONS) as Situation[]) total[name] += run[name];
 }
 
-/** "name=count ..." for the situations reached, then "none: ..." for those never reached. */
+/** "name=count ..." for the situations reached, then "never: ..." for those never reached. */
 export function describeCoverage(counts: Readonly<CoverageCounts>): string {
-  const names = Object.keys(SITUATIONS) as Situation[];
-  const reached = names.filter((name) => counts[name] > 0).map((name) => `${name}=${counts[name]}`);
-  const missed = names.filter((name) => counts[name] === 0);
-  return [reached.join(' '), missed.length > 0 ? `never: ${missed.join(',')}` : ''].filter((part) => part !== '').join('; ');
+  return describeCounts(counts);
 }
 
 /** What coverage reads of a node (a RaftNode's core). */

@@ -8,6 +8,10 @@ import { RaftNode } from '../consensus/raft-node.ts';
 import { Raft, type PendingRead } from '../consensus/raft.ts';
 import type { PersistBatch, RaftStorage } from '../consensus/storage.ts';
 import type { Clock, Message, Snapshot } from '../consensus/types.ts';
+import type { ActorStore, Forwarder } from '../actors/components.ts';
+import { RING_EPOCH_KEY } from '../consensus/kv-machine.ts';
+import type { KvCommand } from '../consensus/kv-state-machine.ts';
+import type { ActorPlant } from './actor-cluster.ts';
 import type { RaftPlant } from './cluster.ts';
 
 // ---- the Raft core -----------------------------------------------------------
@@ -118,11 +122,63 @@ export function isMutationName(name: string): name is MutationName {
   return Object.hasOwn(MUTATIONS, name);
 }
 
+// ---- the actor layer (runs with --actors) ------------------------------------
+
+/** Owner writes lose their ring-epoch compare: a stale owner's writes are accepted. */
+function unfencedStore(store: ActorStore): ActorStore {
+  return {
+    view: () => store.view(),
+    propose: (command, callback) => {
+      if (command.type !== 'txn') return store.propose(command, callback);
+      store.propose({ ...command, compare: command.compare.filter((compare) => compare.key !== RING_EPOCH_KEY) }, callback);
+    },
+  };
+}
+
+/** Every forwarded attempt of a call gets a new request id (the old two-router bug): a retried change can apply twice. */
+function freshRequestIds(forwarder: Forwarder): Forwarder {
+  let attempts = 0;
+  return {
+    forward: (owner, call, onProgress, callback) => {
+      attempts += 1;
+      forwarder.forward(owner, { ...call, requestId: `${call.requestId}.${attempts}` }, onProgress, callback);
+    },
+  };
+}
+
+const isUsageKey = (key: string): boolean => /^tenants\/[^/]+\/usage$/.test(key);
+
+/**
+ * A change that reserves quota does it in a txn of its own before the
+ * project's write (compare on the usage version, then put it), instead of in
+ * the same txn: if the second write fails or is lost, the reservation stays.
+ */
+function quotaReservedApart(store: ActorStore): ActorStore {
+  return {
+    view: () => store.view(),
+    propose: (command, callback) => {
+      if (command.type !== 'txn' || !command.success.some((op) => op.type === 'put' && isUsageKey(op.key))) return store.propose(command, callback);
+      const reserve: KvCommand = { type: 'txn', compare: command.compare.filter((c) => isUsageKey(c.key)), success: command.success.filter((op) => 'key' in op && isUsageKey(op.key)), failure: command.failure };
+      const rest: KvCommand = { type: 'txn', compare: command.compare.filter((c) => !isUsageKey(c.key)), success: command.success.filter((op) => !('key' in op) || !isUsageKey(op.key)), failure: command.failure };
+      store.propose(reserve, (outcome) => {
+        if (!outcome.ok || outcome.result.succeeded !== true) return callback(outcome);
+        store.propose(rest, callback);
+      });
+    },
+  };
+}
+
+export interface ActorMutation {
+  readonly bug: string;
+  readonly plant: ActorPlant;
+}
+
 /** Planted bugs in the actor layer, for runs with --actors. */
 export const ACTOR_MUTATIONS = {
-  noFencing: 'owner writes omit the ring-epoch compare',
-  freshRequestIds: 'every forwarded attempt of a call gets a new request id (the old two-router bug): a retried change can apply twice',
-} as const;
+  noFencing: { bug: 'owner writes omit the ring-epoch compare', plant: { wrapStore: unfencedStore } },
+  freshRequestIds: { bug: 'every forwarded attempt of a call gets a new request id (the old two-router bug): a retried change can apply twice', plant: { wrapForwarder: freshRequestIds } },
+  quotaOutsideStartTxn: { bug: "a start reserves its tenant's quota in a txn of its own, before the project's write", plant: { wrapStore: quotaReservedApart } },
+} as const satisfies Record<string, ActorMutation>;
 
 export type ActorMutationName = keyof typeof ACTOR_MUTATIONS;
 
