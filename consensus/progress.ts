@@ -14,6 +14,8 @@ export class Progress {
   inflight: LogIndex[] = [];
   /** Heard from since the last check-quorum round. */
   recentActive = false;
+  /** Heard from in the round before (liveness for membership changes, which must not read a round just begun as silence). */
+  activeLastRound = false;
   /** In snapshot state: the snapshot being sent and how far. */
   snapshotIndex = 0 as LogIndex;
   /** The snapshot being sent; kept here so a newer compaction does not restart the transfer. */

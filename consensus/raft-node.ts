@@ -254,7 +254,7 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
     // etcd): they depend only on its term, durable since it campaigned, and the
     // leader counts itself towards a quorum only once its entries are on disk.
     // Everything else (votes, acknowledgements) waits for the sync.
-    const early = this.raft.role === 'leader' ? ready.messages.filter(sendableBeforePersist) : [];
+    const early = this.messagesBeforePersist(ready.messages);
     for (const message of early) this.components.transport.send(message);
     this.persisting = true;
     this.applyDurableCommitted(ready, batch);
@@ -264,8 +264,17 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
       if (error !== null) return this.fail(error);
       this.components.observer?.persisted?.(this.id, batch);
       this.persisting = false;
-      this.afterPersist(ready, early.length > 0);
+      this.afterPersist(ready, early);
     });
+  }
+
+  /**
+   * The messages of a ready that may go out before its write is synced, in
+   * order: only a leader's replication messages (see process()). Protected so
+   * that the simulator can plant a driver that sends too early (simulator/mutations.ts).
+   */
+  protected messagesBeforePersist(messages: readonly Message[]): readonly Message[] {
+    return this.raft.role === 'leader' ? messages.filter(sendableBeforePersist) : NONE;
   }
 
   /**
@@ -286,9 +295,12 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
     }
   }
 
-  private afterPersist(ready: Ready, earlySent = false): void {
+  /** `early`: the messages of `ready` already sent, in order (a subsequence of ready.messages). */
+  private afterPersist(ready: Ready, early: readonly Message[] = []): void {
+    let sentEarly = 0;
     for (const message of ready.messages) {
-      if (!earlySent || !sendableBeforePersist(message)) this.components.transport.send(message);
+      if (early[sentEarly] === message) sentEarly += 1;
+      else this.components.transport.send(message);
     }
     if (ready.snapshot !== null) this.applySnapshot(ready.snapshot);
     for (const entry of ready.committedEntries) this.applyEntry(entry);
@@ -362,6 +374,8 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
     this.stop();
   }
 }
+
+const NONE: readonly Message[] = [];
 
 function sendableBeforePersist(message: Message): boolean {
   return message.type === 'append' || message.type === 'heartbeat' || message.type === 'snapshotChunk';

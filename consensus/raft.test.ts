@@ -211,6 +211,47 @@ test('membership: one change at a time, and bad changes are refused as values', 
   t.like(net.node('b').proposeConfChange({ type: 'remove', node: 'c' as NodeId }), { ok: false, reason: 'notLeader', leaderHint: 'a' });
 });
 
+test('membership: a learner is promoted only once caught up, and not when the voters after it would have no live quorum (six voters, three live)', (t) => {
+  const net = new TestNetwork(['a', 'b', 'c', 'd', 'e']);
+  net.addEmpty('f');
+  net.elect('a');
+  const leader = net.node('a');
+  net.isolate('f');
+  t.true(leader.proposeConfChange({ type: 'addLearner', node: 'f' as NodeId }).ok);
+  net.settle();
+  const early = leader.proposeConfChange({ type: 'promote', node: 'f' as NodeId });
+  t.like(early, { ok: false, reason: 'invalidConfChange' });
+  t.regex(early.ok ? '' : 'detail' in early ? early.detail : '', /f has not caught up \(it has acknowledged nothing yet; at most 1000\)/);
+  // f catches up, then f, d and e go silent for two election timeouts: three of six voters would be live.
+  net.heal();
+  net.tickAll(1);
+  t.true(leader.status().progress.some((p) => p.id === 'f' && p.match === leader.log.lastIndex()));
+  for (const id of ['d', 'e', 'f']) net.isolate(id);
+  net.tickAll(2 * leader.config.electionTicks + 1);
+  t.is(leader.role, 'leader', 'a, b and c are a quorum of five');
+  const strict = leader.proposeConfChange({ type: 'promote', node: 'f' as NodeId });
+  t.like(strict, { ok: false, reason: 'invalidConfChange' });
+  t.regex(strict.ok ? '' : 'detail' in strict ? strict.detail : '', /after this change 3 of 6 voters would be live, fewer than a quorum of 4/);
+  t.true(leader.proposeConfChange({ type: 'promote', node: 'f' as NodeId, force: true }).ok, 'an operator may force it');
+});
+
+test('membership: removing a live voter while others are down is refused unless forced; removing a down one is not', (t) => {
+  const net = new TestNetwork(['a', 'b', 'c', 'd', 'e']);
+  net.elect('a');
+  const leader = net.node('a');
+  net.isolate('d');
+  net.isolate('e');
+  net.tickAll(2 * leader.config.electionTicks + 1);
+  const refused = leader.proposeConfChange({ type: 'remove', node: 'b' as NodeId });
+  t.like(refused, { ok: false, reason: 'invalidConfChange' });
+  t.regex(refused.ok ? '' : 'detail' in refused ? refused.detail : '', /after this change 2 of 4 voters would be live, fewer than a quorum of 3; bring members back first, or force the change/);
+  t.true(leader.proposeConfChange({ type: 'remove', node: 'd' as NodeId }).ok, 'removing a down voter leaves 3 live of 4');
+  net.settle();
+  t.deepEqual(leader.confState().voters, ['a', 'b', 'c', 'e']);
+  net.tickAll(1);
+  t.true(leader.proposeConfChange({ type: 'remove', node: 'b' as NodeId, force: true }).ok, 'forced');
+});
+
 test('restart: a node rebuilt from its persisted state keeps term, vote and log', (t) => {
   const persisted = {
     hardState: { term: 5 as Term, vote: 'b' as NodeId, commit: 2 as LogIndex },

@@ -3,6 +3,7 @@
 // effect is recorded and handed out through ready(). No I/O, no clock, no
 // randomness except the injected Random.
 import { RaftLog, assert } from './log.ts';
+import { peerMessageProblem } from './peer-bounds.ts';
 import { Progress } from './progress.ts';
 import { committedIndex, hasQuorum, voteResult } from './quorum.ts';
 import type {
@@ -36,7 +37,11 @@ export const defaultRaftConfig = (id: NodeId): RaftConfig => ({
   snapshotEntriesThreshold: 10_000,
   snapshotTrailingEntries: 5_000,
   snapshotChunkBytes: 512 * 1024,
+  // Far above what the KV store holds; a follower refuses to assemble anything larger from chunks.
+  snapshotBytesMax: 2 * 1024 ** 3,
   uncommittedEntriesMax: 100_000,
+  // A learner is promoted only when this close to the leader's log (etcd refuses below 90% of the leader's match).
+  learnerLagEntriesMax: 1000,
 });
 
 /** Validates limits once; a bad config is a programmer or operator error. */
@@ -48,7 +53,9 @@ export function validateRaftConfig(config: RaftConfig): RaftConfig {
     'inflightAppendsMax',
     'snapshotEntriesThreshold',
     'snapshotChunkBytes',
+    'snapshotBytesMax',
     'uncommittedEntriesMax',
+    'learnerLagEntriesMax',
   ];
   if (!Number.isInteger(config.snapshotTrailingEntries) || config.snapshotTrailingEntries < 0) {
     throw new Error(`raft config: snapshotTrailingEntries must be a whole number >= 0, got ${String(config.snapshotTrailingEntries)}`);
@@ -59,11 +66,17 @@ export function validateRaftConfig(config: RaftConfig): RaftConfig {
       throw new Error(`raft config: ${key} must be a positive integer, got ${String(value)}`);
     }
   }
+  if (config.snapshotBytesMax > SNAPSHOT_BYTES_LIMIT) {
+    throw new Error(`raft config: snapshotBytesMax must be at most ${SNAPSHOT_BYTES_LIMIT} (one buffer), got ${config.snapshotBytesMax}`);
+  }
   if (config.electionTicks <= config.heartbeatTicks) {
     throw new Error('raft config: electionTicks must be larger than heartbeatTicks');
   }
   return config;
 }
+
+/** A snapshot is assembled into one Uint8Array, which Node caps at 2^32 - 1 bytes. */
+const SNAPSHOT_BYTES_LIMIT = 2 ** 32 - 1;
 
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder();
@@ -77,7 +90,7 @@ export function decodeConfChange(data: Uint8Array): ConfChange {
   return parsed.address === null ? { type: parsed.type, node: parsed.node } : { type: parsed.type, node: parsed.node, address: parsed.address };
 }
 
-interface PendingRead {
+export interface PendingRead {
   readonly requestId: string;
   readonly index: LogIndex;
   /** Who asked: this node, or a follower that forwarded it. */
@@ -104,6 +117,9 @@ export interface RaftStatus {
   readonly snapshotIndex: LogIndex;
   readonly conf: ConfState;
   readonly leadTransferee: NodeId | null;
+  /** Peer messages dropped for breaking bounds, and why the last one was. */
+  readonly droppedPeerMessages: number;
+  readonly lastDroppedPeerMessage: string | null;
   readonly progress: ReadonlyArray<{ readonly id: NodeId; readonly match: LogIndex; readonly next: LogIndex; readonly state: string; readonly learner: boolean }>;
 }
 
@@ -129,6 +145,9 @@ export class Raft {
   private pendingConfIndex = 0 as LogIndex;
 
   private pendingReads: PendingRead[] = [];
+  /** Messages dropped for breaking peer bounds (consensus/peer-bounds.ts), and why the last one was. */
+  private droppedPeerMessages = 0;
+  private lastDroppedPeerMessage: string | null = null;
   /** Reads that arrived before this leader committed an entry of its term. */
   private readsAwaitingCommit: { requestId: string; from: NodeId }[] = [];
   private incomingSnapshot: IncomingSnapshot | null = null;
@@ -142,6 +161,8 @@ export class Raft {
   private readyOutstanding = false;
   /** Appends to send to every follower at the next ready() (batches proposals and commits). */
   protected broadcastPending = false;
+  /** A follower's match for committedIndex, bound once: it runs on every acknowledgement. */
+  private readonly matchOf = (id: NodeId): LogIndex => this.progress.get(id)?.match ?? (0 as LogIndex);
   /** Context of the newest read awaiting a heartbeat round; one round confirms all before it. */
   private readBroadcastContext: string | null = null;
 
@@ -174,6 +195,8 @@ export class Raft {
 
   step(message: Message): void {
     if (message.to !== this.id) return;
+    const problem = peerMessageProblem(message, this.config);
+    if (problem !== null) return this.dropPeerMessage(message, problem);
     if (message.term > this.term) {
       if (!this.stepHigherTerm(message)) return;
     } else if (message.term < this.term) {
@@ -362,6 +385,8 @@ export class Raft {
       snapshotIndex: this.log.snapshotMeta.index,
       conf: this.confState(),
       leadTransferee: this.leadTransferee,
+      droppedPeerMessages: this.droppedPeerMessages,
+      lastDroppedPeerMessage: this.lastDroppedPeerMessage,
       progress: [...this.progress.values()].map((p) => ({ id: p.id, match: p.match, next: p.next, state: p.state, learner: p.learner })),
     };
   }
@@ -445,13 +470,11 @@ export class Raft {
     this.electionElapsed += 1;
     if (this.electionElapsed >= this.config.electionTicks) {
       this.electionElapsed = 0;
-      if (this.config.checkQuorum) {
-        const quorumActive = hasQuorum([...this.voters], (id) => id === this.id || (this.progress.get(id)?.recentActive ?? false));
-        for (const progress of this.progress.values()) progress.recentActive = false;
-        if (!quorumActive) {
-          this.becomeFollower(this.term, null);
-          return;
-        }
+      // The activity round rolls with or without check-quorum: membership changes read it too.
+      const quorumActive = this.quorumRecentlyActive();
+      if (this.config.checkQuorum && !quorumActive) {
+        this.becomeFollower(this.term, null);
+        return;
       }
       // A transfer that did not finish in one election timeout is abandoned.
       this.leadTransferee = null;
@@ -471,6 +494,23 @@ export class Raft {
     }
   }
 
+  /** Check-quorum: whether a quorum answered since the last check; starts the next round. */
+  protected quorumRecentlyActive(): boolean {
+    const quorumActive = hasQuorum(this.voters, (id) => id === this.id || (this.progress.get(id)?.recentActive ?? false));
+    for (const progress of this.progress.values()) {
+      progress.activeLastRound = progress.recentActive;
+      progress.recentActive = false;
+    }
+    return quorumActive;
+  }
+
+  /** A member heard from in this election timeout or the one before (this node always). */
+  private isLive(id: NodeId): boolean {
+    if (id === this.id) return true;
+    const progress = this.progress.get(id);
+    return progress !== undefined && (progress.recentActive || progress.activeLastRound);
+  }
+
   private campaign(kind: 'preVote' | 'vote', transfer: boolean): void {
     let voteTerm: Term;
     if (kind === 'preVote') {
@@ -481,7 +521,7 @@ export class Raft {
       voteTerm = this.term;
     }
     this.votes.set(this.id, true);
-    if (voteResult([...this.voters], this.votes) === 'won') {
+    if (voteResult(this.voters, this.votes) === 'won') {
       this.wonElection(kind);
       return;
     }
@@ -523,12 +563,12 @@ export class Raft {
     }
   }
 
-  protected handleVoteRequest(message: Extract<Message, { type: 'preVote' | 'vote' }>): void {
+  private handleVoteRequest(message: Extract<Message, { type: 'preVote' | 'vote' }>): void {
     const canVote =
       this.vote === message.from ||
       (this.vote === null && this.leader === null) ||
       (message.type === 'preVote' && message.term > this.term);
-    const granted = canVote && this.log.isUpToDate(message.lastLogIndex, message.lastLogTerm);
+    const granted = canVote && this.candidateLogUpToDate(message.lastLogIndex, message.lastLogTerm);
     const responseType = message.type === 'preVote' ? 'preVoteResp' : 'voteResp';
     // A granted pre-vote answers in the term asked about, so the asker does not step down.
     const responseTerm = granted && message.type === 'preVote' ? message.term : this.term;
@@ -537,6 +577,11 @@ export class Raft {
       this.electionElapsed = 0;
       this.vote = message.from;
     }
+  }
+
+  /** §5.4.1: vote only for a candidate whose log is at least as up to date as ours. */
+  protected candidateLogUpToDate(lastLogIndex: LogIndex, lastLogTerm: Term): boolean {
+    return this.log.isUpToDate(lastLogIndex, lastLogTerm);
   }
 
   private stepCandidate(message: Message): void {
@@ -552,7 +597,7 @@ export class Raft {
         const expected = this.role === 'preCandidate' ? 'preVoteResp' : 'voteResp';
         if (message.type !== expected) return;
         this.votes.set(message.from, message.granted);
-        const result = voteResult([...this.voters], this.votes);
+        const result = voteResult(this.voters, this.votes);
         if (result === 'won') this.wonElection(this.role === 'preCandidate' ? 'preVote' : 'vote');
         else if (result === 'lost') this.becomeFollower(this.term, null);
         return;
@@ -605,7 +650,7 @@ export class Raft {
 
   // ---- replication (follower side) -----------------------------------------
 
-  private handleAppend(message: Extract<Message, { type: 'append' }>): void {
+  protected handleAppend(message: Extract<Message, { type: 'append' }>): void {
     if (message.prevLogIndex < this.log.committed) {
       this.send({ type: 'appendResp', to: message.from, success: true, index: this.log.committed, rejectHint: 0 as LogIndex, rejectHintTerm: 0 as Term });
       return;
@@ -661,13 +706,18 @@ export class Raft {
     reply(message.totalBytes, false);
   }
 
-  private installSnapshot(snapshot: Snapshot): void {
-    const { meta } = snapshot;
-    if (this.log.matchTerm(meta.index, meta.term)) {
-      // Our log already has the snapshot's last entry: just move commit forward.
-      this.log.commitTo(meta.index);
+  protected installSnapshot(snapshot: Snapshot): void {
+    if (this.log.matchTerm(snapshot.meta.index, snapshot.meta.term)) {
+      // Our log already has the snapshot's last entry: keep what follows it, move commit forward (§7).
+      this.log.commitTo(snapshot.meta.index);
       return;
     }
+    this.restoreSnapshot(snapshot);
+  }
+
+  /** Replace the whole log and configuration with the snapshot. */
+  protected restoreSnapshot(snapshot: Snapshot): void {
+    const { meta } = snapshot;
     this.log.restore(snapshot);
     this.voters = new Set(meta.conf.voters);
     this.learners = new Set(meta.conf.learners);
@@ -696,6 +746,8 @@ export class Raft {
     switch (message.type) {
       case 'appendResp':
         if (progress === undefined) return;
+        // A follower cannot have matched more than this leader ever sent in its term.
+        if (message.success && message.index > this.log.lastIndex()) return this.dropPeerMessage(message, `acknowledges ${message.index}, beyond the last index ${this.log.lastIndex()}`);
         progress.recentActive = true;
         if (message.success) this.handleAppendSuccess(progress, message.index);
         else this.handleAppendReject(progress, message);
@@ -766,13 +818,17 @@ export class Raft {
   }
 
   protected maybeCommitAndBroadcast(): boolean {
-    const index = committedIndex([...this.voters], (id) => this.progress.get(id)?.match ?? (0 as LogIndex));
-    // Figure 8: only an entry of the current term is committed by counting replicas.
-    if (index <= this.log.committed || this.log.term(index) !== this.term) return false;
+    const index = committedIndex(this.voters, this.matchOf);
+    if (index <= this.log.committed || !this.committableByCounting(index)) return false;
     this.log.commitTo(index);
     this.releaseReadsAwaitingCommit();
     this.broadcastPending = true;
     return true;
+  }
+
+  /** Figure 8 (§5.4.2): only an entry of the current term is committed by counting replicas. */
+  protected committableByCounting(index: LogIndex): boolean {
+    return this.log.term(index) === this.term;
   }
 
   private flushBroadcasts(): void {
@@ -857,7 +913,7 @@ export class Raft {
 
   // ---- reads ---------------------------------------------------------------
 
-  private leaderReadIndex(requestId: string, from: NodeId): void {
+  protected leaderReadIndex(requestId: string, from: NodeId): void {
     if (this.log.term(this.log.committed) !== this.term) {
       // Until an entry of this term commits, the leader's commit index may be stale.
       this.readsAwaitingCommit.push({ requestId, from });
@@ -884,13 +940,13 @@ export class Raft {
     if (position < 0) return;
     const read = this.pendingReads[position] as PendingRead;
     read.acks.add(from);
-    if (!hasQuorum([...this.voters], (id) => read.acks.has(id))) return;
+    if (!hasQuorum(this.voters, (id) => read.acks.has(id))) return;
     // A quorum confirmed leadership at this point: every read queued before it is safe too.
     const released = this.pendingReads.splice(0, position + 1);
     for (const done of released) this.completeRead(done);
   }
 
-  private completeRead(read: PendingRead): void {
+  protected completeRead(read: PendingRead): void {
     if (read.from === this.id) this.readStates.push({ requestId: read.requestId, index: read.index });
     else this.send({ type: 'readIndexResp', to: read.from, requestId: read.requestId, index: read.index, ok: true });
   }
@@ -913,18 +969,39 @@ export class Raft {
       case 'addLearner':
         if (this.voters.has(change.node) || this.learners.has(change.node)) return `${change.node} is already a member`;
         return null;
-      case 'promote':
+      case 'promote': {
         if (!this.learners.has(change.node)) return `${change.node} is not a learner; add it as a learner first`;
-        return null;
-      case 'remove':
+        const match = this.progress.get(change.node)?.match ?? 0;
+        const behind = this.log.lastIndex() - match;
+        if (match === 0 || behind > this.config.learnerLagEntriesMax) {
+          return `${change.node} has not caught up (${match === 0 ? 'it has acknowledged nothing yet' : `${behind} entries behind the leader`}; at most ${this.config.learnerLagEntriesMax}); retry once it has`;
+        }
+        return this.strictReconfigProblem(change, new Set([...this.voters, change.node]));
+      }
+      case 'remove': {
         if (!this.voters.has(change.node) && !this.learners.has(change.node)) return `${change.node} is not a member`;
         if (this.voters.has(change.node) && this.voters.size === 1) return 'cannot remove the last voter';
-        return null;
+        if (!this.voters.has(change.node)) return null;
+        return this.strictReconfigProblem(change, new Set([...this.voters].filter((id) => id !== change.node)));
+      }
       default: {
         const never: never = change.type;
         return `unknown change ${String(never)}`;
       }
     }
+  }
+
+  /**
+   * etcd's strict reconfiguration check: refuse a change after which fewer
+   * voters are live (heard from lately) than a quorum of the new set, unless forced.
+   */
+  private strictReconfigProblem(change: ConfChange, votersAfter: ReadonlySet<NodeId>): string | null {
+    if (change.force === true) return null;
+    let live = 0;
+    for (const id of votersAfter) if (this.isLive(id)) live += 1;
+    const quorum = Math.floor(votersAfter.size / 2) + 1;
+    if (live >= quorum) return null;
+    return `after this change ${live} of ${votersAfter.size} voters would be live, fewer than a quorum of ${quorum}; bring members back first, or force the change`;
   }
 
   private applyConfChange(change: ConfChange): void {
@@ -976,8 +1053,18 @@ export class Raft {
 
   // ---- helpers -------------------------------------------------------------
 
+  /** A message that could only come from a broken or hostile peer: it changes nothing, and is counted. */
+  private dropPeerMessage(message: Message, problem: string): void {
+    this.droppedPeerMessages += 1;
+    this.lastDroppedPeerMessage = `${message.type} from ${message.from}: ${problem}`;
+  }
+
   private send(message: DistributiveOmit<Message, 'from' | 'term'>): void {
-    this.messages.push({ ...message, from: this.id, term: this.term } as Message);
+    // Completes the caller's fresh literal in place: a spread over the Message union cost 8% of a simulator run.
+    const complete = message as unknown as { from: NodeId; term: Term };
+    complete.from = this.id;
+    complete.term = this.term;
+    this.messages.push(complete as unknown as Message);
   }
 
   private sameHardState(a: HardState, b: HardState): boolean {

@@ -43,6 +43,11 @@ export interface ConfChange {
   readonly node: NodeId;
   /** The address the rest of the cluster reaches the node at (opaque to the core). */
   readonly address?: string;
+  /**
+   * Skip the strict reconfiguration check (fewer live voters than a quorum
+   * after the change). Only a proposal option: not written to the log.
+   */
+  readonly force?: boolean;
 }
 
 export interface ConfState {
@@ -152,6 +157,10 @@ export interface RaftConfig {
   readonly snapshotTrailingEntries: number;
   /** Bytes of snapshot data per InstallSnapshot chunk. */
   readonly snapshotChunkBytes: number;
+  /** Largest snapshot a follower assembles from chunks; a chunk claiming more is dropped. */
+  readonly snapshotBytesMax: number;
+  /** A learner is promoted only when its match is at most this many entries behind the leader's last index. */
+  readonly learnerLagEntriesMax: number;
   /** Most uncommitted entries the leader accepts before refusing proposals. */
   readonly uncommittedEntriesMax: number;
 }

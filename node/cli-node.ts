@@ -5,7 +5,7 @@ import { resolve as resolvePath } from 'node:path';
 import { parseArgs } from 'node:util';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
-import { Admin, MemberRemoveRequestSchema, Role, StatusRequestSchema } from '../proto/gen/admin_pb.ts';
+import { Admin, MemberListRequestSchema, MemberPromoteRequestSchema, MemberRemoveRequestSchema, Role, StatusRequestSchema } from '../proto/gen/admin_pb.ts';
 import {
   DeleteRangeRequestSchema,
   EventType,
@@ -554,7 +554,7 @@ function parseTxn(text: string): TxnRequest {
 }
 
 export async function leaveCommand(argv: string[]): Promise<number> {
-  const { values } = parse(argv, { endpoints: { type: 'string' }, id: { type: 'string' }, ...CLIENT_FLAGS }, 'leave');
+  const { values } = parse(argv, { endpoints: { type: 'string' }, id: { type: 'string' }, force: { type: 'boolean' }, ...CLIENT_FLAGS }, 'leave');
   const endpoints = endpointsOf(values.endpoints);
   const credentials = clientCredentials(values);
   const status = await withEndpoint(endpoints, (address) => {
@@ -562,10 +562,59 @@ export async function leaveCommand(argv: string[]): Promise<number> {
     return callUnary(client, 'status', create(StatusRequestSchema, {}), { deadline: deadlineIn(3000) }).finally(() => client.close());
   });
   const id = values.id ?? status.id;
-  await withEndpoint(endpoints, (address) => {
-    const client = new AdminClient(address, credentials);
-    return callUnary(client, 'memberRemove', create(MemberRemoveRequestSchema, { id }), { deadline: deadlineIn(15_000) }).finally(() => client.close());
-  });
+  await removeMember(endpoints, credentials, id, values.force === true);
   process.stdout.write(`removed ${id} from cluster ${status.clusterId}; it stops by itself\n`);
+  return 0;
+}
+
+function removeMember(endpoints: string[], credentials: grpc.ChannelCredentials, id: string, force: boolean): Promise<unknown> {
+  return withEndpoint(endpoints, (address) => {
+    const client = new AdminClient(address, credentials);
+    return callUnary(client, 'memberRemove', create(MemberRemoveRequestSchema, { id, force }), { deadline: deadlineIn(15_000) }).finally(() => client.close());
+  });
+}
+
+const MEMBER_HELP = `usage: debughost member list|promote ID|remove ID [--force] [--endpoints HOST:PORT,...] [--tls-cert F --tls-key F --tls-ca F]
+
+  list         the members: id, address, voter or learner
+  promote ID   make a learner a voter; refused until it has caught up with the leader
+  remove ID    remove a member (a removed node stops by itself)
+  --force      skip the strict reconfiguration check: by default a change after which
+               fewer voters would be live than a quorum is refused (as etcd's
+               --strict-reconfig-check); forcing it can leave the cluster without a quorum`;
+
+/** \`debughost member\`: list members, promote a learner, remove a member. */
+export async function memberCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, { endpoints: { type: 'string' }, force: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, ...CLIENT_FLAGS }, 'member', true);
+  if (values.help === true) {
+    process.stdout.write(`${MEMBER_HELP}\n`);
+    return 0;
+  }
+  const [action, id, ...extra] = positionals;
+  const needsId = action === 'promote' || action === 'remove';
+  if (action === undefined || !(['list', 'promote', 'remove'] as const).some((known) => known === action)) {
+    throw new UsageError(`member needs list, promote ID or remove ID; run 'debughost member --help'`);
+  }
+  if ((needsId && id === undefined) || (!needsId && id !== undefined) || extra.length > 0) throw new UsageError(`usage: debughost member ${needsId ? `${action} ID` : 'list'}`);
+  const endpoints = endpointsOf(values.endpoints);
+  const credentials = clientCredentials(values);
+  const force = values.force === true;
+  const admin = <T>(use: (client: InstanceType<typeof AdminClient>) => Promise<T>): Promise<T> =>
+    withEndpoint(endpoints, (address) => {
+      const client = new AdminClient(address, credentials);
+      return use(client).finally(() => client.close());
+    });
+  if (action === 'list') {
+    const { members } = await admin((client) => callUnary(client, 'memberList', create(MemberListRequestSchema, {}), { deadline: deadlineIn(3000) }));
+    for (const member of members) process.stdout.write(`${member.id}\t${member.address}\t${member.learner ? 'learner' : 'voter'}\n`);
+    return 0;
+  }
+  if (action === 'promote') {
+    await admin((client) => callUnary(client, 'memberPromote', create(MemberPromoteRequestSchema, { id, force }), { deadline: deadlineIn(15_000) }));
+    process.stdout.write(`promoted ${String(id)} to voter\n`);
+    return 0;
+  }
+  await removeMember(endpoints, credentials, id as string, force);
+  process.stdout.write(`removed ${String(id)}; it stops by itself\n`);
   return 0;
 }

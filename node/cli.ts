@@ -22,7 +22,7 @@ const commands: Record<string, { readonly summary: string; readonly load: () => 
     load: async () => (await import('./cli-node.ts')).kvCommand,
   },
   leave: {
-    summary: 'remove a node from its cluster (it stops by itself)',
+    summary: 'remove a node from its cluster (it stops by itself); --force skips the live-quorum check',
     load: async () => (await import('./cli-node.ts')).leaveCommand,
   },
   snapshot: {
@@ -40,6 +40,10 @@ const commands: Record<string, { readonly summary: string; readonly load: () => 
   init: {
     summary: 'make the cluster secret and first admin token for separately started founders',
     load: async () => (await import('./cli-trust.ts')).initCommand,
+  },
+  member: {
+    summary: 'list | promote ID | remove ID members (--force skips the live-quorum check)',
+    load: async () => (await import('./cli-node.ts')).memberCommand,
   },
   chaos: {
     summary: 'run a real cluster in network namespaces under faults and check it (root)',

@@ -471,14 +471,14 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
       }),
     ),
     memberPromote: unary(async (request, call) =>
-      audited(callerOf(ADMIN_MEMBER_PROMOTE, call), 'member promote', { tenant: null, target: request.id, args: { id: request.id } }, async () => {
+      audited(callerOf(ADMIN_MEMBER_PROMOTE, call), 'member promote', { tenant: null, target: request.id, args: { id: request.id, force: request.force } }, async () => {
         if (!isLeader()) return callUnary(node.peers.adminAt(leaderAddress()), 'memberPromote', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
-        await changeAtLeader({ type: 'promote', node: request.id as NodeId });
+        await changeAtLeader({ type: 'promote', node: request.id as NodeId, force: request.force });
         return create(MemberPromoteResponseSchema, { members: membersResponse() });
       }),
     ),
     memberRemove: unary(async (request, call) =>
-      audited(callerOf(ADMIN_MEMBER_REMOVE, call), 'member remove', { tenant: null, target: request.id, args: { id: request.id } }, async () => {
+      audited(callerOf(ADMIN_MEMBER_REMOVE, call), 'member remove', { tenant: null, target: request.id, args: { id: request.id, force: request.force } }, async () => {
         if (!isLeader()) return callUnary(node.peers.adminAt(leaderAddress()), 'memberRemove', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
         if (request.id === node.id) {
           // The leader leaving: hand leadership over first, then let the new leader remove it.
@@ -491,7 +491,7 @@ export function startGrpcServer(node: DebughostNode, credentials: grpc.ServerCre
           }
           return callUnary(node.peers.adminAt(leaderAddress()), 'memberRemove', request, { deadline: deadlineIn(FORWARD_TIMEOUT_MS) });
         }
-        await changeAtLeader({ type: 'remove', node: request.id as NodeId });
+        await changeAtLeader({ type: 'remove', node: request.id as NodeId, force: request.force });
         return create(MemberRemoveResponseSchema, { members: membersResponse() });
       }),
     ),

@@ -566,7 +566,7 @@ export class DebughostNode {
       if (!progress.learner) continue;
       // Caught up: within a few entries of the leader's log (and has acknowledged something: in a
       // short log, match 0 is also "within a few entries").
-      if (progress.match === 0 || progress.match + 16 < status.lastIndex) continue;
+      if (progress.match === 0 || progress.match + AUTO_PROMOTE_LAG_ENTRIES_MAX < status.lastIndex) continue;
       this.promoting = progress.id;
       raft.proposeConfChange({ type: 'promote', node: progress.id }, (outcome) => {
         this.promoting = null;
@@ -674,6 +674,12 @@ function plantAckBeforeCommit(raft: KvNode): void {
 
 /** How often a member without a leader asks the others whether it was removed. */
 const REMOVAL_CHECK_INTERVAL_MS = 1_000;
+/**
+ * The leader promotes a learner on its own once it is this close to the last
+ * index (stricter than the core's learnerLagEntriesMax, which bounds what an
+ * operator may promote): a voter that joins far behind slows every commit.
+ */
+const AUTO_PROMOTE_LAG_ENTRIES_MAX = 16;
 
 const sortMembers = <T extends { id: string }>(members: readonly T[]): T[] => [...members].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 

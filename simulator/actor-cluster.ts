@@ -5,12 +5,11 @@
 // one node at a time as over a socket.
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { authorizerFrom } from '../actors/authorizer.ts';
-import { rangePortAllocator, storeOutcome, type ActorStore, type ForwardOutcome, type StoreWriteOutcome } from '../actors/components.ts';
+import { rangePortAllocator, storeOutcome, type ActorStore, type ForwardOutcome, type Forwarder, type StoreWriteOutcome } from '../actors/components.ts';
 import { ActorHost, hostOptionsDefault, type HostOptions } from '../actors/host.ts';
 import type { ActorKey, ActorRequest, ActorResponse, Identity, ProgressFn } from '../actors/messages.ts';
 import type { ToolCall } from '../actors/tools.ts';
 import { callFromWire, callToWire, responseFromWire, responseToWire } from '../actors/wire.ts';
-import { RING_EPOCH_KEY } from '../consensus/kv-machine.ts';
 import { ActorResponseSchema, CallRequestSchema } from '../proto/gen/actor_pb.ts';
 import type { KvMachine } from '../consensus/kv-machine.ts';
 import { encodeCommand, type KvCommand, type KvResult } from '../consensus/kv-state-machine.ts';
@@ -55,20 +54,6 @@ export const simAuthorizer = authorizerFrom((identity, right, tenant) => {
   return null;
 });
 
-/**
- * The planted bug noFencing as a wrapper the simulator installs around a
- * node's store: owner writes lose their ring-epoch compare.
- */
-export function unfencedStore(store: ActorStore): ActorStore {
-  return {
-    view: () => store.view(),
-    propose: (command, callback) => {
-      if (command.type !== 'txn') return store.propose(command, callback);
-      store.propose({ ...command, compare: command.compare.filter((compare) => compare.key !== RING_EPOCH_KEY) }, callback);
-    },
-  };
-}
-
 export type ClientOutcome = { readonly delivered: true; readonly response: ActorResponse } | { readonly delivered: false; readonly reason: 'refused' | 'timeout' };
 
 /** A client waits this long past its deadline before it gives up on a node that went silent. */
@@ -82,11 +67,14 @@ const PROPOSE_TIMEOUT_MS = 3000;
 
 export type RpcOutcome<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly reason: 'unreachable' | 'deadline' };
 
+/** What a planted bug in the actor layer wraps on every node (simulator/mutations.ts); each part defaults to the real one. */
+export interface ActorPlant {
+  readonly wrapStore?: (store: ActorStore) => ActorStore;
+  readonly wrapForwarder?: (forwarder: Forwarder) => Forwarder;
+}
+
 export interface ActorClusterOptions extends Omit<ClusterOptions, 'hooks'> {
-  /** Planted bug: owner writes without the ring-epoch compare. */
-  readonly unfenced?: boolean;
-  /** Planted bug: each forwarded attempt carries a new request id. */
-  readonly freshRequestIds?: boolean;
+  readonly actorPlant?: ActorPlant;
 }
 
 export class SimActorCluster {
@@ -96,15 +84,12 @@ export class SimActorCluster {
   private readonly pendingBoots: [NodeId, SimRaftNode][] = [];
   private readonly appliedListeners: ((id: NodeId, node: SimRaftNode, entry: Entry) => void)[] = [];
   private readonly prng: Prng;
-  private readonly unfenced: boolean;
-  private readonly freshRequestIds: boolean;
-  private attempts = 0;
+  private readonly actorPlant: ActorPlant;
   private ready = false;
   readonly rpcStats = { sent: 0, lost: 0 };
 
   constructor(options: ActorClusterOptions) {
-    this.unfenced = options.unfenced === true;
-    this.freshRequestIds = options.freshRequestIds === true;
+    this.actorPlant = options.actorPlant ?? {};
     this.cluster = new SimCluster({
       ...options,
       hooks: {
@@ -139,30 +124,30 @@ export class SimActorCluster {
     const scheduler = this.cluster.scheduler;
     const runtime = this.runtimes.get(id) as SimRuntime;
     const store = this.storeFor(id, node);
+    const forwarder: Forwarder = {
+      forward: (owner, call, onProgress, callback) => {
+        // Through the protobuf wire format, as the gRPC forwarder carries it.
+        const bytes = toBinary(CallRequestSchema, callToWire(call));
+        this.rpc<Uint8Array>(id, owner as NodeId, call.deadlineMs, (respond) => {
+          const target = this.hosts.get(owner as NodeId);
+          if (target === undefined) return;
+          const forwarded = callFromWire(fromBinary(CallRequestSchema, bytes));
+          // Progress events travel with the answer's stream; the simulator drops them (only the answer counts).
+          void onProgress;
+          target.serveForwarded(forwarded, null, (response) => respond(toBinary(ActorResponseSchema, responseToWire(response))));
+        }, (outcome) => callback(forwardOutcome(outcome, owner)));
+      },
+    };
+    const plant = this.actorPlant;
     const host = new ActorHost(
       {
         clock: scheduler.clockFor(id),
         random: this.prng.fork(`random:${id}:${this.cluster.incarnation(id)}`),
-        store: this.unfenced ? unfencedStore(store) : store,
+        store: plant.wrapStore === undefined ? store : plant.wrapStore(store),
         raft: { isLeader: () => node.raft.role === 'leader', leader: () => node.raft.leader },
         runtime,
         ports: rangePortAllocator(20_000, 20_999),
-        forwarder: {
-          forward: (owner, call, onProgress, callback) => {
-            // Through the protobuf wire format, as the gRPC forwarder carries it.
-            this.attempts += 1;
-            const sent = this.freshRequestIds ? { ...call, requestId: `${call.requestId}.${this.attempts}` } : call;
-            const bytes = toBinary(CallRequestSchema, callToWire(sent));
-            this.rpc<Uint8Array>(id, owner as NodeId, call.deadlineMs, (respond) => {
-              const target = this.hosts.get(owner as NodeId);
-              if (target === undefined) return;
-              const forwarded = callFromWire(fromBinary(CallRequestSchema, bytes));
-              // Progress events travel with the answer's stream; the simulator drops them (only the answer counts).
-              void onProgress;
-              target.serveForwarded(forwarded, null, (response) => respond(toBinary(ActorResponseSchema, responseToWire(response))));
-            }, (outcome) => callback(forwardOutcome(outcome, owner)));
-          },
-        },
+        forwarder: plant.wrapForwarder === undefined ? forwarder : plant.wrapForwarder(forwarder),
         io: simProjectIo(runtime),
         authorizer: simAuthorizer,
       },

@@ -5,7 +5,7 @@
 // whose outcome is unknown is retried once with the same request id, as an
 // agent retries after a lost answer; every outcome is recorded so the final
 // checks can tell which desired states were acknowledged.
-import type { ActorResponse, DesiredState, Identity, ProjectSpec } from '../actors/messages.ts';
+import { projectActorKey, type ActorResponse, type DesiredState, type Identity, type ProjectSpec } from '../actors/messages.ts';
 import { quotaSetCall, toolCalls, type ToolCall } from '../actors/tools.ts';
 import type { NodeId } from '../consensus/types.ts';
 import { SIM_ADMIN, type SimActorCluster } from './actor-cluster.ts';
@@ -52,6 +52,8 @@ export const developerOf = (tenant: string): Identity => ({ tokenId: `sim-${tena
 export class ActorWorkload {
   readonly projects: ProjectHistory[] = [];
   readonly counts = { ok: 0, quota: 0, notFound: 0, unknown: 0, refused: 0, quotaSetOk: 0, retried: 0, reads: 0 };
+  /** Calls during which the project's owner changed (coverage: ownership moved while a call was in flight). */
+  callsWhileOwnerMoved = 0;
   private running = false;
   private sequence = 0;
   private quotasSet = 0;
@@ -137,8 +139,12 @@ export class ActorWorkload {
     this.sequence += 1;
     const requestId = `client-${this.sequence}`;
     if (fate !== null && fate !== 'absent') project.changesAsked += 1;
+    const projectKey = projectActorKey(project.tenant, project.name);
+    const ownerAtCall = this.ownerNow(projectKey);
     const finish = (response: ActorResponse | null): void => {
       project.busy = false;
+      const ownerAtAnswer = this.ownerNow(projectKey);
+      if (ownerAtCall !== null && ownerAtAnswer !== null && ownerAtCall !== ownerAtAnswer) this.callsWhileOwnerMoved += 1;
       this.record(project, fate, response);
       this.actors.cluster.scheduler.schedule(this.prng.range(1, 50), () => this.nextCall(), 'workload');
     };
@@ -149,6 +155,13 @@ export class ActorWorkload {
       if (fate !== null) project.maybe.add(fate);
       this.send(identity, call, requestId, finish);
     });
+  }
+
+  /** The project's owner as the current leader's ring has it; null without a leader. */
+  private ownerNow(key: string): string | null {
+    const leader = this.actors.cluster.leader();
+    if (leader === null) return null;
+    return this.actors.hosts.get(leader.id)?.placement().owner(key) ?? null;
   }
 
   /** An answer that leaves the outcome open: none at all, or an error that may follow an applied change. */

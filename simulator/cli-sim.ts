@@ -3,8 +3,9 @@ import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { progressLine, type Progress } from '../node/progress.ts';
 import { UsageError, parseIntegerFlag } from '../node/usage-error.ts';
+import { addCoverage, describeCounts, describeCoverage, emptyCoverage } from './coverage.ts';
 import { ALL_FAULTS, parseFaultList, type FaultKind } from './faults.ts';
-import { ACTOR_MUTATIONS, MUTATIONS, isActorMutationName, isMutationName, mutatedRaftFactory, type ActorMutationName } from './mutations.ts';
+import { ACTOR_MUTATIONS, MUTATIONS, isActorMutationName, isMutationName, type ActorMutationName } from './mutations.ts';
 import { ACTOR_LIVENESS_MS_MAX_DEFAULT, ACTOR_SAFETY_MS_DEFAULT, runActorSeed } from './run-actor-seed.ts';
 import { LIVENESS_MS_MAX_DEFAULT, SAFETY_MS_DEFAULT, runSeed, type SeedResult } from './run-seed.ts';
 
@@ -154,7 +155,8 @@ function raftSimCommand(args: SimArgs, out: (line: string) => void, started: num
   let simulatedMs = 0;
   let operations = 0;
   let unknownLinearizability = 0;
-  const createRaft = args.mutation === null || !isMutationName(args.mutation) ? undefined : mutatedRaftFactory(args.mutation);
+  const coverage = emptyCoverage();
+  const plant = args.mutation === null || !isMutationName(args.mutation) ? undefined : MUTATIONS[args.mutation].plant;
   for (const [index, seed] of args.seeds.entries()) {
     const result: SeedResult = runSeed({
       seed,
@@ -164,16 +166,18 @@ function raftSimCommand(args: SimArgs, out: (line: string) => void, started: num
       livenessMsMax: args.livenessMs,
       tracePath: args.trace,
       traceHash: args.traceHash,
-      ...(createRaft === undefined ? {} : { createRaft }),
+      ...(plant === undefined ? {} : { plant }),
     });
     seedProgress(progress, index + 1, args, failed.length + (result.ok ? 0 : 1), started);
     simulatedMs += result.simulatedMs;
     operations += result.operations.total;
+    addCoverage(coverage, result.coverage);
     if (result.linearizability === 'unknown') unknownLinearizability += 1;
     if (args.traceHash) out(`seed ${seed} trace-hash ${result.traceHash}`);
     if (args.seeds.length === 1 && !args.json) {
       out(`seed ${seed}: ${result.ok ? 'ok' : 'FAILED'}; ${result.faults}`);
       out(`  ops ${result.operations.total} (ok ${result.operations.ok}, fail ${result.operations.fail}, unknown ${result.operations.unknown}); linearizability ${result.linearizability}; elections ${result.elections}; messages ${result.messages}; ${JSON.stringify(result.stats)}`);
+      out(`  coverage: ${describeCoverage(result.coverage)}`);
     }
     if (!result.ok) {
       failed.push(seed);
@@ -191,6 +195,7 @@ function raftSimCommand(args: SimArgs, out: (line: string) => void, started: num
       `${operations} client ops; simulated ${simulatedSeconds.toFixed(1)} s in ${wallSeconds.toFixed(1)} s of wall time (${speedup.toFixed(0)}x real time)` +
       (unknownLinearizability > 0 ? `; linearizability check ran out of budget on ${unknownLinearizability} seed(s)` : ''),
   );
+  out(`coverage: ${describeCoverage(coverage)}`);
   if (args.json) {
     process.stdout.write(
       `${JSON.stringify({
@@ -203,6 +208,7 @@ function raftSimCommand(args: SimArgs, out: (line: string) => void, started: num
         nodes: args.nodes,
         operations,
         linearizabilityUnknown: unknownLinearizability,
+        coverage,
       })}\n`,
     );
   }
@@ -239,6 +245,8 @@ function actorSimCommand(args: SimArgs, out: (line: string) => void, started: nu
     if (args.seeds.length === 1 && !args.json) {
       out(`seed ${seed}: ${result.ok ? 'ok' : 'FAILED'}; ${result.faults}`);
       out(`  calls ok ${c.ok}, quota errors ${c.quota}, not found ${c.notFound}, unknown ${c.unknown}; owner writes ${result.ownerWrites} over ${result.epochs} epochs; voters at the end ${result.voters}; ${JSON.stringify(result.host)}; ${JSON.stringify(result.stats)}`);
+      out(`  coverage: ${describeCoverage(result.coverage)}`);
+      out(`  actor coverage: ${describeCounts(result.actorCoverage)}`);
     }
     if (!result.ok) {
       failed.push(seed);

@@ -7,21 +7,34 @@ import { systemValueError } from '../actors/records.ts';
 import { encodeCommand, type KvCommand, type KvResult } from '../consensus/kv-state-machine.ts';
 import { RaftNode, type ReadOutcome, type WriteOutcome } from '../consensus/raft-node.ts';
 import { Raft, defaultRaftConfig } from '../consensus/raft.ts';
-import { bootstrapState, emptyPersistedState, type PersistedState } from '../consensus/storage.ts';
-import type { ConfChange, Entry, Message, NodeId, RaftConfig, Random } from '../consensus/types.ts';
+import { bootstrapState, emptyPersistedState, type PersistBatch, type PersistedState, type RaftStorage } from '../consensus/storage.ts';
+import type { Clock, ConfChange, Entry, Message, NodeId, RaftConfig, Random, Term } from '../consensus/types.ts';
 import { SimDisk } from './disk.ts';
 import { drawFaultConfig, describeFaultConfig, type FaultConfig, type FaultKind, type TopologyFault } from './faults.ts';
 import type { Operation } from './history.ts';
 import { InvariantChecker } from './invariants.ts';
-import { NETWORK_FAULTS_NONE, SimNetwork } from './network.ts';
+import { NETWORK_FAULTS_NONE, SimNetwork, type NetworkEventKind } from './network.ts';
+import { Coverage } from './coverage.ts';
+import { AimedNemesis } from './nemesis-aimed.ts';
+import { ShadowLog } from './shadow-log.ts';
+import { ProtocolRules } from './protocol-rules.ts';
 import { prngFromSeed, type Prng } from './prng.ts';
 import { EventLimitError, Scheduler, type EventHandle } from './scheduler.ts';
 import type { Trace } from './trace.ts';
 
-
 const SIM_KV_MACHINES = kvMachineFactoryWith({ valueCheck: systemValueError });
 
 export const SIM_TICK_MS = 50;
+/** Share of seeds that run without pre-vote. */
+const PRE_VOTE_OFF_PROBABILITY = 0.25;
+
+/** A whole number in [lo, hi] whose logarithm is uniform: each order of magnitude is as likely. */
+function logUniform(prng: Prng, lo: number, hi: number): number {
+  return Math.min(hi, Math.max(lo, Math.round(Math.exp(prng.floatRange(Math.log(lo), Math.log(hi))))));
+}
+
+/** Mean virtual time between two draws of new priorities (the `priority` fault). */
+const PRIORITY_CHANGE_MS_MEAN = 2000;
 
 export interface ClusterOptions {
   readonly seed: number;
@@ -29,14 +42,37 @@ export interface ClusterOptions {
   /** Faults the swarm may switch on for this seed. */
   readonly faults: ReadonlySet<FaultKind>;
   readonly trace?: Trace | null;
-  /** Builds a deliberately broken core (mutation testing of the checkers). */
-  readonly createRaft?: (config: RaftConfig, random: Random, persisted: PersistedState) => Raft;
+  /** A deliberately broken core, driver or storage (simulator/mutations.ts): mutation testing of the checkers. */
+  readonly plant?: RaftPlant;
   /** Extra founding-member-less nodes that start empty and can join (membership scenarios). */
   readonly spareNodes?: number;
   /** Override the drawn Raft limits (scenario tests). */
   readonly raftOverrides?: Partial<RaftConfig>;
   /** Lets a layer above Raft (the actor hosts) follow each node's life. */
   readonly hooks?: ClusterHooks;
+  /**
+   * End the run (runUntil throws RunStoppedError) at the first violation: what
+   * follows a broken invariant is noise, and a corrupted cluster can spin.
+   */
+  readonly stopAtFirstViolation?: boolean;
+}
+
+/** The run was ended at its first violation (ClusterOptions.stopAtFirstViolation). */
+export class RunStoppedError extends Error {
+  override readonly name = 'RunStoppedError';
+  constructor(readonly violation: string) {
+    super(`run stopped at its first violation: ${violation}`);
+  }
+}
+
+type SimRaftNodeArgs = ConstructorParameters<typeof RaftNode<KvResult, KvMachine>>;
+
+/** What a planted bug replaces in every node; each part defaults to the real one. */
+export interface RaftPlant {
+  readonly createRaft?: (config: RaftConfig, random: Random, persisted: PersistedState) => Raft;
+  readonly createNode?: (...args: SimRaftNodeArgs) => RaftNode<KvResult, KvMachine>;
+  /** Wraps the node's disk as its driver sees it (the simulator still crashes and loads the disk itself). */
+  readonly wrapStorage?: (storage: RaftStorage, clock: Clock) => RaftStorage;
 }
 
 export interface ClusterHooks {
@@ -58,6 +94,10 @@ interface NodeState {
   node: SimRaftNode | null;
   incarnation: number;
   crashed: boolean;
+  /** Last entry index its disk holds, as far as the batches written since boot tell (coverage of truncations). */
+  lastPersistedIndex: number;
+  /** Terms of what the driver has handed the disk (invariants read it after every event). */
+  shadow: ShadowLog;
 }
 
 /** What the workload and scenarios use to reach a node, as a client over a socket would. */
@@ -72,21 +112,39 @@ export class SimCluster {
   readonly faults: FaultConfig;
   readonly network: SimNetwork<Message>;
   readonly checker: InvariantChecker;
+  private readonly rules: ProtocolRules;
   readonly history: Operation[] = [];
+  readonly coverage = new Coverage();
+  /** Told by the checker when a node starts or stops leading. */
+  readonly leadership = {
+    elected: (raft: Raft): void => {
+      this.coverage.elected(raft);
+      if (this.aimed !== null && this.nemesisActive) this.aimed.elected(raft.id);
+    },
+    deposed: (raft: Raft, termBefore: Term): void => this.coverage.deposed(raft, termBefore),
+  };
+  private aimed: AimedNemesis | null = null;
+  /** Nodes the aimed nemesis has cut off now: reconnecting one must not reconnect it to another. */
+  private readonly aimCut = new Set<NodeId>();
+  /** Client writes proposed and not answered yet (coverage: snapshots installed while writes continue). */
+  private writesInFlight = 0;
   readonly trace: Trace | null;
   private readonly states = new Map<NodeId, NodeState>();
   private readonly raftConfig: Omit<RaftConfig, 'id'>;
-  private readonly createRaft: ClusterOptions['createRaft'];
+  private readonly plant: RaftPlant;
   private readonly hooks: ClusterHooks;
   private nemesisHandles: EventHandle[] = [];
   private nemesisActive = false;
+  private liveCache: SimRaftNode[] | null = null;
+  private readonly stopAtFirstViolation: boolean;
   readonly stats = { crashes: 0, crashesDuringSync: 0, restarts: 0, pauses: 0, topologyChanges: 0, snapshotsInstalled: 0, compactions: 0 };
 
   constructor(options: ClusterOptions) {
     this.seed = options.seed;
     this.prng = prngFromSeed(options.seed);
     this.trace = options.trace ?? null;
-    this.createRaft = options.createRaft;
+    this.plant = options.plant ?? {};
+    this.stopAtFirstViolation = options.stopAtFirstViolation ?? false;
     this.hooks = options.hooks ?? {};
     this.faults = drawFaultConfig(this.prng.fork('faults'), options.faults);
     this.ids = Array.from({ length: options.nodes }, (_, i) => `n${i + 1}` as NodeId);
@@ -96,12 +154,16 @@ export class SimCluster {
       ...defaultRaftConfig('x' as NodeId),
       electionTicks: 10,
       heartbeatTicks: 2,
-      // Small, seed-drawn limits so that snapshots, chunking and flow control happen in short runs.
-      snapshotEntriesThreshold: limits.range(20, 400),
-      snapshotTrailingEntries: limits.range(10, 400),
-      snapshotChunkBytes: limits.range(64, 4096),
-      appendBytesMax: limits.range(64, 64 * 1024),
-      inflightAppendsMax: limits.range(1, 64),
+      // Small, seed-drawn limits so that snapshots, chunking and flow control happen in short runs; each
+      // order of magnitude as likely, so that appends of one entry and snapshots after a few are common.
+      snapshotEntriesThreshold: logUniform(limits, 10, 1000),
+      snapshotTrailingEntries: logUniform(limits, 1, 400) - 1,
+      snapshotChunkBytes: logUniform(limits, 64, 4096),
+      appendBytesMax: logUniform(limits, 64, 64 * 1024),
+      inflightAppendsMax: logUniform(limits, 1, 64),
+      // Pre-vote too: some seeds run without it. Check-quorum stays on, as on real nodes: without it a
+      // leader cut off from all but one member keeps that member from electing, so no liveness bound holds.
+      preVote: !limits.chance(PRE_VOTE_OFF_PROBABILITY),
       ...options.raftOverrides,
     };
     this.network = new SimNetwork<Message>({
@@ -109,9 +171,10 @@ export class SimCluster {
       prng: this.prng.fork('network'),
       typeOf: (message) => message.type,
       faults: this.faults.network,
-      observer: this.trace === null ? undefined : (kind, from, to, message, reason) => this.traceMessage(kind, from, to, message, reason),
+      observer: (kind, from, to, message, reason) => this.observeMessage(kind, from, to, message, reason),
     });
     this.checker = new InvariantChecker(this);
+    this.rules = new ProtocolRules((id) => this.durable(id).hardState, (text) => this.checker.violation(text));
     const founding = bootstrapState(this.ids);
     const driftStream = this.prng.fork('drift');
     for (const id of [...this.ids, ...this.spareIds]) {
@@ -124,7 +187,7 @@ export class SimCluster {
       });
       const drift = this.faults.clockDriftPpmMax > 0 ? driftStream.range(-this.faults.clockDriftPpmMax, this.faults.clockDriftPpmMax) : 0;
       this.scheduler.clockFor(id, drift);
-      this.states.set(id, { id, disk, node: null, incarnation: 0, crashed: false });
+      this.states.set(id, { id, disk, node: null, incarnation: 0, crashed: false, lastPersistedIndex: 0, shadow: new ShadowLog() });
       this.network.register(id, (message) => {
         const node = this.states.get(id)?.node;
         if (node === null || node === undefined) return;
@@ -135,8 +198,11 @@ export class SimCluster {
     for (const id of [...this.ids, ...this.spareIds]) this.boot(id);
   }
 
+  /** The seed's fault mix and its drawn Raft settings, on one line. */
   describeFaults(): string {
-    return describeFaultConfig(this.faults);
+    const c = this.raftConfig;
+    const options = `${c.preVote ? '' : ' noPreVote'}${c.checkQuorum ? '' : ' noCheckQuorum'}`;
+    return `${describeFaultConfig(this.faults)} raft(append<=${c.appendBytesMax}B inflight<=${c.inflightAppendsMax} snapshot every ${c.snapshotEntriesThreshold} keep ${c.snapshotTrailingEntries} chunk ${c.snapshotChunkBytes}B${options})`;
   }
 
   // ---- nodes ---------------------------------------------------------------
@@ -145,10 +211,22 @@ export class SimCluster {
     return this.states.get(id)?.node ?? null;
   }
 
-  liveNodes(): SimRaftNode[] {
-    const out: SimRaftNode[] = [];
-    for (const state of this.states.values()) if (state.node !== null) out.push(state.node);
-    return out;
+  durable(id: NodeId): PersistedState {
+    return (this.states.get(id) as NodeState).disk.load();
+  }
+
+  shadow(id: NodeId): ShadowLog {
+    return (this.states.get(id) as NodeState).shadow;
+  }
+
+  /** Nodes that are running (paused ones included); cached, as the checker asks after every event. */
+  liveNodes(): readonly SimRaftNode[] {
+    if (this.liveCache === null) {
+      const out: SimRaftNode[] = [];
+      for (const state of this.states.values()) if (state.node !== null) out.push(state.node);
+      this.liveCache = out;
+    }
+    return this.liveCache;
   }
 
   allIds(): NodeId[] {
@@ -173,11 +251,22 @@ export class SimCluster {
     const state = this.states.get(id) as NodeState;
     state.incarnation += 1;
     const clock = this.scheduler.clockFor(id);
-    const node: SimRaftNode = new RaftNode(
+    const createRaft = this.plant.createRaft;
+    const persisted = state.disk.load();
+    state.lastPersistedIndex = (persisted.snapshot?.meta.index ?? 0) + persisted.entries.length;
+    state.shadow = ShadowLog.from(persisted);
+    const tapped: RaftStorage = {
+      persist: (batch, done) => {
+        const problem = state.shadow.apply(batch);
+        if (problem !== null) this.checker.logRetention(id, problem);
+        state.disk.persist(batch, done);
+      },
+    };
+    const node: SimRaftNode = (this.plant.createNode ?? ((...args: SimRaftNodeArgs) => new RaftNode(...args)))(
       {
         clock,
         random: this.prng.fork(`raft:${id}:${state.incarnation}`),
-        storage: state.disk,
+        storage: this.plant.wrapStorage === undefined ? tapped : this.plant.wrapStorage(tapped, clock),
         transport: { send: (message) => this.network.send(message.from, message.to, message) },
         observer: {
           ...this.checker.observer,
@@ -187,13 +276,17 @@ export class SimCluster {
           },
           snapshotApplied: () => {
             this.stats.snapshotsInstalled += 1;
+            this.coverage.snapshotInstalled(this.writesInFlight > 0);
+            // A snapshot replaces a follower's log: the moment it could drop entries a quorum counted on.
+            this.checker.checkDurability();
           },
           persisted: (node, batch) => {
             this.checker.observer.persisted?.(node, batch);
+            this.persistedBatch(state, batch);
             if (batch.snapshot !== null && !batch.dropEntriesAfterSnapshot) this.stats.compactions += 1;
           },
         },
-        ...(this.createRaft === undefined ? {} : { createRaft: this.createRaft }),
+        ...(createRaft === undefined ? {} : { createRaft }),
       },
       {
         raft: { ...this.raftConfig, id },
@@ -203,9 +296,10 @@ export class SimCluster {
       },
       // As on real nodes: writes under the actors' keys must fit their schemas.
       SIM_KV_MACHINES,
-      state.disk.load(),
+      persisted,
     );
     state.node = node;
+    this.liveCache = null;
     state.crashed = false;
     this.network.setDown(id, false);
     this.checker.nodeStarted(node);
@@ -226,8 +320,14 @@ export class SimCluster {
     if (!state.disk.isSynced()) this.stats.crashesDuringSync += 1;
     this.stats.crashes += 1;
     const lost = state.disk.crash();
+    this.coverage.crashed(id, lost, this.scheduler.nowMs());
+    state.shadow = ShadowLog.from(state.disk.load());
+    // The moment durability is tested: only what was synced is left.
+    this.checker.checkDurability();
+    this.checker.checkElectability();
     state.node.stop();
     state.node = null;
+    this.liveCache = null;
     state.crashed = true;
     this.scheduler.clockFor(id).cancelAll();
     this.hooks.stopped?.(id);
@@ -275,11 +375,30 @@ export class SimCluster {
 
   propose(id: NodeId, command: KvCommand, callback: (outcome: WriteOutcome<KvResult> | { ok: false; reason: 'down' }) => void): void {
     const data = encodeCommand(command);
-    this.callNode(id, (node) => node.propose(data, callback), () => callback({ ok: false, reason: 'down' }));
+    this.writesInFlight += 1;
+    const answered = (outcome: WriteOutcome<KvResult> | { ok: false; reason: 'down' }): void => {
+      this.writesInFlight -= 1;
+      callback(outcome);
+    };
+    this.callNode(id, (node) => node.propose(data, answered), () => answered({ ok: false, reason: 'down' }));
   }
 
   read(id: NodeId, callback: (outcome: ReadOutcome<KvMachine> | { ok: false; reason: 'down' }) => void): void {
-    this.callNode(id, (node) => node.read(callback), () => callback({ ok: false, reason: 'down' }));
+    this.callNode(
+      id,
+      (node) => {
+        const startedMs = this.scheduler.nowMs();
+        const ledTerm = node.raft.role === 'leader' ? node.raft.term : -1;
+        node.read((outcome) => {
+          if (outcome.ok) {
+            this.coverage.readAnswered(node.raft, this.leader()?.raft.term ?? 0);
+            if (node.raft.role === 'leader' && node.raft.term === ledTerm) this.rules.localReadServed(node.raft, ledTerm, startedMs);
+          }
+          callback(outcome);
+        });
+      },
+      () => callback({ ok: false, reason: 'down' }),
+    );
   }
 
   proposeConfChange(id: NodeId, change: ConfChange, callback: (outcome: WriteOutcome<KvResult> | { ok: false; reason: 'down' }) => void): void {
@@ -307,6 +426,7 @@ export class SimCluster {
       }
       this.scheduler.step();
       this.checker.afterEvent();
+      if (this.stopAtFirstViolation && !this.checker.ok) throw new RunStoppedError(this.checker.violations[0] as string);
       events += 1;
       if (events > eventsMax) throw new EventLimitError(eventsMax, this.scheduler.nowMs(), 'cluster', `${end} ms`);
     }
@@ -344,6 +464,39 @@ export class SimCluster {
         this.later(stream.range(1, durationMsMax), () => this.resume(id));
       });
     }
+    if (f.aim !== null) {
+      this.aimed = new AimedNemesis(f.aim, this.prng.fork('nemesis:aim'), {
+        crash: (id) => this.crash(id),
+        restart: (id) => this.restart(id),
+        isolate: (id) => {
+          this.aimCut.add(id);
+          this.network.isolate(id);
+        },
+        deafen: (id) => {
+          this.aimCut.add(id);
+          this.network.deafen(id);
+        },
+        reconnect: (id) => {
+          this.aimCut.delete(id);
+          this.network.reconnect(id, this.aimCut);
+        },
+        isUp: (id) => this.isUp(id),
+        later: (delayMs, action) => this.later(delayMs, action),
+        record: (id, event, details) => this.record(id, event, details),
+      });
+      this.aimed.start();
+    }
+    if (f.priority !== null) this.shufflePriorities(this.prng.fork('nemesis:priority'), f.priority.stepMs, f.priority.changes);
+  }
+
+  /** Draw a new order of the nodes; the n-th hears everything n × stepMs late. Again at random points, `changes` times. */
+  private shufflePriorities(stream: Prng, stepMs: number, changesLeft: number): void {
+    stream.shuffle(this.allIds()).forEach((id, rank) => this.network.setReceiveDelay(id, rank * stepMs));
+    if (changesLeft > 0) this.later(stream.range(1, 2 * PRIORITY_CHANGE_MS_MEAN), () => this.shufflePriorities(stream, stepMs, changesLeft - 1));
+  }
+
+  private clearPriorities(): void {
+    for (const id of this.allIds()) this.network.setReceiveDelay(id, 0);
   }
 
   /**
@@ -359,6 +512,7 @@ export class SimCluster {
     const quorum = stream.shuffle([...voters]).slice(0, Math.floor(voters.length / 2) + 1);
     quorum.sort();
     this.network.setFaults(NETWORK_FAULTS_NONE);
+    this.clearPriorities();
     this.network.healAmong(quorum);
     for (const id of quorum) {
       this.resume(id);
@@ -373,6 +527,7 @@ export class SimCluster {
     for (const handle of this.nemesisHandles) this.scheduler.cancel(handle);
     this.nemesisHandles = [];
     this.network.setFaults(NETWORK_FAULTS_NONE);
+    this.clearPriorities();
     this.network.heal();
     for (const id of this.allIds()) {
       this.resume(id);
@@ -402,6 +557,7 @@ export class SimCluster {
     if (state.node === null) return;
     state.node.stop();
     state.node = null;
+    this.liveCache = null;
     this.scheduler.clockFor(id).cancelAll();
     this.hooks.stopped?.(id);
     this.network.setDown(id, true);
@@ -414,6 +570,7 @@ export class SimCluster {
     if (state.node === null) return;
     state.node.stop();
     state.node = null;
+    this.liveCache = null;
     this.scheduler.clockFor(id).cancelAll();
     this.hooks.stopped?.(id);
     this.network.setDown(id, true);
@@ -495,12 +652,35 @@ export class SimCluster {
     this.trace?.record(this.scheduler.nowMs(), node, event, details);
   }
 
+  private observeMessage(kind: NetworkEventKind, from: NodeId, to: NodeId, message: Message, reason: string | null): void {
+    if (kind === 'send') {
+      this.coverage.sent(message, this.scheduler.nowMs());
+      this.rules.sent(message, this.states.get(from)?.node?.raft ?? null, this.scheduler.nowMs());
+      if (this.aimed !== null && this.nemesisActive) this.aimed.sent(message);
+    } else if (kind === 'deliver') {
+      const receiver = this.states.get(to)?.node;
+      if (receiver !== null && receiver !== undefined) this.coverage.delivering(message, receiver.raft);
+      this.rules.delivered(message, this.scheduler.nowMs());
+    }
+    if (this.trace !== null) this.traceMessage(kind, from, to, message, reason);
+  }
+
+  /** Follows each disk's last index to see a follower overwrite entries it had persisted. */
+  private persistedBatch(state: NodeState, batch: PersistBatch): void {
+    if (batch.snapshot !== null && batch.dropEntriesAfterSnapshot) state.lastPersistedIndex = batch.snapshot.meta.index;
+    const first = batch.entries[0];
+    if (first === undefined) return;
+    if (first.index <= state.lastPersistedIndex) this.coverage.truncated();
+    state.lastPersistedIndex = (batch.entries[batch.entries.length - 1] as Entry).index;
+  }
+
   private traceMessage(kind: string, from: NodeId, to: NodeId, message: Message, reason: string | null): void {
     if (kind !== 'deliver' && kind !== 'drop') return;
     let details = `${message.type} ${from}->${to} t${message.term}`;
     if (message.type === 'append') details += ` prev=${message.prevLogIndex}/${message.prevLogTerm} n=${message.entries.length} c=${message.commit}`;
     else if (message.type === 'appendResp') details += ` ok=${message.success} i=${message.index}`;
     else if (message.type === 'voteResp' || message.type === 'preVoteResp') details += ` granted=${message.granted}`;
+    else if (message.type === 'snapshotChunk') details += ` snap=${message.meta.index}/${message.meta.term} at=${message.offset} done=${message.done}`;
     if (reason !== null) details += ` reason=${reason}`;
     this.trace?.record(this.scheduler.nowMs(), to, kind, details);
   }

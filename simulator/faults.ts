@@ -2,6 +2,7 @@
 // from the seed so that different seeds explore different mixes (swarm testing).
 import { DISK_LATENCY_DEFAULT, type DiskLatency } from './disk.ts';
 import type { NetworkFaults } from './network.ts';
+import type { AimAction, AimConfig } from './nemesis-aimed.ts';
 import type { Prng } from './prng.ts';
 
 export type FaultKind =
@@ -18,7 +19,10 @@ export type FaultKind =
   | 'restart'
   | 'pause'
   | 'clockDrift'
-  | 'slowDisk';
+  | 'slowDisk'
+  | 'aimedCrash'
+  | 'aimedIsolate'
+  | 'priority';
 
 export const ALL_FAULTS: readonly FaultKind[] = [
   'drop',
@@ -35,6 +39,9 @@ export const ALL_FAULTS: readonly FaultKind[] = [
   'pause',
   'clockDrift',
   'slowDisk',
+  'aimedCrash',
+  'aimedIsolate',
+  'priority',
 ];
 
 /** Faults that change who can talk to whom; the nemesis picks one of the enabled ones each time. */
@@ -67,6 +74,14 @@ export interface FaultConfig {
   readonly pause: { readonly intervalMs: number; readonly durationMsMax: number } | null;
   /** Each node's drift is drawn in [-max, +max] ppm; 0 when off. Never above CLOCK_DRIFT_PPM_BOUND. */
   readonly clockDriftPpmMax: number;
+  /** Crashes and isolations aimed at weak moments of the protocol (nemesis-aimed.ts); null when both kinds are off. */
+  readonly aim: AimConfig | null;
+  /**
+   * Randomized priorities (after PCT): each node's incoming messages wait
+   * rank × stepMs, ranks a random order of the nodes, drawn anew at `changes`
+   * random points of the run, so some nodes systematically lag behind others.
+   */
+  readonly priority: { readonly stepMs: number; readonly changes: number } | null;
 }
 
 /**
@@ -115,6 +130,22 @@ export function drawFaultConfig(prng: Prng, allowed: ReadonlySet<FaultKind>, kin
     restart: on('restart') ? { intervalMs: draw('restart').range(1000, 20_000) } : null,
     pause: on('pause') ? { intervalMs: draw('pause').range(500, 10_000), durationMsMax: draw('pause').range(50, 3000) } : null,
     clockDriftPpmMax: on('clockDrift') ? draw('clockDrift').range(1, CLOCK_DRIFT_PPM_BOUND) : 0,
+    aim: drawAim(draw('aimedCrash'), on('aimedCrash'), on('aimedIsolate')),
+    priority: on('priority') ? { stepMs: draw('priority').range(1, 20), changes: draw('priority').range(1, 8) } : null,
+  };
+}
+
+function drawAim(stream: Prng, crash: boolean, isolate: boolean): AimConfig | null {
+  const actions: AimAction[] = [...(crash ? (['crash'] as const) : []), ...(isolate ? (['isolate', 'deafen'] as const) : [])];
+  if (actions.length === 0) return null;
+  return {
+    intervalMs: stream.range(100, 3000),
+    actions,
+    // Long enough, often, for the others to elect a new leader (an election takes 0.5 to 1 s here).
+    durationMsMax: stream.range(200, 4000),
+    strikeDelayMsMax: roundTo(stream.floatRange(0, 10), 3),
+    concurrentMax: stream.range(1, 2),
+    successorProbability: roundTo(stream.float(), 3),
   };
 }
 
@@ -133,6 +164,11 @@ export function describeFaultConfig(config: FaultConfig): string {
   if (config.restart !== null) parts.push(`restart(every ${config.restart.intervalMs}ms)`);
   if (config.pause !== null) parts.push(`pause(every ${config.pause.intervalMs}ms for <=${config.pause.durationMsMax}ms)`);
   if (config.clockDriftPpmMax > 0) parts.push(`drift(<=${config.clockDriftPpmMax}ppm)`);
+  if (config.aim !== null) {
+    const aim = config.aim;
+    parts.push(`aim(${aim.actions.join('+')} every ${aim.intervalMs}ms for <=${aim.durationMsMax}ms after <=${aim.strikeDelayMsMax}ms, <=${aim.concurrentMax} at once, successor ${aim.successorProbability})`);
+  }
+  if (config.priority !== null) parts.push(`priority(step ${config.priority.stepMs}ms, ${config.priority.changes} changes)`);
   return parts.join(' ');
 }
 

@@ -5,14 +5,34 @@
 import type { KvResult } from '../consensus/kv-state-machine.ts';
 import type { KvMachine } from '../consensus/kv-machine.ts';
 import type { RaftNode, RaftNodeObserver } from '../consensus/raft-node.ts';
+import type { PersistedState } from '../consensus/storage.ts';
+import type { ShadowLog } from './shadow-log.ts';
 import type { Entry, LogIndex, NodeId, Term } from '../consensus/types.ts';
 
 type SimRaftNode = RaftNode<KvResult, KvMachine>;
 
 interface ClusterView {
   readonly scheduler: { nowMs(): number };
-  liveNodes(): SimRaftNode[];
+  /** The founding voters (the durability check counts their disks). */
+  readonly ids: readonly NodeId[];
+  liveNodes(): readonly SimRaftNode[];
+  /** What the node's disk holds now: only synced writes. */
+  durable(id: NodeId): PersistedState;
+  /** The terms of what the node has written (kept from its batches; reset to the disk at boot and crash). */
+  shadow(id: NodeId): ShadowLog;
   record(node: NodeId, event: string, details: string): void;
+  /** Told when a node starts or stops leading (coverage, aimed faults). */
+  readonly leadership?: {
+    elected(node: SimRaftNode['raft']): void;
+    deposed(node: SimRaftNode['raft'], termBefore: Term): void;
+  };
+}
+
+/** What the checker last saw of a node, compared after every event. */
+interface Seen {
+  commit: LogIndex;
+  /** The term it led in, or -1 when it was not leader. */
+  ledTerm: number;
 }
 
 /** How often (virtual ms) the costlier whole-log checks run. */
@@ -26,12 +46,22 @@ const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => {
   return true;
 };
 
+/** Whether the stored state holds the entry of `term` at `index` (a snapshot at or past it covers it). */
+function holdsDurably(disk: PersistedState, index: number, term: Term): boolean {
+  const snapshotIndex = disk.snapshot?.meta.index ?? 0;
+  if (index < snapshotIndex) return true;
+  if (index === snapshotIndex) return disk.snapshot?.meta.term === term;
+  return disk.entries[index - snapshotIndex - 1]?.term === term;
+}
+
 export class InvariantChecker {
   readonly violations: string[] = [];
+  /** Virtual time of the first violation (time to detection), null while there is none. */
+  firstViolationMs: number | null = null;
   /** term -> the one node that led it. */
   private readonly leaders = new Map<number, NodeId>();
-  /** Leaders already checked for completeness, as `${node}@${term}`. */
-  private readonly checkedLeaders = new Set<string>();
+  /** Per node, the last term it was checked for completeness as leader (it leads a term once). */
+  private readonly checkedLeaders = new Map<NodeId, number>();
   /** index -> the entry every node applied there. */
   private readonly appliedEntries = new Map<number, Entry>();
   /**
@@ -40,10 +70,14 @@ export class InvariantChecker {
    * later term must hold it.
    */
   private readonly committedByTerm = new Map<number, number>();
-  private readonly commitSeen = new Map<SimRaftNode, LogIndex>();
+  private readonly seen = new Map<SimRaftNode, Seen>();
   private readonly durableCommit = new Map<NodeId, LogIndex>();
   private nextLogCheckMs = LOG_MATCHING_INTERVAL_MS;
   elections = 0;
+  /** Highest commit index seen on any node: electability is checked each time it grows. */
+  private commitMaxSeen = 0;
+  /** Set once a configuration change past the bootstrap entries was applied: the durability check stops. */
+  private membershipChanged = false;
   readonly observer: RaftNodeObserver;
 
   constructor(private readonly cluster: ClusterView) {
@@ -65,23 +99,40 @@ export class InvariantChecker {
 
   violation(text: string): void {
     if (this.violations.length >= VIOLATIONS_MAX) return;
+    if (this.violations.length === 0) this.firstViolationMs = this.cluster.scheduler.nowMs();
     const line = `at ${this.cluster.scheduler.nowMs().toFixed(1)} ms: ${text}`;
     this.violations.push(line);
     this.cluster.record('-' as NodeId, 'violation', text);
   }
 
   nodeStarted(node: SimRaftNode): void {
-    this.commitSeen.set(node, node.raft.log.committed);
+    this.seen.set(node, { commit: node.raft.log.committed, ledTerm: -1 });
   }
 
   /** Cheap checks after every event; the whole-log ones once a virtual second. */
   afterEvent(): void {
+    let commitMax = 0;
     for (const node of this.cluster.liveNodes()) {
       const raft = node.raft;
       const commit = raft.log.committed;
-      const before = this.commitSeen.get(node) ?? (0 as LogIndex);
-      if (commit < before) this.violation(`commit index went back on ${raft.id}: ${before} -> ${commit}`);
-      this.commitSeen.set(node, commit);
+      if (commit > commitMax) commitMax = commit;
+      let seen = this.seen.get(node);
+      if (seen === undefined) {
+        seen = { commit, ledTerm: -1 };
+        this.seen.set(node, seen);
+      }
+      if (commit < seen.commit) this.violation(`commit index went back on ${raft.id}: ${seen.commit} -> ${commit}`);
+      // §5.4.2: a leader moves its commit index only onto an entry of its own term (earlier ones follow along).
+      if (commit > seen.commit && raft.role === 'leader' && seen.ledTerm === raft.term && raft.log.term(commit) !== raft.term) {
+        this.violation(`commit rule: ${raft.id} leading term ${raft.term} committed index ${commit} of term ${raft.log.term(commit) ?? '?'} by counting replicas`);
+      }
+      seen.commit = commit;
+      const ledTerm = raft.role === 'leader' ? raft.term : -1;
+      if (ledTerm !== seen.ledTerm) {
+        if (seen.ledTerm !== -1) this.cluster.leadership?.deposed(raft, seen.ledTerm as Term);
+        if (ledTerm !== -1) this.cluster.leadership?.elected(raft);
+        seen.ledTerm = ledTerm;
+      }
       if (raft.role !== 'leader') continue;
       const known = this.leaders.get(raft.term);
       if (known === undefined) {
@@ -91,32 +142,103 @@ export class InvariantChecker {
       } else if (known !== raft.id) {
         this.violation(`election safety: ${known} and ${raft.id} both lead term ${raft.term}`);
       }
-      const key = `${raft.id}@${raft.term}`;
-      if (!this.checkedLeaders.has(key)) {
-        this.checkedLeaders.add(key);
+      if (this.checkedLeaders.get(raft.id) !== raft.term) {
+        this.checkedLeaders.set(raft.id, raft.term);
         this.checkLeaderCompleteness(node);
       }
+    }
+    if (commitMax > this.commitMaxSeen) {
+      this.commitMaxSeen = commitMax;
+      this.checkElectability();
     }
     if (this.cluster.scheduler.nowMs() >= this.nextLogCheckMs) {
       this.nextLogCheckMs = this.cluster.scheduler.nowMs() + LOG_MATCHING_INTERVAL_MS;
       this.checkLogMatching();
+      this.checkDurability();
+      this.checkElectability();
     }
   }
 
   /** The checks that need the run to be over. */
   finalChecks(): void {
     this.checkLogMatching();
+    this.checkDurability();
+    this.checkElectability();
+  }
+
+  /** What a node asked its disk to drop that Raft keeps (ShadowLog.apply). */
+  logRetention(node: NodeId, problem: string): void {
+    this.violation(`log retention: ${node} ${problem}`);
+  }
+
+  /**
+   * No node that lacks the newest committed entry could win an election: the
+   * nodes whose logs are not more up to date than its own (who would vote for
+   * it, §5.4.1) are fewer than a quorum. This is what makes a commit safe, so
+   * it fails at the commit that is not (Figure 8), before any node acts on it.
+   * Judged on what each node has written, as it would restart after a crash.
+   */
+  checkElectability(): void {
+    if (this.membershipChanged) return;
+    let committer: SimRaftNode | null = null;
+    for (const node of this.cluster.liveNodes()) if (committer === null || node.raft.log.committed > committer.raft.log.committed) committer = node;
+    if (committer === null) return;
+    const index = committer.raft.log.committed;
+    const term = committer.raft.log.term(index);
+    if (term === undefined || index <= this.cluster.ids.length) return;
+    const shadows = this.cluster.ids.map((id) => this.cluster.shadow(id));
+    const quorum = Math.floor(shadows.length / 2) + 1;
+    for (let c = 0; c < shadows.length; c += 1) {
+      const candidate = shadows[c] as ShadowLog;
+      if (candidate.holds(index, term)) continue;
+      const lastIndex = candidate.lastIndex();
+      const lastTerm = candidate.lastTerm();
+      let voters = 0;
+      for (const voter of shadows) {
+        const voterTerm = voter.lastTerm();
+        if (voterTerm < lastTerm || (voterTerm === lastTerm && voter.lastIndex() <= lastIndex)) voters += 1;
+      }
+      if (voters >= quorum) {
+        this.violation(`electability: ${this.cluster.ids[c] ?? ''} lacks committed entry ${index} (term ${term}) yet ${voters} of ${shadows.length} nodes would vote for it`);
+        return;
+      }
+    }
+  }
+
+  /**
+   * Every committed entry is on the disks of a majority of voters: followers
+   * acknowledge only what they synced, the leader counts itself only once
+   * synced, and nothing drops an entry a quorum acknowledged. Checked once a
+   * virtual second and after every crash, while the voters are the founding
+   * ones (with membership changes the quorum in force at commit is not
+   * tracked; the other checks still run).
+   */
+  checkDurability(): void {
+    if (this.membershipChanged) return;
+    const disks = this.cluster.ids.map((id) => this.cluster.durable(id));
+    const quorum = Math.floor(disks.length / 2) + 1;
+    for (const [index, entry] of this.appliedEntries) {
+      let copies = 0;
+      for (const disk of disks) if (holdsDurably(disk, index, entry.term)) copies += 1;
+      if (copies < quorum) {
+        this.violation(`durability: committed entry ${index} (term ${entry.term}) is on ${copies} disks, fewer than a quorum of ${quorum}`);
+        return;
+      }
+    }
   }
 
   private onApplied(node: NodeId, entry: Entry): void {
     const first = this.appliedEntries.get(entry.index);
     if (first === undefined) {
+      if (entry.type === 'confChange' && entry.index > this.cluster.ids.length) this.membershipChanged = true;
       this.appliedEntries.set(entry.index, entry);
       let termMax = 0;
       for (const live of this.cluster.liveNodes()) termMax = Math.max(termMax, live.raft.term);
       this.committedByTerm.set(entry.index, termMax);
       return;
     }
+    // Replicas share entry objects in the simulator: the same object is the same entry.
+    if (first === entry) return;
     if (first.term !== entry.term || first.type !== entry.type || !sameBytes(first.data, entry.data)) {
       this.violation(`state machine safety: ${node} applied term ${entry.term} at index ${entry.index}, another node applied term ${first.term}`);
     }
@@ -150,6 +272,7 @@ export class InvariantChecker {
           const x = left.entryAt(index);
           const y = right.entryAt(index);
           if (x === undefined || y === undefined) break;
+          if (x === y) continue;
           if (x.term !== y.term || !sameBytes(x.data, y.data)) {
             this.violation(`log matching: ${(nodes[a] as SimRaftNode).id} and ${(nodes[b] as SimRaftNode).id} agree at ${high} but differ at ${index}`);
             return;

@@ -73,6 +73,8 @@ export type MessageHandler<M> = (message: M, from: NodeId) => void;
 class Endpoint<M> {
   handler: MessageHandler<M> | null = null;
   down = false;
+  /** Extra delay of every message to this node (randomized priorities), ms. */
+  receiveDelayMs = 0;
   constructor(
     readonly node: NodeId,
     readonly index: number,
@@ -211,6 +213,26 @@ export class SimNetwork<M> {
     for (const [a, groupA] of groupOf) for (const [b, groupB] of groupOf) if (groupA !== groupB) this.setCut(a, b, 1);
   }
 
+  /** Cut every link into `node`; what it sends still arrives (a one-way partition). */
+  deafen(node: NodeId): void {
+    for (const other of this.ordered) if (other.node !== node) this.setCut(other.node, node, 1);
+  }
+
+  /** Undo `isolate` or `deafen`: restore every link of `node` (both directions) except to `stillCut`; other cuts stay. */
+  reconnect(node: NodeId, stillCut: ReadonlySet<NodeId> = new Set()): void {
+    for (const other of this.ordered) {
+      if (other.node === node || stillCut.has(other.node)) continue;
+      this.setCut(node, other.node, 0);
+      this.setCut(other.node, node, 0);
+    }
+  }
+
+  /** Every message to `node` takes `delayMs` longer (priorities: a low-priority node hears everything late). */
+  setReceiveDelay(node: NodeId, delayMs: number): void {
+    assert.ok(delayMs >= 0 && delayMs < Infinity, `network: receive delay must be finite and >= 0, got ${delayMs}`);
+    this.endpoint(node).receiveDelayMs = delayMs;
+  }
+
   /** Cut both directions between a and b. */
   cutLink(a: NodeId, b: NodeId): void {
     this.setCut(a, b, 1);
@@ -280,7 +302,7 @@ export class SimNetwork<M> {
 
   private dispatch(flight: InFlight<M>): void {
     const faults = this.faults;
-    let delayMs = faults.latencyMsBase;
+    let delayMs = faults.latencyMsBase + flight.to.receiveDelayMs;
     if (faults.latencyMsJitter > 0) delayMs += faults.latencyMsJitter * this.prng.float();
     if (this.prng.chance(faults.longDelayProbability)) delayMs += faults.longDelayMsMax * this.prng.float();
     this.inFlight++;

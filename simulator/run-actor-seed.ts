@@ -5,10 +5,12 @@
 // the final checks (acknowledged desired states, Raft logs).
 import type { NodeId } from '../consensus/types.ts';
 import { SimActorCluster } from './actor-cluster.ts';
+import { RunStoppedError } from './cluster.ts';
+import type { ActorCoverageCounts, CoverageCounts } from './coverage.ts';
 import { ActorInvariants } from './actor-invariants.ts';
 import { ActorWorkload } from './actor-workload.ts';
 import type { FaultKind } from './faults.ts';
-import type { ActorMutationName } from './mutations.ts';
+import { ACTOR_MUTATIONS, type ActorMutationName } from './mutations.ts';
 import { prngFromSeed, type Prng } from './prng.ts';
 import { confShows } from './scenario-harness.ts';
 import { Trace } from './trace.ts';
@@ -92,9 +94,14 @@ export interface ActorSeedResult {
   readonly seed: number;
   readonly ok: boolean;
   readonly violations: readonly string[];
+  /** Virtual time of the first violation, null when none. */
+  readonly firstViolationMs: number | null;
   readonly simulatedMs: number;
   readonly faults: string;
   readonly calls: ActorWorkload['counts'];
+  /** How often the run reached each Raft situation, and each of the actor layer. */
+  readonly coverage: CoverageCounts;
+  readonly actorCoverage: ActorCoverageCounts;
   readonly ownerWrites: number;
   readonly epochs: number;
   /** Voters at the end (one more than --nodes when the spare joined). */
@@ -112,7 +119,7 @@ export function runActorSeed(options: ActorSeedOptions): ActorSeedResult {
   // Half the seeds have one spare node that joins the cluster during the safety phase.
   const joinPrng = prngFromSeed(options.seed).fork('actors:join');
   const joins = joinPrng.chance(0.5);
-  const actors = new SimActorCluster({ seed: options.seed, nodes: options.nodes, spareNodes: joins ? 1 : 0, faults: options.faults, trace, unfenced: options.mutation === 'noFencing', freshRequestIds: options.mutation === 'freshRequestIds' });
+  const actors = new SimActorCluster({ seed: options.seed, nodes: options.nodes, spareNodes: joins ? 1 : 0, faults: options.faults, trace, stopAtFirstViolation: true, ...(options.mutation == null ? {} : { actorPlant: ACTOR_MUTATIONS[options.mutation].plant }) });
   const cluster = actors.cluster;
   const checker = cluster.checker;
   cluster.record('-' as NodeId, 'seed', `${options.seed} nodes=${options.nodes} actors=${options.actors} ${cluster.describeFaults()}`);
@@ -162,7 +169,7 @@ export function runActorSeed(options: ActorSeedOptions): ActorSeedResult {
     for (const problem of invariants.appliedOnceProblems(workload)) checker.violation(problem);
     checker.finalChecks();
   } catch (error) {
-    checker.violation(`exception: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    if (!(error instanceof RunStoppedError)) checker.violation(`exception: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
   }
   trace?.close();
   const host = { moves: 0, forwardedCalls: 0, leaseExpiries: 0, livenessChanges: 0, retries: 0 };
@@ -177,9 +184,12 @@ export function runActorSeed(options: ActorSeedOptions): ActorSeedResult {
     seed: options.seed,
     ok: checker.ok,
     violations: checker.violations,
+    firstViolationMs: checker.firstViolationMs,
     simulatedMs: cluster.scheduler.nowMs(),
     faults: cluster.describeFaults(),
     calls: workload.counts,
+    coverage: { ...cluster.coverage.counts },
+    actorCoverage: { callsWhileOwnerMoved: workload.callsWhileOwnerMoved, handOffs: host.moves, ownerLeasesLapsed: host.leaseExpiries, callsRetried: host.retries },
     ownerWrites: invariants.stats.ownerWrites,
     epochs: invariants.stats.epochs.size,
     voters: cluster.currentVoters().length,

@@ -1,10 +1,8 @@
 // One simulator run: a safety phase under the seed's faults, then a liveness
 // phase that heals a quorum and must converge within a stated bound, then the
 // final checks (logs, state machines, linearizability of the client history).
-import type { PersistedState } from '../consensus/storage.ts';
-import type { Raft } from '../consensus/raft.ts';
-import type { RaftConfig, Random } from '../consensus/types.ts';
-import { SimCluster } from './cluster.ts';
+import { RunStoppedError, SimCluster, type RaftPlant } from './cluster.ts';
+import type { CoverageCounts } from './coverage.ts';
 import type { FaultKind } from './faults.ts';
 import { checkLinearizability } from './linearizability.ts';
 import { Trace } from './trace.ts';
@@ -22,7 +20,8 @@ export interface SeedOptions {
   readonly keys?: number;
   readonly tracePath?: string | null;
   readonly traceHash?: boolean;
-  readonly createRaft?: (config: RaftConfig, random: Random, persisted: PersistedState) => Raft;
+  /** A planted bug (simulator/mutations.ts). */
+  readonly plant?: RaftPlant;
 }
 
 export const SAFETY_MS_DEFAULT = 10_000;
@@ -32,13 +31,18 @@ export interface SeedResult {
   readonly seed: number;
   readonly ok: boolean;
   readonly violations: readonly string[];
+  /** Virtual time of the first violation, null when none. */
+  readonly firstViolationMs: number | null;
   readonly simulatedMs: number;
   readonly faults: string;
-  readonly linearizability: 'ok' | 'violation' | 'unknown';
+  /** 'skipped' when another violation ended the run first. */
+  readonly linearizability: 'ok' | 'violation' | 'unknown' | 'skipped';
   readonly operations: { readonly total: number; readonly ok: number; readonly fail: number; readonly unknown: number };
   readonly elections: number;
   readonly messages: number;
   readonly stats: SimCluster['stats'];
+  /** How often the run reached each protocol situation (simulator/coverage.ts). */
+  readonly coverage: CoverageCounts;
   readonly traceHash: string | null;
 }
 
@@ -50,7 +54,8 @@ export function runSeed(options: SeedOptions): SeedResult {
     nodes: options.nodes,
     faults: options.faults,
     trace,
-    ...(options.createRaft === undefined ? {} : { createRaft: options.createRaft }),
+    ...(options.plant === undefined ? {} : { plant: options.plant }),
+    stopAtFirstViolation: true,
   });
   cluster.record('-' as never, 'seed', `${options.seed} nodes=${options.nodes} ${cluster.describeFaults()}`);
   const workload = new KvWorkload(cluster, cluster.prng.fork('workload'), {
@@ -86,9 +91,10 @@ export function runSeed(options: SeedOptions): SeedResult {
     }
     checker.finalChecks();
   } catch (error) {
-    checker.violation(`exception: ${error instanceof Error ? error.message : String(error)}`);
+    if (!(error instanceof RunStoppedError)) checker.violation(`exception: ${error instanceof Error ? error.message : String(error)}`);
   }
-  const linearizable = checkLinearizability(cluster.history);
+  // A history cut short by a violation is not worth the search (it can take seconds to refute).
+  const linearizable = checker.ok ? checkLinearizability(cluster.history) : ({ result: 'skipped' } as const);
   if (linearizable.result === 'violation') checker.violation(`linearizability: key ${linearizable.key}: ${linearizable.explanation}`);
   const counts = { total: cluster.history.length, ok: 0, fail: 0, unknown: 0 };
   for (const op of cluster.history) counts[op.status] += 1;
@@ -97,6 +103,7 @@ export function runSeed(options: SeedOptions): SeedResult {
     seed: options.seed,
     ok: checker.ok,
     violations: checker.violations,
+    firstViolationMs: checker.firstViolationMs,
     simulatedMs: cluster.scheduler.nowMs(),
     faults: cluster.describeFaults(),
     linearizability: linearizable.result,
@@ -104,6 +111,7 @@ export function runSeed(options: SeedOptions): SeedResult {
     elections: checker.elections,
     messages: cluster.network.stats().totals.sent,
     stats: cluster.stats,
+    coverage: { ...cluster.coverage.counts },
     traceHash: trace === null ? null : trace.digestHex(),
   };
 }
