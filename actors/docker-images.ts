@@ -313,6 +313,8 @@ export class NodeImages {
   async #read(): Promise<{ images: Docker.ImageInfo[]; containers: Docker.ContainerInfo[] }> {
     const filters = this.options.reference === undefined ? {} : { filters: { reference: [this.options.reference] } };
     const [images, containers] = await Promise.all([this.options.docker.listImages(filters), this.options.docker.listContainers({ all: true })]);
+    // The engine lists images created in the same second in no fixed order; newest first, then by id, so two listings compare equal.
+    images.sort((a, b) => b.Created - a.Created || (a.Id < b.Id ? -1 : a.Id > b.Id ? 1 : 0));
     return { images, containers };
   }
 
