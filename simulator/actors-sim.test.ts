@@ -1,6 +1,7 @@
-// Whole-cluster actor runs as a user starts them: 50 seeds clean under swarm faults, and the planted fencing bug caught.
+// Whole-cluster actor runs as a user starts them: 50 seeds clean under swarm faults, and each planted actor-layer bug caught.
 import test from 'ava';
 import { ALL_FAULTS } from './faults.ts';
+import { ACTOR_MUTATIONS, type ActorMutationName } from './mutations.ts';
 import { runActorSeed } from './run-actor-seed.ts';
 import { actorSeedsRunClean, debughost } from './testing/sim-cli.ts';
 
@@ -8,16 +9,27 @@ import { actorSeedsRunClean, debughost } from './testing/sim-cli.ts';
 // simulator/actors-sim.long.test.ts (npm run test:long).
 test('debughost sim --actors 20 --seeds 50 --nodes 5 runs clean', (t) => actorSeedsRunClean(t, 50, ['--safety-ms', '4000']));
 
-test('the planted fencing bug (--mutation noFencing) is caught, and its seed replays clean without it', async (t) => {
-  const result = await debughost(['sim', '--actors', '20', '--seeds', '30', '--nodes', '5', '--mutation', 'noFencing']);
-  t.is(result.code, 1, result.stdout);
-  const match = /seed (\d+) FAILED: (.*)/.exec(result.stdout);
-  t.truthy(match, result.stdout);
-  t.regex(match?.[2] ?? '', /fencing|two owners/);
-  t.regex(result.stdout, new RegExp(`replay: debughost sim --seed ${match?.[1] ?? ''} --nodes 5 --actors 20 --mutation noFencing`));
-  const seed = Number(match?.[1]);
-  t.deepEqual(runActorSeed({ seed, nodes: 5, faults: new Set(ALL_FAULTS), actors: 20 }).violations, []);
-});
+/** Each actor-layer plant, the seeds it must be caught within, and the check that may see it. */
+const ACTOR_PLANTS: Record<ActorMutationName, { seeds: number; caughtBy: RegExp }> = {
+  noFencing: { seeds: 30, caughtBy: /fencing|two owners/ },
+  freshRequestIds: { seeds: 30, caughtBy: /idempotency: .*a retried request was applied twice/ },
+  quotaOutsideStartTxn: { seeds: 30, caughtBy: /quota: tenant/ },
+};
+
+for (const name of Object.keys(ACTOR_MUTATIONS) as ActorMutationName[]) {
+  const { seeds, caughtBy } = ACTOR_PLANTS[name];
+  test(`the planted ${name} (${ACTOR_MUTATIONS[name].bug}) is caught within ${seeds} seeds, and its seed replays clean without it`, async (t) => {
+    const result = await debughost(['sim', '--actors', '20', '--seeds', String(seeds), '--nodes', '5', '--mutation', name]);
+    t.is(result.code, 1, result.stdout);
+    const match = /seed (\d+) FAILED: (.*)/.exec(result.stdout);
+    t.truthy(match, result.stdout);
+    t.log(`first caught at seed ${match?.[1] ?? '?'}: ${match?.[2] ?? ''}`);
+    t.regex(match?.[2] ?? '', caughtBy);
+    t.regex(result.stdout, new RegExp(`replay: debughost sim --seed ${match?.[1] ?? ''} --nodes 5 --actors 20 --mutation ${name}`));
+    const seed = Number(match?.[1]);
+    t.deepEqual(runActorSeed({ seed, nodes: 5, faults: new Set(ALL_FAULTS), actors: 20 }).violations, []);
+  });
+}
 
 test('an actor run replays exactly: same seed, same trace hash', (t) => {
   const hash = (seed: number): string | null => runActorSeed({ seed, nodes: 3, faults: new Set(ALL_FAULTS), actors: 10, safetyMs: 3000, traceHash: true }).traceHash;
