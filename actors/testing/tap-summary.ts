@@ -107,7 +107,7 @@ export function renderSummary(summary: TapSummary): string[] {
       const reason = skip.reason ?? 'no reason given (declare it through actors/testing/prerequisites.ts)';
       byReason.set(reason, [...(byReason.get(reason) ?? []), skip.title]);
     }
-    lines.push('', `Skipped ${summary.skips.length} test(s); with CI=true each would fail instead:`);
+    lines.push('', `Skipped ${summary.skips.length} test(s), by reason (under CI=true a missing package fails instead; a kernel fact or an opt-in run stays skipped):`);
     for (const [reason, titles] of byReason) {
       lines.push(`  ${titles.length} for: ${reason}`);
       for (const title of titles) lines.push(`      ${title}`);

@@ -1,7 +1,7 @@
 // A throwaway redis-server for tests: a free loopback port, a temp dir, no
 // persistence; stopped by its pid, its dir removed. Tests that need it are
 // registered as skipped where the Debian package redis-server is missing.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -17,9 +17,6 @@ export interface TestRedis {
   /** Kill if running, and remove the temp dir. */
   stop(): Promise<void>;
 }
-
-/** Whether redis-server (Debian package redis-server) is on PATH; tests that need it are skipped otherwise. */
-export const redisInstalled = (): boolean => spawnSync('redis-server', ['--version']).error === undefined;
 
 /** A running redis-server on a free port. */
 export async function startRedis(): Promise<TestRedis> {
