@@ -2,7 +2,7 @@
 // the dead one is back within seconds with its data; SIGTERM to up stops every node and every project; a node that dies
 // before the cluster ever came up stops the rest with one line; the test-only --no-fsync is refused without the test variable.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -78,6 +78,20 @@ function nodePids(up: Up): Map<string, number> {
     const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
     const id = argv[argv.indexOf('--id') + 1];
     if (id !== undefined) pids.set(id, Number(pid));
+  }
+  return pids;
+}
+
+/** Live processes whose command line names a path under up's data dir: its nodes, if any outlived it. */
+function processesUnder(dataDir: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(dataDir) && alive(Number(entry))) pids.push(Number(entry));
+    } catch {
+      // ended while we looked
+    }
   }
   return pids;
 }
@@ -168,6 +182,7 @@ test.serial('a node that dies before the cluster ever came up stops the others, 
     t.is(code, 1, up.output);
     t.regex(up.output, /debughost up: node n2 exited with code \d+ before it was ready; stopping the others/);
     t.notRegex(up.output, /restarting/);
+    t.deepEqual(processesUnder(up.dataDir), [], 'every node up started has exited with it');
   } finally {
     blocker.close();
   }
