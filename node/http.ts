@@ -8,6 +8,7 @@ import { createServer, type Server, type ServerResponse } from 'node:http';
 import { errorResponse, type ActorResponse, type Identity } from '../actors/messages.ts';
 import type { ToolCall } from '../actors/tools.ts';
 import { McpEndpoint, type McpBackend } from './mcp.ts';
+import { registerTrustTools } from './mcp-trust-tools.ts';
 import { timedBackend } from './mcp-call-timing.ts';
 import type { DebughostNode } from './node.ts';
 import { uiHandler, type UiOptions } from './ui/routes.ts';
@@ -112,6 +113,7 @@ export function startHttpServer(node: DebughostNode, host: string, port: number,
     allowedHosts,
     allowedOrigins: allowedHosts.flatMap((h) => [`http://${h}`, `https://${h}`]),
     log: node.options.log,
+    extraTools: (server, context) => registerTrustTools(server, context, { tokens: node.trust.tokens, audit: node.trust.audit, view: () => node.store.view() }),
   });
   const ui = uiHandler(node, backend, options.ui);
   const server = createServer((request, response) => {

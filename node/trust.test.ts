@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { create } from '@bufbuild/protobuf';
 import { auditRecordKey, type AuditRecord } from '../actors/audit.ts';
 import { encodeCommand } from '../consensus/kv-state-machine.ts';
@@ -131,6 +133,94 @@ test.serial('a revoked token is refused on every node within 1 s', async (t) => 
   const worst = Math.max(...refusedAfter);
   t.log(`revoked through n1; refused on n2 after ${refusedAfter[0]?.toFixed(0)} ms, on n3 after ${refusedAfter[1]?.toFixed(0)} ms (from the revoke call's start)`);
   t.true(worst < 1_000, `${worst.toFixed(0)} ms`);
+});
+
+interface ToolResult {
+  readonly isError?: boolean;
+  readonly content: { type: string; text: string }[];
+  readonly structuredContent?: Record<string, unknown>;
+}
+
+async function mcpClient(m: Member, token: string): Promise<Client> {
+  const client = new Client({ name: 'debughost-trust-test', version: '1' });
+  await client.connect(new StreamableHTTPClientTransport(new URL(`http://${m.mcp}/mcp`), { requestInit: { headers: { authorization: `Bearer ${token}` } } }));
+  return client;
+}
+
+const callTool = async (client: Client, name: string, args: Record<string, unknown>): Promise<ToolResult> =>
+  (await client.callTool({ name, arguments: args }, undefined, { timeout: CLI_TIMEOUT_MS })) as ToolResult;
+const textOf = (result: ToolResult): string => result.content.map((part) => part.text).join('\n');
+
+test.serial('token and audit tools over MCP: an admin hands out a developer token for alice; it works as alice on another node, never as bob or above its role, and token_revoke ends it on every node within 1 s', async (t) => {
+  const admin = await mcpClient(member('n1'), cluster.adminToken ?? '');
+  const opened: Client[] = [admin];
+  try {
+    const made = await callTool(admin, 'token_create', { tenant: 'alice', role: 'developer', name: 'sub-agent' });
+    t.falsy(made.isError, textOf(made));
+    const token = String(made.structuredContent?.token ?? '');
+    const info = made.structuredContent?.info as { id: string; tenant: string; role: string };
+    t.like(info, { tenant: 'alice', role: 'developer' });
+    t.regex(textOf(made), /not shown again/);
+
+    const listed = await callTool(admin, 'token_list', { tenant: 'alice' });
+    t.falsy(listed.isError, textOf(listed));
+    t.true(textOf(listed).includes(info.id));
+    t.false(JSON.stringify(listed).includes(token), 'token_list never shows a secret');
+
+    // The new token, on another node: alice's projects yes, bob's no, and no token above its own role.
+    const alice = await mcpClient(member('n2'), token);
+    opened.push(alice);
+    const own = await callTool(alice, 'project_list', {});
+    t.falsy(own.isError, textOf(own));
+    const foreign = await callTool(alice, 'project_list', { tenant: 'bob' });
+    t.true(foreign.isError);
+    t.regex(textOf(foreign), /bob/);
+    const escalate = await callTool(alice, 'token_create', { role: 'admin' });
+    t.true(escalate.isError);
+    t.regex(textOf(escalate), /admin/);
+    const audit = await callTool(alice, 'audit_query', {});
+    t.true(audit.isError, 'a developer may not read the audit trail');
+    t.regex(textOf(audit), /tenant\.audit/);
+    const bad = await callTool(admin, 'token_create', { tenant: 'alice', role: 'root' });
+    t.true(bad.isError, 'an unknown role is a tool error');
+
+    // Revoked through n1; n3 refuses the token at the HTTP layer (401) within 1 s.
+    const revokedAt = performance.now();
+    const revoked = await callTool(admin, 'token_revoke', { id: info.id });
+    t.falsy(revoked.isError, textOf(revoked));
+    let refusedAfterMs = Infinity;
+    while (performance.now() - revokedAt < 10_000) {
+      const response = await fetch(`http://${member('n3').mcp}/mcp`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-03-26', capabilities: {}, clientInfo: { name: 'probe', version: '1' } } }),
+      });
+      await response.arrayBuffer();
+      if (response.status === 401) {
+        refusedAfterMs = performance.now() - revokedAt;
+        t.regex(response.headers.get('www-authenticate') ?? '', /^Bearer /);
+        break;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    t.log(`token_revoke through n1: the token is refused on n3 ${refusedAfterMs.toFixed(0)} ms after the call started`);
+    t.true(refusedAfterMs < 1_000, `refused after ${refusedAfterMs} ms`);
+    await t.throwsAsync(callTool(alice, 'project_list', {}), undefined, 'a session opened with the token ends with it');
+    const again = await callTool(admin, 'token_revoke', { id: info.id });
+    t.falsy(again.isError);
+    t.regex(textOf(again), /already revoked/);
+    // The audit trail (audit_query over MCP) has the create, the refused escalation and the revoke, never the secret.
+    const trail = await until('the token tools in the audit trail', 10_000, async () => {
+      const page = await callTool(admin, 'audit_query', { tenant: 'alice', limit: 1_000 });
+      if (page.isError === true) return null;
+      const records = (page.structuredContent?.records as AuditRecord[]).filter((r) => r.action.startsWith('token '));
+      return records.some((r) => r.action === 'token revoke') && records.some((r) => r.outcome === 'denied') ? records : null;
+    });
+    t.true(trail.some((r) => r.action === 'token create' && r.outcome === 'ok'));
+    t.false(JSON.stringify(trail).includes(token.split('.').at(-1) ?? token), 'no secret in the audit trail');
+  } finally {
+    for (const client of opened) await client.close().catch(() => {});
+  }
 });
 
 test.serial('a spoofed Raft sender is dropped; audit verify names a record changed in the state', async (t) => {
