@@ -4,6 +4,7 @@ import { SIM_TICK_MS, SimCluster } from './cluster.ts';
 import type { NodeId } from '../consensus/types.ts';
 import { ALL_FAULTS } from './faults.ts';
 import { runSeed } from './run-seed.ts';
+import { Trace } from './trace.ts';
 
 const SEED_7247 = 7247;
 const NODES = 5;
@@ -28,4 +29,12 @@ test('seed 67 (3 nodes): no stale read after a node restarts (a read id of its e
   const result = runSeed({ seed: 67, nodes: 3, faults: new Set(ALL_FAULTS) });
   t.deepEqual(result.violations, []);
   t.is(result.linearizability, 'ok');
+});
+
+test('a violation of several lines goes into the trace line by line (seed 67 --trace once stopped on it)', (t) => {
+  const trace = new Trace({ enabled: true, linesKeptMax: 1000 });
+  const cluster = new SimCluster({ seed: 67, nodes: 3, faults: new Set(ALL_FAULTS), trace });
+  cluster.checker.violation('linearizability: key k1: no linearization\n  #804 c3 read "k1"');
+  t.deepEqual(trace.lines().slice(-2), ['0 - violation linearizability: key k1: no linearization', '0 - violation+ #804 c3 read "k1"']);
+  t.is(cluster.checker.violations.length, 1);
 });
