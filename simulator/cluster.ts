@@ -9,7 +9,7 @@ import { RaftNode, type ReadOutcome, type WriteOutcome } from '../consensus/raft
 import { Raft, defaultRaftConfig } from '../consensus/raft.ts';
 import { bootstrapState, emptyPersistedState, type PersistBatch, type PersistedState, type RaftStorage } from '../consensus/storage.ts';
 import type { Clock, ConfChange, Entry, Message, NodeId, RaftConfig, Random, Term } from '../consensus/types.ts';
-import { SimDisk } from './disk.ts';
+import { SimDisk, type DiskLatency } from './disk.ts';
 import { drawFaultConfig, describeFaultConfig, type FaultConfig, type FaultKind, type TopologyFault } from './faults.ts';
 import type { Operation } from './history.ts';
 import { InvariantChecker } from './invariants.ts';
@@ -213,6 +213,11 @@ export class SimCluster {
 
   durable(id: NodeId): PersistedState {
     return (this.states.get(id) as NodeState).disk.load();
+  }
+
+  /** The fsync latency the node's disk draws from now (the seed's, or the healed one). */
+  diskLatency(id: NodeId): DiskLatency {
+    return (this.states.get(id) as NodeState).disk.syncLatency();
   }
 
   shadow(id: NodeId): ShadowLog {
