@@ -547,8 +547,8 @@ export class SimCluster {
 
   /**
    * The disk keeps its ordinary fsync latency and loses its slow outliers (the
-   * slowDisk fault). A sync already queued still ends when it was drawn to, at
-   * most slowSyncMsMax from now. Without this a healed node is not healed:
+   * slowDisk fault). A sync already queued still ends when it was drawn to:
+   * within about slowSyncMsMax. Without this a healed node is not healed:
    * an outlier longer than the election timeout stalls its driver (no
    * heartbeats, no answers while a sync runs, as in etcd), and when the healed
    * majority is a bare quorum every node's stall deposes the leader or stops
