@@ -7,7 +7,9 @@ import { prefixEnd } from '../consensus/kv-state-machine.ts';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import { errorResponse, type ActorResponse, type Identity } from '../actors/messages.ts';
 import type { ToolCall } from '../actors/tools.ts';
+import { RuntimeError } from '../actors/runtime.ts';
 import { McpEndpoint, type McpBackend } from './mcp.ts';
+import { registerImageTools } from './mcp-image-tools.ts';
 import { registerTrustTools } from './mcp-trust-tools.ts';
 import { timedBackend } from './mcp-call-timing.ts';
 import type { DebughostNode } from './node.ts';
@@ -113,7 +115,22 @@ export function startHttpServer(node: DebughostNode, host: string, port: number,
     allowedHosts,
     allowedOrigins: allowedHosts.flatMap((h) => [`http://${h}`, `https://${h}`]),
     log: node.options.log,
-    extraTools: (server, context) => registerTrustTools(server, context, { tokens: node.trust.tokens, audit: node.trust.audit, view: () => node.store.view() }),
+    extraTools: (server, context) => {
+      registerTrustTools(server, context, { tokens: node.trust.tokens, audit: node.trust.audit, view: () => node.store.view() });
+      registerImageTools(server, context, {
+        node: node.id,
+        budgetBytes: () => node.actors?.imageBudgetBytes ?? null,
+        images: async () => {
+          const docker = node.actors?.docker ?? null;
+          if (docker === null) throw new RuntimeError('RuntimeUnavailableError', `node ${node.id} has no Docker engine (started with --docker off, or none answered)`);
+          return docker.images();
+        },
+        prune: async (budgetBytes) => {
+          if (node.actors === null) throw new RuntimeError('RuntimeUnavailableError', `node ${node.id} has not started its actors yet; retry in a moment`);
+          return node.actors.pruneImages(budgetBytes);
+        },
+      });
+    },
   });
   const ui = uiHandler(node, backend, options.ui);
   const server = createServer((request, response) => {

@@ -61,7 +61,7 @@ const REVOKE: ToolAnnotations = { readOnlyHint: false, destructiveHint: true, id
 const READ_ONLY: ToolAnnotations = { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false };
 
 /** The endpoint's verified identity with its role checked against the role table (a role it does not know grants nothing). */
-function withRole(identity: CallIdentity): Identity {
+export function withRole(identity: CallIdentity): Identity {
   if (!isRole(identity.role)) throw new ToolError('ForbiddenError', `role ${JSON.stringify(identity.role)} of token ${identity.tokenId} is unknown to this node; use a token with one of ${ROLES.join(', ')}`);
   return { ...identity, role: identity.role };
 }
