@@ -92,6 +92,12 @@ dockerTest('prewarm loads a missing image before the node takes projects; image_
   t.true(refused.isError);
   t.regex(text(refused), /cluster\.images/);
 
+  // Bad input changes nothing.
+  const bad = await call(admin, 'image_prune', { budgetMb: -5 });
+  t.true(bad.isError);
+  t.regex(text(bad), /budgetMb/);
+  t.truthy(await engine.docker.getImage(ref('old')).inspect().catch(() => null), 'a refused prune removed nothing');
+
   // Budget 0: everything that can go goes; the running project's image stays and the answer says why.
   const pruned = await call(admin, 'image_prune', { budgetMb: 0 });
   t.falsy(pruned.isError, text(pruned));
