@@ -12,6 +12,7 @@ import test from 'ava';
 import Docker from 'dockerode';
 import { testDocker, TEST_IMAGE, type TestDocker } from '../actors/testing/dockerd.ts';
 import { prerequisites } from '../actors/testing/prerequisites.ts';
+import { TOOL_RIGHTS } from '../actors/identity.ts';
 import { bin, LocalCluster, type Member } from './local-cluster.ts';
 
 const run = promisify(execFile);
@@ -80,6 +81,8 @@ pythonTest('a dev server runs through a node that does not own it: start, wait, 
   for (const name of ['project_start', 'project_stop', 'project_restart', 'project_remove', 'project_status', 'project_list', 'project_logs', 'project_wait', 'project_exec', 'project_http', 'cluster_status']) {
     t.true(tools.includes(name), `tool ${name} is listed`);
   }
+  // The live tool list and the role table agree both ways: a new tool cannot skip its row (and so its check).
+  t.deepEqual([...tools].sort(), Object.keys(TOOL_RIGHTS).sort(), 'every live tool has a row in TOOL_RIGHTS, and every row a live tool');
   const progress: string[] = [];
   const started = await call(first, 'project_start', { name: 'web', command: 'echo booting; exec python3 -m http.server $PORT', cwd: workDir, healthCheck: { type: 'http', path: '/' } }, progress);
   t.falsy(started.isError, text(started));
