@@ -336,7 +336,19 @@ export class ProjectActor implements Actor<ActorMessage, ActorResponse> {
       this.context.guard((outcome: FencedOutcome) => {
         switch (outcome.type) {
           case 'applied':
-            return this.services.whenApplied(outcome.revision, this.context.guard(() => planned.after(epoch, reply)));
+            return this.services.whenApplied(
+              outcome.revision,
+              this.context.guard((reached: boolean) => {
+                // Recorded, but this node has not applied it yet: what it would report now (its settle, its
+                // status) comes from a state without the change, and could say 'not found' of a project it
+                // just started (simulator seed 229, 5 nodes, 20 actors). Say that the outcome is not known
+                // here; a retry with the same request id finds the change recorded and does not do it twice.
+                if (!reached) {
+                  return reply(errorResponse('OutcomeUnknownError', `the change was recorded (revision ${outcome.revision}) but node ${this.services.node} has not caught up to it to report on it; check project_status, then retry with the same requestId (it is not done twice)`));
+                }
+                planned.after(epoch, reply);
+              }),
+            );
           case 'fenced':
             return reply(this.notOwner(outcome.epoch));
           case 'conflict':
