@@ -7,6 +7,7 @@ import { prefixEnd } from '../consensus/kv-state-machine.ts';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import { errorResponse, type ActorResponse, type Identity } from '../actors/messages.ts';
 import type { ToolCall } from '../actors/tools.ts';
+import { isRole } from '../actors/identity.ts';
 import { RuntimeError } from '../actors/runtime.ts';
 import { McpEndpoint, type McpBackend } from './mcp.ts';
 import { registerImageTools } from './mcp-image-tools.ts';
@@ -115,6 +116,18 @@ export function startHttpServer(node: DebughostNode, host: string, port: number,
     allowedHosts,
     allowedOrigins: allowedHosts.flatMap((h) => [`http://${h}`, `https://${h}`]),
     log: node.options.log,
+    // Tenants' tokens are rate limited; the operator's admin tokens are not (benchmarks, the chaos workload and
+    // an operator's scripts run on them), so a runaway agent is stopped without locking out whoever must fix it.
+    admit: async (identity) => {
+      if (!isRole(identity.role) || identity.role === 'admin') return { ok: true };
+      const taken = await node.trust.rateLimiter.take({ ...identity, role: identity.role });
+      return taken.ok ? { ok: true } : { ok: false, message: taken.message };
+    },
+    audit: (entry) => {
+      if (!isRole(entry.identity.role)) return;
+      const actor = { tokenId: entry.identity.tokenId, tokenName: entry.identity.tokenName, tenant: entry.identity.tenant, role: entry.identity.role };
+      void node.trust.audit.record({ actor, action: entry.tool, tenant: entry.tenant, target: entry.target, args: entry.args, outcome: entry.outcome, detail: entry.detail }).catch(() => undefined);
+    },
     extraTools: (server, context) => {
       registerTrustTools(server, context, { tokens: node.trust.tokens, audit: node.trust.audit, view: () => node.store.view() });
       registerImageTools(server, context, {

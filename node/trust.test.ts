@@ -137,6 +137,7 @@ test.serial('a revoked token is refused on every node within 1 s', async (t) => 
 
 interface ToolResult {
   readonly isError?: boolean;
+  readonly _meta?: Record<string, unknown>;
   readonly content: { type: string; text: string }[];
   readonly structuredContent?: Record<string, unknown>;
 }
@@ -218,6 +219,39 @@ test.serial('token and audit tools over MCP: an admin hands out a developer toke
     });
     t.true(trail.some((r) => r.action === 'token create' && r.outcome === 'ok'));
     t.false(JSON.stringify(trail).includes(token.split('.').at(-1) ?? token), 'no secret in the audit trail');
+  } finally {
+    for (const client of opened) await client.close().catch(() => {});
+  }
+});
+
+test.serial('MCP calls are rate limited per token and audited: a developer over the burst gets RateLimitedError; its start and its refused exec are in the trail', async (t) => {
+  const admin = await mcpClient(member('n1'), cluster.adminToken ?? '');
+  const opened: Client[] = [admin];
+  try {
+    const made = await callTool(admin, 'token_create', { tenant: 'carol', role: 'developer', name: 'rate-test' });
+    const carol = await mcpClient(member('n2'), String(made.structuredContent?.token));
+    opened.push(carol);
+    const started = await callTool(carol, 'project_start', { name: 'audited', command: 'exec sleep 300', ports: [] });
+    t.falsy(started.isError, textOf(started));
+    const exec = await callTool(carol, 'project_exec', { name: 'audited', command: 'id' });
+    t.true(exec.isError, 'a developer has no exec right');
+    // 40 is the token's burst at 20 calls/s: 80 calls at once must meet the limit.
+    const answers = await Promise.all(Array.from({ length: 80 }, () => callTool(carol, 'project_list', {})));
+    const limited = answers.filter((answer) => answer.isError === true && /retry/i.test(textOf(answer)) && answer._meta?.['debughost/error'] === 'RateLimitedError');
+    t.log(`${limited.length} of 80 calls at once refused by the rate limit; first: ${limited[0] === undefined ? '-' : textOf(limited[0])}`);
+    t.true(limited.length > 0 && limited.length < 80, `${limited.length} refused`);
+    const adminCalls = await Promise.all(Array.from({ length: 80 }, () => callTool(admin, 'project_list', { tenant: 'carol' })));
+    t.false(adminCalls.some((answer) => answer.isError === true), 'admin tokens are not rate limited');
+
+    const trail = await until('the calls in the audit trail', 10_000, async () => {
+      const page = await callTool(admin, 'audit_query', { tenant: 'carol', limit: 1_000 });
+      const records = (page.structuredContent?.records ?? []) as AuditRecord[];
+      return records.some((r) => r.action === 'project_start') && records.some((r) => r.action === 'project_exec') ? records : null;
+    });
+    t.like(trail.find((r) => r.action === 'project_start'), { outcome: 'ok', target: 'audited' });
+    t.like(trail.find((r) => r.action === 'project_exec'), { outcome: 'denied', target: 'audited' });
+    t.false(trail.some((r) => r.action === 'project_list'), 'reads are not audited');
+    t.falsy((await callTool(admin, 'project_remove', { tenant: 'carol', name: 'audited' })).isError);
   } finally {
     for (const client of opened) await client.close().catch(() => {});
   }
