@@ -148,10 +148,13 @@ test.serial('kill -9 of one node: the other two keep serving, the dead one is ba
   const killedAt = performance.now();
   process.kill(victim, 'SIGKILL');
   await until('up to notice', 10_000, () => (/node n2 killed by SIGKILL; the others keep serving; restarting it/.test(up.output) ? true : null));
-  // While n2 is down (or restarting), n1 and n3 take writes: a quorum of two.
+  // While n2 is down (or restarting), n1 and n3 take writes: a quorum of two. If n2 led, the first writes
+  // wait out the election of a new leader (UNAVAILABLE meanwhile; the margin is for a loaded machine).
+  const putSoon = (address: string, key: string): Promise<boolean> =>
+    until(`a write through ${address}`, 30_000, () => put(address, key, 'x', token).then(() => true, () => null), 200);
   for (let i = 0; i < 5; i += 1) {
-    await put(grpcOf(1), `up-test/n1-${i}`, 'x', token);
-    await put(grpcOf(3), `up-test/n3-${i}`, 'x', token);
+    await putSoon(grpcOf(1), `up-test/n1-${i}`);
+    await putSoon(grpcOf(3), `up-test/n3-${i}`);
   }
   t.true(up.child.exitCode === null, 'up is still running');
   await until('n2 back', 60_000, async () => ((await answers(grpcOf(2))) && /node n2 is back/.test(up.output) ? true : null), 200);
