@@ -29,6 +29,8 @@ const roots: string[] = [];
 const ups: ChildProcess[] = [];
 test.after.always(async () => {
   for (const up of ups) if (up.exitCode === null && up.signalCode === null) up.kill('SIGKILL');
+  // A test that failed half-way left up's nodes behind it (SIGKILL of up cannot stop them): stop them by pid.
+  for (const root of roots) for (const pid of processesUnder(root)) process.kill(pid, 'SIGKILL');
   await sleep(200);
   for (const root of roots) rmSync(root, { recursive: true, force: true });
 });
