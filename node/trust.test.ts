@@ -148,6 +148,13 @@ async function mcpClient(m: Member, token: string): Promise<Client> {
   return client;
 }
 
+/**
+ * A client with a token just made on another node: a node knows a token once it has applied its creation, which
+ * may lag the node that answered token_create by a few ms (more on a loaded machine); until then it answers 401.
+ */
+const mcpClientOnceKnown = (m: Member, token: string): Promise<Client> =>
+  until(`token known on ${m.id}`, 10_000, () => mcpClient(m, token).catch(() => null), 50);
+
 const callTool = async (client: Client, name: string, args: Record<string, unknown>): Promise<ToolResult> =>
   (await client.callTool({ name, arguments: args }, undefined, { timeout: CLI_TIMEOUT_MS })) as ToolResult;
 const textOf = (result: ToolResult): string => result.content.map((part) => part.text).join('\n');
@@ -169,7 +176,7 @@ test.serial('token and audit tools over MCP: an admin hands out a developer toke
     t.false(JSON.stringify(listed).includes(token), 'token_list never shows a secret');
 
     // The new token, on another node: alice's projects yes, bob's no, and no token above its own role.
-    const alice = await mcpClient(member('n2'), token);
+    const alice = await mcpClientOnceKnown(member('n2'), token);
     opened.push(alice);
     const own = await callTool(alice, 'project_list', {});
     t.falsy(own.isError, textOf(own));
@@ -229,7 +236,7 @@ test.serial('MCP calls are rate limited per token and audited: a developer over 
   const opened: Client[] = [admin];
   try {
     const made = await callTool(admin, 'token_create', { tenant: 'carol', role: 'developer', name: 'rate-test' });
-    const carol = await mcpClient(member('n2'), String(made.structuredContent?.token));
+    const carol = await mcpClientOnceKnown(member('n2'), String(made.structuredContent?.token));
     opened.push(carol);
     const started = await callTool(carol, 'project_start', { name: 'audited', command: 'exec sleep 300', ports: [] });
     t.falsy(started.isError, textOf(started));
