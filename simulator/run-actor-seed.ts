@@ -12,6 +12,7 @@ import { ActorWorkload } from './actor-workload.ts';
 import type { FaultKind } from './faults.ts';
 import { ACTOR_MUTATIONS, type ActorMutationName } from './mutations.ts';
 import { prngFromSeed, type Prng } from './prng.ts';
+import type { SimRuntime } from './runtime-sim.ts';
 import { confShows } from './scenario-harness.ts';
 import { Trace } from './trace.ts';
 
@@ -189,7 +190,15 @@ export function runActorSeed(options: ActorSeedOptions): ActorSeedResult {
     faults: cluster.describeFaults(),
     calls: workload.counts,
     coverage: { ...cluster.coverage.counts },
-    actorCoverage: { callsWhileOwnerMoved: workload.callsWhileOwnerMoved, handOffs: host.moves, ownerLeasesLapsed: host.leaseExpiries, callsRetried: host.retries },
+    actorCoverage: {
+      callsWhileOwnerMoved: workload.callsWhileOwnerMoved,
+      handOffs: host.moves,
+      ownerLeasesLapsed: host.leaseExpiries,
+      callsRetried: host.retries,
+      launchesBesideOldCopy: invariants.stats.overlapsAllowed,
+      watchdogFreezes: runtimeSum(actors, 'freezes'),
+      watchdogKills: runtimeSum(actors, 'fenceKills'),
+    },
     ownerWrites: invariants.stats.ownerWrites,
     epochs: invariants.stats.epochs.size,
     voters: cluster.currentVoters().length,
@@ -197,6 +206,12 @@ export function runActorSeed(options: ActorSeedOptions): ActorSeedResult {
     stats: cluster.stats,
     traceHash: trace === null ? null : trace.digestHex(),
   };
+}
+
+function runtimeSum(actors: SimActorCluster, stat: keyof SimRuntime['stats']): number {
+  let sum = 0;
+  for (const runtime of actors.runtimes.values()) sum += runtime.stats[stat];
+  return sum;
 }
 
 /**
