@@ -22,7 +22,7 @@ project and tenant actors) over a simulated runtime, under a project workload.
   --seed S          run the one seed S
   --nodes K         cluster size, 1..9 (default 5)
   --faults LIST     faults the swarm may use, comma-separated, 'all' (default) or 'none';
-                    kinds: ${ALL_FAULTS.join(', ')}
+                    -KIND removes one (all,-priority); kinds: ${ALL_FAULTS.join(', ')}
   --json            print one JSON summary object as the last line
   --trace FILE      with --seed: write the full event trace to FILE
   --trace-hash      print the SHA-256 of each seed's trace (same seed, same hash)
