@@ -301,6 +301,36 @@ test.serial('a spoofed Raft sender is dropped; audit verify names a record chang
   t.log(broken.stdout.trim());
 });
 
+test.serial('issue 11 attack: a member\'s Actors.Propose is bounded in commands, in bytes per command and per message; what it refuses is not written and no node stops', async (t) => {
+  const secret = await readClusterSecret(cluster.secretFile);
+  const asN2 = withMetadata(null, peerMetadata('n2', () => secret));
+  const leader = (await cluster.status(member('n1')))?.leaderId ?? 'n1';
+  const actors = new ActorsClient(member(leader).grpc, asN2);
+  t.teardown(() => actors.close());
+  const put = (key: string, value: string): Uint8Array => encodeCommand({ type: 'put', key, value });
+  // 100,000 commands in one Propose: refused whole, before any is proposed.
+  const many = Array.from({ length: 100_000 }, (_, i) => put(`cluster/propose-many/${i}`, 'x'));
+  t.is(await codeOf(callUnary(actors, 'propose', create(ProposeRequestSchema, { commands: many }), { deadline: Date.now() + 30_000 })), grpc.status.INVALID_ARGUMENT);
+  // A command past the KV command limit (1.5 MiB) inside a Propose that fits: that command is refused, its neighbour applies.
+  const oversized = await callUnary(actors, 'propose', create(ProposeRequestSchema, { commands: [put('cluster/propose-big', 'x'.repeat(2 * 1024 * 1024)), put('cluster/propose-small', 'ok')] }), { deadline: Date.now() + 30_000 });
+  t.is(oversized.outcomes[0]?.status, 'unavailable');
+  t.regex(oversized.outcomes[0]?.detail ?? '', /not a valid KV command within the limits/);
+  t.is(oversized.outcomes[1]?.status, 'ok');
+  // A message past 16 MiB (eleven 1.5 MiB commands): refused by the transport before it is read into commands.
+  const huge = Array.from({ length: 11 }, (_, i) => put(`cluster/propose-huge/${i}`, 'y'.repeat(1536 * 1024 - 64)));
+  t.is(await codeOf(callUnary(actors, 'propose', create(ProposeRequestSchema, { commands: huge }), { deadline: Date.now() + 30_000 })), grpc.status.RESOURCE_EXHAUSTED);
+  const kv = new KvClient(member('n3').grpc, cluster.credentials);
+  t.teardown(() => kv.close());
+  const read = async (key: string): Promise<string[]> => {
+    const range = await callUnary(kv, 'range', create(RangeRequestSchema, { key, rangeEnd: `${key}0` }), { deadline: Date.now() + 10_000 });
+    return range.kvs.map((entry) => entry.key);
+  };
+  t.deepEqual(await read('cluster/propose-many/'), []);
+  t.deepEqual(await read('cluster/propose-huge/'), []);
+  t.deepEqual(await read('cluster/propose-big'), []);
+  t.true(cluster.members.every((m) => cluster.running(m)), 'every node still runs');
+});
+
 test.serial('a node joins with an admin-issued join token and receives the secret; without one, or with a revoked one, it is refused', async (t) => {
   const joinToken = await cli(['token', 'create', '--join', '--ttl', '10m', '--endpoints', member('n2').grpc]);
   t.is(joinToken.code, 0, joinToken.stderr);
