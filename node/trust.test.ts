@@ -328,6 +328,14 @@ test.serial('issue 11 attack: a member\'s Actors.Propose is bounded in commands,
   t.deepEqual(await read('cluster/propose-many/'), []);
   t.deepEqual(await read('cluster/propose-huge/'), []);
   t.deepEqual(await read('cluster/propose-big'), []);
+  // The issue's poison pill through the peer plane: refused at apply on every node, counted, no node stops.
+  const refusedOn = async (m: Member): Promise<number> => Number(/^debughost_records_refused_total\S* (\d+)/m.exec(await (await fetch(`http://${m.mcp}/metrics`)).text())?.[1] ?? '0');
+  const before = await Promise.all(cluster.members.map(refusedOn));
+  const pill = await callUnary(actors, 'propose', create(ProposeRequestSchema, { commands: [put('projects/evil/pill', '{"desired":"running","generation":1}')] }), { deadline: Date.now() + 30_000 });
+  t.is(pill.outcomes[0]?.status, 'unavailable');
+  t.regex(pill.outcomes[0]?.detail ?? '', /InvalidCommandError: value of projects\/evil\/pill does not fit its schema/);
+  for (const [i, m] of cluster.members.entries()) await until(`${m.id} to count the refused record`, 30_000, async () => ((await refusedOn(m)) === (before[i] ?? 0) + 1 ? true : null));
+  t.deepEqual(await read('projects/evil/pill'), []);
   t.true(cluster.members.every((m) => cluster.running(m)), 'every node still runs');
 });
 
