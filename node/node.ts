@@ -74,6 +74,8 @@ export const ACTOR_OPTIONS_DEFAULT: ActorNodeOptions = { portRangeStart: 20_000,
 const DRAIN_MS_MAX = 5_000;
 /** Distinct keys whose refused records are logged; past it only the metric counts. */
 const REFUSED_KEYS_LOGGED_MAX = 1000;
+/** Longest a request waits for its node to catch up before an unknown token is refused (a heartbeat round takes ms). */
+const CATCH_UP_MS_MAX = 1_000;
 
 export interface TlsFiles {
   readonly ca: Buffer;
@@ -153,6 +155,8 @@ export class DebughostNode {
   private readonly quota: QuotaAlarm;
   /** Keys whose refused values were logged (each once; the metric counts them all). */
   private readonly refusedKeysLogged = new Set<string>();
+  /** The ReadIndex round catchUp() callers share, while one runs. */
+  private catchingUp: Promise<void> | null = null;
   /** Called once when this node learns it was removed from the cluster. */
   onRemoved: (() => void) | null = null;
   /** The actor layer, once Raft runs. */
@@ -623,6 +627,29 @@ export class DebughostNode {
     } finally {
       this.removalCheckRunning = false;
     }
+  }
+
+  /**
+   * Wait until this node has applied what the cluster had committed when it
+   * was asked (a ReadIndex round), or CATCH_UP_MS_MAX passed. Callers at once
+   * share one round: a burst of unknown tokens costs one heartbeat round, not
+   * one each.
+   */
+  catchUp(): Promise<void> {
+    if (this.catchingUp !== null) return this.catchingUp;
+    const raft = this.raft;
+    if (raft === null) return Promise.resolve();
+    const round = new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, CATCH_UP_MS_MAX);
+      raft.read(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    }).finally(() => {
+      this.catchingUp = null;
+    });
+    this.catchingUp = round;
+    return round;
   }
 
   /**
