@@ -345,6 +345,10 @@ export class ActorHost {
       if (finished) return;
       finished = true;
       clock.clearTimer(timer);
+      // An earlier attempt may have been applied: say so, whatever the last attempt said.
+      if (ambiguous && isChange(request) && response.type === 'error' && response.name === 'UnavailableError') {
+        return callback(errorResponse('OutcomeUnknownError', `${response.message.replace(/; retry$/, '')}; an earlier attempt may have been applied: check its status, then retry with the same requestId`));
+      }
       callback(response);
     };
     const timer = clock.setTimer(options.deadlineMs, () =>
@@ -360,10 +364,6 @@ export class ActorHost {
       const retry = (why: ActorResponse, waitRevision: number): void => {
         if (number >= this.options.callAttemptsMax) {
           if (why.type === 'notOwner') return finish(errorResponse('OwnershipMovedError', `${key} kept moving over ${number} attempts; retry`));
-          // An earlier attempt may have been applied: say so, whatever the last attempt said.
-          if (ambiguous && isChange(request) && why.type === 'error' && why.name === 'UnavailableError') {
-            return finish(errorResponse('OutcomeUnknownError', `${why.message.replace(/; retry$/, '')}; an earlier attempt may have been applied: check its status, then retry with the same requestId`));
-          }
           return finish(why);
         }
         this.stats.retries += 1;

@@ -22,6 +22,7 @@ const LOWEST_ROLE: Record<string, Role> = {
   tenant_quota_set: 'tenant-admin',
   token_create: 'tenant-admin',
   token_revoke: 'tenant-admin',
+  token_list: 'tenant-admin',
   audit_query: 'tenant-admin',
   image_list: 'admin',
   image_prune: 'admin',

@@ -139,6 +139,7 @@ export const TOOL_RIGHTS = {
   tenant_quota_set: 'tenant.quota',
   token_create: 'tenant.tokens',
   token_revoke: 'tenant.tokens',
+  token_list: 'tenant.tokens',
   audit_query: 'tenant.audit',
   image_list: 'cluster.images',
   image_prune: 'cluster.images',

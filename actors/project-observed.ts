@@ -104,7 +104,8 @@ export class ObservedWriter {
     const status = this.deps.compute(record);
     const statusKv = view.get(statusKey(this.deps.ref.tenant, this.deps.ref.name));
     const statusChanged = status !== null && !sameStatus(this.deps.records.status(statusKv), status);
-    const sending = this.pending;
+    // A copy: events recorded while this write is in flight go to `pending`, and must not count as sent.
+    const sending = [...this.pending];
     if (!statusChanged && sending.length === 0) return;
     const eventsKv = view.get(eventsKey(this.deps.ref.tenant, this.deps.ref.name));
     const stored = this.deps.records.events(eventsKv)?.events ?? [];

@@ -5,6 +5,7 @@ import { performance } from 'node:perf_hooks';
 import { progressLine } from '../node/progress.ts';
 import { actorsBench } from './actors.ts';
 import { authBench } from './auth.ts';
+import { batchBench } from './batch.ts';
 import { logsBench } from './logs.ts';
 import { mcpBench } from './mcp.ts';
 import { raftBench } from './raft.ts';
@@ -21,7 +22,7 @@ interface BenchReport {
 
 type Bench = (args: string[], report: BenchReport) => Record<string, number | string> | Promise<Record<string, number | string>>;
 
-const benches: Record<string, Bench> = { sim: simBench, raft: raftBench, logs: logsBench, runtime: runtimeBench, actors: actorsBench, mcp: mcpBench, start: startBench, auth: authBench };
+const benches: Record<string, Bench> = { sim: simBench, raft: raftBench, logs: logsBench, runtime: runtimeBench, actors: actorsBench, mcp: mcpBench, start: startBench, auth: authBench, batch: batchBench };
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv.filter((arg) => arg !== '--json');

@@ -1,10 +1,10 @@
-// Goal: the driver answers a write that cannot be applied exactly once, as `unknown`, at the first tick after its deadline.
+// Goal: the driver answers a write that cannot be applied exactly once, as `unknown`, at the first tick after its deadline; a read is answered only by the answer to its own request.
 import test from 'ava';
-import { RaftNode, type StateMachine, type WriteOutcome } from './raft-node.ts';
+import { RaftNode, type ReadOutcome, type StateMachine, type WriteOutcome } from './raft-node.ts';
 import { defaultRaftConfig, Raft } from './raft.ts';
 import { bootstrapState, type PersistBatch, type RaftStorage } from './storage.ts';
 import { counterRandom } from './testing/network.ts';
-import type { Clock, Entry, LogIndex, NodeId, Term, TimerHandle } from './types.ts';
+import type { Clock, Entry, LogIndex, Message, NodeId, Term, TimerHandle } from './types.ts';
 
 /** Timers fire only when the test advances time. */
 class ManualClock implements Clock {
@@ -138,4 +138,46 @@ test('a write whose index is proposed again (leadership lost and regained before
   t.is(first.length, 1, 'the displaced caller is answered once');
   t.like(first[0], { ok: false, reason: 'rejected' });
   node.stop();
+});
+
+test('a read of a restarted node is not answered by the answer to a read its earlier process sent (a stale read index)', (t) => {
+  // Seed 67 of `debughost sim --nodes 3`: n2 sent a read index request, was killed, came back and asked again
+  // with the same request id; the leader's answer to the old request, with an older read index, completed
+  // the new read, which returned a value overwritten before it started.
+  const follower = 'n2' as NodeId;
+  const leader = 'n1' as NodeId;
+  const clock = new ManualClock();
+  const boot = (seed: number): { node: RaftNode<number, CountingMachine>; sent: Message[] } => {
+    const sent: Message[] = [];
+    const node = new RaftNode<number, CountingMachine>(
+      { clock, random: counterRandom(seed), storage: new HoldingStorage(), transport: { send: (message) => sent.push(message) } },
+      { raft: defaultRaftConfig(follower), tickMs: TICK_MS, requestTimeoutMs: REQUEST_TIMEOUT_MS, pendingRequestsMax: 100 },
+      { empty: () => new CountingMachine(), restore: () => new CountingMachine() },
+      bootstrapState([leader, follower, 'n3' as NodeId]),
+    );
+    node.start();
+    node.receive({ type: 'heartbeat', from: leader, to: follower, term: 2 as Term, commit: 3 as LogIndex, readContext: null });
+    return { node, sent };
+  };
+  const requestIdOf = (sent: Message[]): string => {
+    const request = sent.find((message) => message.type === 'readIndex');
+    return request?.type === 'readIndex' ? request.requestId : 'none sent';
+  };
+
+  const earlier = boot(1);
+  earlier.node.read(() => undefined);
+  const oldRequestId = requestIdOf(earlier.sent);
+  earlier.node.stop();
+
+  const later = boot(2);
+  const outcomes: ReadOutcome<CountingMachine>[] = [];
+  later.node.read((outcome) => outcomes.push(outcome));
+  const newRequestId = requestIdOf(later.sent);
+  t.not(newRequestId, oldRequestId);
+  later.node.receive({ type: 'readIndexResp', from: leader, to: follower, term: 2 as Term, requestId: oldRequestId, index: 2 as LogIndex, ok: true });
+  t.deepEqual(outcomes, [], 'the answer to the earlier process is not taken');
+  later.node.receive({ type: 'readIndexResp', from: leader, to: follower, term: 2 as Term, requestId: newRequestId, index: 3 as LogIndex, ok: true });
+  t.is(outcomes.length, 1);
+  t.like(outcomes[0], { ok: true, index: 3 });
+  later.node.stop();
 });

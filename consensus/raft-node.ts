@@ -99,6 +99,8 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
   private readonly writes = new Map<number, PendingWrite<Result>>();
   private readonly reads = new Map<string, PendingRead<Machine>>();
   private readSequence = 0;
+  /** Makes this process's read ids its own (see read()). */
+  private readonly readIdPrefix: string;
 
   constructor(
     components: RaftNodeComponents,
@@ -110,6 +112,7 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
     this.options = options;
     this.factory = factory;
     this.raft = (components.createRaft ?? ((config, random, state) => new Raft(config, random, state)))(options.raft, components.random, persisted);
+    this.readIdPrefix = `${this.raft.id}/${bootNonce(components.random)}/`;
     this.machine = persisted.snapshot === null ? factory.empty() : factory.restore(persisted.snapshot);
   }
 
@@ -159,8 +162,11 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
     if (this.stopped) return callback({ ok: false, reason: 'dropped', leaderHint: null });
     if (this.reads.size >= this.options.pendingRequestsMax) return callback({ ok: false, reason: 'overloaded', leaderHint: null });
     this.readSequence += 1;
-    // Request ids are unique across the cluster: the leader keys its heartbeat rounds by them.
-    const requestId = `${this.id}/${this.readSequence}`;
+    // Request ids are unique across the cluster and across this node's restarts: the leader keys
+    // its heartbeat rounds by them, and its answer to a read that an earlier process of this node
+    // sent (still in flight when it died) must not complete a new read with an older read index
+    // (a stale read: simulator seed 67, 3 nodes). Hence the nonce drawn at construction.
+    const requestId = `${this.readIdPrefix}${this.readSequence}`;
     const started = this.raft.readIndex(requestId);
     if (!started.ok) return callback({ ok: false, reason: 'notLeader', leaderHint: this.raft.leader });
     this.reads.set(requestId, { callback, deadlineMs: this.components.clock.nowMs() + this.options.requestTimeoutMs, index: null });
@@ -376,6 +382,12 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
 }
 
 const NONE: readonly Message[] = [];
+
+/** 64 random bits in base 36: tells this process's requests from those of the node's earlier processes. */
+function bootNonce(random: Random): string {
+  const word = (): string => random.int(2 ** 32).toString(36);
+  return `${word()}${word()}`;
+}
 
 function sendableBeforePersist(message: Message): boolean {
   return message.type === 'append' || message.type === 'heartbeat' || message.type === 'snapshotChunk';

@@ -7,7 +7,7 @@ import type { ActorHost } from '../actors/host.ts';
 import { PROJECTS_PREFIX, QUOTA_DEFAULT, USAGE_ZERO, parseActorKey, tenantActorKey, type TenantQuota, type TenantUsage } from '../actors/messages.ts';
 import type { CompositeRuntime } from '../actors/runtime-composite.ts';
 import { prefixEnd } from '../consensus/kv-state-machine.ts';
-import type { ActorMetricsView, OwnedProject, TenantQuotaUse } from './actor-metrics.ts';
+import type { ActorMetricsView, OwnedProject, TenantQuotaUse, WorkloadUse } from './actor-metrics.ts';
 
 const TENANTS_PREFIX = 'tenants/';
 
@@ -31,6 +31,12 @@ export function actorMetricsView(node: string, host: ActorHost, store: ActorStor
     },
     *workloadStates(): Iterable<string> {
       for (const status of runtime.list()) yield status.state;
+    },
+    *workloadUsage(): Iterable<WorkloadUse> {
+      for (const status of runtime.list()) {
+        if (status.usage === undefined) continue;
+        yield { tenant: status.project.tenant, cpuPercent: status.usage.cpuPercent, memoryBytes: status.usage.memoryBytes };
+      }
     },
     *ownedTenants(): Iterable<TenantQuotaUse> {
       const placement = host.placement();

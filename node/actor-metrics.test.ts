@@ -20,6 +20,7 @@ function view(overrides: Partial<ActorMetricsView> = {}): ActorMetricsView {
   return {
     ownedProjects: () => [],
     workloadStates: () => [],
+    workloadUsage: () => [],
     ownedTenants: () => [],
     ring: () => ({ epoch: 7, live: 2, members: 3 }),
     leaseValid: () => true,
@@ -39,6 +40,25 @@ test('before the actor layer runs the gauges report nothing owned and no lease',
   t.is(await seriesCount(registry, 'debughost_projects'), 0);
   t.is(await series(registry, 'debughost_actor_lease_valid'), 0);
   t.is(await series(registry, 'debughost_actor_ring_members', 'state="live"'), 0);
+});
+
+test('workload CPU and memory summed per tenant, no project label, tenants past the cap under _other', async (t) => {
+  const registry = new Registry();
+  const metrics = new ActorMetrics(registry);
+  const uses = [
+    { tenant: 'alice', cpuPercent: 90, memoryBytes: 200e6 },
+    { tenant: 'alice', cpuPercent: 10, memoryBytes: 50e6 },
+    { tenant: 'bob', cpuPercent: 5, memoryBytes: 1e6 },
+  ];
+  for (let i = 0; i < TENANT_SERIES_MAX + 3; i += 1) uses.push({ tenant: `t${i}`, cpuPercent: 0.1, memoryBytes: 1_000 });
+  metrics.attach(view({ workloadUsage: () => uses }));
+  t.is(await series(registry, 'debughost_workload_cpu_percent', 'tenant="alice"'), 100);
+  t.is(await series(registry, 'debughost_workload_memory_bytes', 'tenant="alice"'), 250e6);
+  t.is(await series(registry, 'debughost_workload_memory_bytes', 'tenant="bob"'), 1e6);
+  t.is(await seriesCount(registry, 'debughost_workload_cpu_percent'), TENANT_SERIES_MAX + 1);
+  t.false((await registry.metrics()).includes('project='), 'no series names a project');
+  metrics.attach(view());
+  t.is(await seriesCount(registry, 'debughost_workload_memory_bytes'), 0, 'no stale series once the workloads are gone');
 });
 
 test('projects by tenant and desired state, with tenants past the cap under _other', async (t) => {

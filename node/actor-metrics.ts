@@ -32,6 +32,14 @@ export interface OwnedProject {
   readonly desired: 'running' | 'stopped';
 }
 
+/** The latest resource sample of one workload on this node. */
+export interface WorkloadUse {
+  readonly tenant: string;
+  /** Percent of one core (200 = two cores busy). */
+  readonly cpuPercent: number;
+  readonly memoryBytes: number;
+}
+
 export interface TenantQuotaUse {
   readonly tenant: string;
   /** usage / quota per resource; 1 means the quota is reached. */
@@ -44,6 +52,8 @@ export interface ActorMetricsView {
   ownedProjects(): Iterable<OwnedProject>;
   /** Observed state of each workload on this node (running, exited, crashLoop, …). */
   workloadStates(): Iterable<string>;
+  /** CPU and memory of each workload on this node that has been sampled. */
+  workloadUsage(): Iterable<WorkloadUse>;
   /** Quota use of the tenants whose actor this node owns. */
   ownedTenants(): Iterable<TenantQuotaUse>;
   ring(): { readonly epoch: number; readonly live: number; readonly members: number };
@@ -95,6 +105,24 @@ export class ActorMetrics {
         }
       },
     });
+    const usageGauge = (name: string, help: string, figure: (use: WorkloadUse) => number): void => {
+      new Gauge({
+        name,
+        help: `${help}, by tenant (the ${TENANT_SERIES_MAX} largest; the rest under tenant="${OTHER_TENANT}"; sum over tenant for the node's total). No project label: a project's own figures are in project_status.`,
+        labelNames: ['tenant'],
+        registers,
+        collect() {
+          this.reset();
+          const view = read();
+          if (view === null) return;
+          const sums = new Map<string, number>();
+          for (const use of view.workloadUsage()) sums.set(use.tenant, (sums.get(use.tenant) ?? 0) + figure(use));
+          for (const [tenant, sum] of capSeries(sums, TENANT_SERIES_MAX, OTHER_TENANT)) this.set({ tenant }, sum);
+        },
+      });
+    };
+    usageGauge('debughost_workload_cpu_percent', "CPU of this node's workloads in percent of one core, from their runtimes' latest samples", (use) => use.cpuPercent);
+    usageGauge('debughost_workload_memory_bytes', "Memory of this node's workloads in bytes, from their runtimes' latest samples", (use) => use.memoryBytes);
     new Gauge({
       name: 'debughost_workloads',
       help: 'Workloads (processes or containers) on this node, by observed state.',

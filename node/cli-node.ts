@@ -55,6 +55,9 @@ export function parseAddress(flag: string, text: string | undefined): { host: st
   return { host: match[1] as string, port, address: `${match[1]}:${port}` };
 }
 
+/** A budget above this (1 PiB) is a typo, not a disk. */
+const IMAGE_BUDGET_MB_MAX = 1024 ** 3;
+
 const NODE_HELP = `usage: debughost node --id ID --grpc HOST:PORT --mcp HOST:PORT --seeds HOST:PORT,... --data-dir DIR
                       [--cluster-secret-file FILE] [--admin-token-file FILE] [--join-token TOKEN]
                       [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--insecure] [--insecure-no-auth]
@@ -62,6 +65,7 @@ const NODE_HELP = `usage: debughost node --id ID --grpc HOST:PORT --mcp HOST:POR
                       [--quota-bytes N] [--wal-segment-bytes N]
                       [--ports FROM-TO] [--docker auto|off] [--cgroups auto|v2|v1|off]
                       [--workload-users auto|tenant|node] [--force-new-cluster]
+                      [--image-budget-mb N] [--prewarm IMAGE,...] [--prewarm-dir DIR] [--image-scope PATTERN]
                       [--unsafe-ack-before-commit]   (TEST-ONLY: loses acknowledged writes)
 
 Starts one member. Nodes started with the same --seeds list, each listed in it,
@@ -79,6 +83,11 @@ leadership over first and hands its projects to the other nodes.
             off (process groups: a workload that calls setsid escapes stop, no limits)
 --workload-users  auto (default): a root node runs each tenant's processes as a user of its own;
             tenant: insist on that; node: run them as the node's user (see docs/security.md)
+--image-budget-mb  this node's Docker images must fit in N MiB: every 10 min (and by image_prune)
+            images no desired-running project names are removed, oldest-used first
+--prewarm   images made sure of before the node takes projects; a missing one is loaded from
+            --prewarm-dir (docker save tarballs named like node_20.tar for node:20), never pulled
+--image-scope  only images matching this reference pattern (team/*) are listed and pruned (a shared engine)
 --force-new-cluster  disaster recovery: restart a surviving member's data dir as a new
             one-member cluster holding all of its state; the others rejoin it with empty
             data dirs. Restart without the flag afterwards (docs/operations.md).
@@ -137,6 +146,10 @@ export async function nodeCommand(argv: string[]): Promise<number> {
       redis: { type: 'string' },
       cgroups: { type: 'string' },
       'workload-users': { type: 'string' },
+      'image-scope': { type: 'string' },
+      'image-budget-mb': { type: 'string' },
+      prewarm: { type: 'string' },
+      'prewarm-dir': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     'node',
@@ -177,6 +190,10 @@ export async function nodeCommand(argv: string[]): Promise<number> {
   if (docker !== 'auto' && docker !== 'off') throw new UsageError(`--docker is auto or off, got '${docker}'`);
   const cgroups = values.cgroups ?? 'auto';
   if (!CGROUP_MODES.includes(cgroups as CgroupMode)) throw new UsageError(`--cgroups is one of ${CGROUP_MODES.join(', ')}, got '${cgroups}'`);
+  const imageBudgetMb = values['image-budget-mb'] === undefined ? null : parseIntegerFlag('image-budget-mb', values['image-budget-mb'], 0, IMAGE_BUDGET_MB_MAX);
+  const prewarm = values.prewarm === undefined ? [] : values.prewarm.split(',').map((image) => image.trim()).filter((image) => image !== '');
+  if (values.prewarm !== undefined && prewarm.length === 0) throw new UsageError(`--prewarm needs IMAGE[,IMAGE…] (for example node:20,redis:7), got '${values.prewarm}'`);
+  if (values['image-scope'] !== undefined && !/^[a-z0-9][a-z0-9._\-/:*]{0,254}$/.test(values['image-scope'])) throw new UsageError(`--image-scope needs a Docker reference pattern such as team/* , got '${values['image-scope']}'`);
   const workloadUsers = values['workload-users'] ?? 'auto';
   if (workloadUsers !== 'auto' && workloadUsers !== 'tenant' && workloadUsers !== 'node') throw new UsageError(`--workload-users is auto, tenant or node, got '${workloadUsers}'`);
   const log = createLogger(id);
@@ -198,7 +215,17 @@ export async function nodeCommand(argv: string[]): Promise<number> {
       walSegmentBytes,
       // The chaos suite's planted fault; see plantAckBeforeCommit in node.ts.
       unsafeAckBeforeCommit: values['unsafe-ack-before-commit'] === true,
-      actors: { portRangeStart: ports.from, portRangeEnd: ports.to, docker, cgroups: cgroups as CgroupMode, workloadUsers },
+      actors: {
+        portRangeStart: ports.from,
+        portRangeEnd: ports.to,
+        docker,
+        cgroups: cgroups as CgroupMode,
+        workloadUsers,
+        imageBudgetBytes: imageBudgetMb === null ? null : imageBudgetMb * 1024 * 1024,
+        prewarm,
+        ...(values['image-scope'] === undefined ? {} : { imageScope: values['image-scope'] }),
+        ...(values['prewarm-dir'] === undefined ? {} : { prewarmDir: resolvePath(values['prewarm-dir']) }),
+      },
       forceNewCluster: values['force-new-cluster'] === true,
       insecureNoAuth,
       clusterSecretFile: values['cluster-secret-file'] === undefined ? null : resolvePath(values['cluster-secret-file']),

@@ -29,6 +29,10 @@ const commands: Record<string, { readonly summary: string; readonly load: () => 
     summary: 'save a consistent backup, restore one into a new data dir, or check a file',
     load: async () => (await import('./cli-snapshot.ts')).snapshotCommand,
   },
+  project: {
+    summary: 'batch FILE: start, stop, restart or remove many projects in one call (over MCP)',
+    load: async () => (await import('./cli-project.ts')).projectCommand,
+  },
   token: {
     summary: 'create | revoke | list bearer tokens (roles per tenant; join tokens)',
     load: async () => (await import('./cli-trust.ts')).tokenCommand,

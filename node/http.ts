@@ -7,7 +7,11 @@ import { prefixEnd } from '../consensus/kv-state-machine.ts';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import { errorResponse, type ActorResponse, type Identity } from '../actors/messages.ts';
 import type { ToolCall } from '../actors/tools.ts';
+import { isRole } from '../actors/identity.ts';
+import { RuntimeError } from '../actors/runtime.ts';
 import { McpEndpoint, type McpBackend } from './mcp.ts';
+import { registerImageTools } from './mcp-image-tools.ts';
+import { registerTrustTools } from './mcp-trust-tools.ts';
 import { timedBackend } from './mcp-call-timing.ts';
 import type { DebughostNode } from './node.ts';
 import { uiHandler, type UiOptions } from './ui/routes.ts';
@@ -112,6 +116,34 @@ export function startHttpServer(node: DebughostNode, host: string, port: number,
     allowedHosts,
     allowedOrigins: allowedHosts.flatMap((h) => [`http://${h}`, `https://${h}`]),
     log: node.options.log,
+    // Tenants' tokens are rate limited; the operator's admin tokens are not (benchmarks, the chaos workload and
+    // an operator's scripts run on them), so a runaway agent is stopped without locking out whoever must fix it.
+    admit: async (identity) => {
+      if (!isRole(identity.role) || identity.role === 'admin') return { ok: true };
+      const taken = await node.trust.rateLimiter.take({ ...identity, role: identity.role });
+      return taken.ok ? { ok: true } : { ok: false, message: taken.message };
+    },
+    audit: (entry) => {
+      if (!isRole(entry.identity.role)) return;
+      const actor = { tokenId: entry.identity.tokenId, tokenName: entry.identity.tokenName, tenant: entry.identity.tenant, role: entry.identity.role };
+      void node.trust.audit.record({ actor, action: entry.tool, tenant: entry.tenant, target: entry.target, args: entry.args, outcome: entry.outcome, detail: entry.detail }).catch(() => undefined);
+    },
+    extraTools: (server, context) => {
+      registerTrustTools(server, context, { tokens: node.trust.tokens, audit: node.trust.audit, view: () => node.store.view() });
+      registerImageTools(server, context, {
+        node: node.id,
+        budgetBytes: () => node.actors?.imageBudgetBytes ?? null,
+        images: async () => {
+          const docker = node.actors?.docker ?? null;
+          if (docker === null) throw new RuntimeError('RuntimeUnavailableError', `node ${node.id} has no Docker engine (started with --docker off, or none answered)`);
+          return docker.images();
+        },
+        prune: async (budgetBytes) => {
+          if (node.actors === null) throw new RuntimeError('RuntimeUnavailableError', `node ${node.id} has not started its actors yet; retry in a moment`);
+          return node.actors.pruneImages(budgetBytes);
+        },
+      });
+    },
   });
   const ui = uiHandler(node, backend, options.ui);
   const server = createServer((request, response) => {

@@ -2,7 +2,7 @@
 // a node that does not own it (start, wait, HTTP, logs, exec, restart, stop, remove), bad input gets isError and changes
 // nothing, the same flow runs a Docker container, and the independent MCP Inspector CLI works as a second client.
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -12,7 +12,8 @@ import test from 'ava';
 import Docker from 'dockerode';
 import { testDocker, TEST_IMAGE, type TestDocker } from '../actors/testing/dockerd.ts';
 import { prerequisites } from '../actors/testing/prerequisites.ts';
-import { LocalCluster, type Member } from './local-cluster.ts';
+import { TOOL_RIGHTS } from '../actors/identity.ts';
+import { bin, LocalCluster, type Member } from './local-cluster.ts';
 
 const run = promisify(execFile);
 type Result = { isError?: boolean; content: { type: string; text: string }[]; structuredContent?: Record<string, unknown> };
@@ -80,6 +81,8 @@ pythonTest('a dev server runs through a node that does not own it: start, wait, 
   for (const name of ['project_start', 'project_stop', 'project_restart', 'project_remove', 'project_status', 'project_list', 'project_logs', 'project_wait', 'project_exec', 'project_http', 'cluster_status']) {
     t.true(tools.includes(name), `tool ${name} is listed`);
   }
+  // The live tool list and the role table agree both ways: a new tool cannot skip its row (and so its check).
+  t.deepEqual([...tools].sort(), Object.keys(TOOL_RIGHTS).sort(), 'every live tool has a row in TOOL_RIGHTS, and every row a live tool');
   const progress: string[] = [];
   const started = await call(first, 'project_start', { name: 'web', command: 'echo booting; exec python3 -m http.server $PORT', cwd: workDir, healthCheck: { type: 'http', path: '/' } }, progress);
   t.falsy(started.isError, text(started));
@@ -180,6 +183,45 @@ test.serial('project_batch: 50 starts with 3 bad items run 47 projects on their 
   t.is((again.structuredContent as { succeeded: number }).succeeded, 47);
   const removal = await call(client, 'project_batch', { items: Array.from({ length: 50 }, (_, i) => ({ op: 'remove', name: `batch-${i}` })) });
   t.is((removal.structuredContent as { succeeded: number }).succeeded, 50);
+});
+
+test.serial('debughost project batch FILE: one line per item, exit 1 when one failed; a bad file is refused in one line and changes nothing', async (t) => {
+  const member = cluster.members[1] as Member;
+  const cli = (args: string[]): Promise<{ code: number; stdout: string; stderr: string }> =>
+    run(process.execPath, [bin, 'project', ...args, '--url', `http://${member.mcp}/mcp`], { timeout: 120_000, env: { ...process.env, DEBUGHOST_TOKEN: cluster.adminToken, DEBUGHOST_LOG_LEVEL: 'warn' } }).then(
+      ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+      (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
+    );
+  const starts = join(workDir, 'starts.json');
+  writeFileSync(starts, JSON.stringify({ items: [
+    { op: 'start', name: 'cli-a', command: 'exec sleep 300', ports: [] },
+    { op: 'start', name: 'cli-b', command: 'exec sleep 300', ports: [] },
+    { op: 'start', name: 'cli-c' },
+  ] }));
+  const started = await cli(['batch', starts]);
+  t.is(started.code, 1, started.stderr);
+  t.regex(started.stdout, /^ok {3}start cli-a: running on n\d$/m);
+  t.regex(started.stdout, /^ok {3}start cli-b: running on n\d$/m);
+  t.regex(started.stdout, /^FAIL start cli-c: .*command/m);
+  t.regex(started.stderr, /2 succeeded, 1 failed/);
+  t.regex(started.stderr, /^\d+\/3 /m, 'progress as items finish');
+
+  const bad = join(workDir, 'bad.json');
+  writeFileSync(bad, '[{"op": "start", "name": "cli-d", "command": "true"}, {"op": "explode", "name": "cli-a"}]');
+  const refused = await cli(['batch', bad]);
+  t.is(refused.code, 2);
+  t.regex(refused.stderr, /^debughost project: .*bad\.json at 1\.op: .*"op" \(start, stop, restart or remove\)/);
+  t.is(refused.stderr.trim().split('\n').length, 1, 'one line, no stack trace');
+  const client = await connect(member);
+  t.true((await call(client, 'project_status', { name: 'cli-d' })).isError, 'nothing of a refused file ran');
+  writeFileSync(bad, '{"items": [');
+  t.regex((await cli(['batch', bad])).stderr, /is not JSON/);
+
+  const removes = join(workDir, 'removes.json');
+  writeFileSync(removes, JSON.stringify([{ op: 'remove', name: 'cli-a' }, { op: 'remove', name: 'cli-b' }]));
+  const removed = await cli(['batch', removes, '--json']);
+  t.is(removed.code, 0, removed.stderr);
+  t.like(JSON.parse(removed.stdout), { succeeded: 2, failed: 0 });
 });
 
 dockerTest('the same flow with the Docker runtime', async (t) => {

@@ -75,7 +75,65 @@ export interface McpOptions {
   readonly limits?: McpLimits;
   /** Tools that live elsewhere (tokens, audit, images, batches), registered on every session's server. */
   readonly extraTools?: (server: McpServer, context: ToolContext) => void;
+  /** Asked before every tool call: the caller's request rate (per token and per tenant). */
+  readonly admit?: (identity: Identity, tool: string) => Promise<{ readonly ok: true } | { readonly ok: false; readonly message: string }>;
+  /** Told after every call of a tool that changes something (and of any refused call), for the audit trail. */
+  readonly audit?: (entry: ToolAuditEntry) => void;
 }
+
+/** One tool call as the audit trail keeps it (the writer digests the arguments). */
+export interface ToolAuditEntry {
+  readonly identity: Identity;
+  readonly tool: string;
+  readonly tenant: string | null;
+  readonly target: string | null;
+  readonly args: unknown;
+  readonly outcome: 'ok' | 'denied' | 'error';
+  readonly detail: string | null;
+}
+
+/** Tools that audit their own changes (with the tenant they acted on): the wrapper leaves them alone. */
+const SELF_AUDITED_TOOLS: ReadonlySet<string> = new Set(['token_create', 'token_revoke']);
+
+/**
+ * Every tool registered on `server` goes through the rate limit first and, when it changes something
+ * (readOnlyHint false) or is refused, into the audit trail after: one place, so a tool added later
+ * cannot skip either.
+ */
+function admitAndAudit(server: McpServer, options: McpOptions, identityOf: (extra: Extra) => Identity): void {
+  const register = server.registerTool.bind(server) as (name: string, config: { annotations?: ToolAnnotations }, handler: (args: unknown, extra: Extra) => Promise<CallToolResult>) => unknown;
+  (server as unknown as { registerTool: typeof register }).registerTool = (name, config, handler) =>
+    register(name, config, async (args: unknown, extra: Extra): Promise<CallToolResult> => {
+      let identity: Identity;
+      try {
+        identity = identityOf(extra);
+      } catch (error) {
+        return errorResult(error);
+      }
+      if (options.admit !== undefined) {
+        const admitted = await options.admit(identity, name);
+        if (!admitted.ok) return errorResult(new ToolError('RateLimitedError', admitted.message));
+      }
+      const result = await handler(args, extra);
+      const changes = config.annotations?.readOnlyHint !== true;
+      const refused = result.isError === true && errorNameOf(result) === 'ForbiddenError';
+      if (options.audit !== undefined && !SELF_AUDITED_TOOLS.has(name) && (changes || refused)) {
+        const fields = (typeof args === 'object' && args !== null ? args : {}) as { tenant?: unknown; name?: unknown };
+        options.audit({
+          identity,
+          tool: name,
+          tenant: typeof fields.tenant === 'string' ? fields.tenant : identity.tenant,
+          target: typeof fields.name === 'string' ? fields.name : null,
+          args,
+          outcome: result.isError !== true ? 'ok' : refused ? 'denied' : 'error',
+          detail: result.isError === true ? resultText(result).slice(0, 200) : null,
+        });
+      }
+      return result;
+    });
+}
+
+const resultText = (result: CallToolResult): string => result.content.map((part) => (part.type === 'text' ? part.text : '')).join(' ');
 
 /** What a tool registered from elsewhere gets to build its handlers. */
 export interface ToolContext {
@@ -120,8 +178,16 @@ export class ToolError extends Error {
 export function errorResult(error: unknown): CallToolResult {
   const expected = error instanceof ToolError || error instanceof ToolInputError || error instanceof z.ZodError;
   const message = expected ? (error as Error).message : `internal error: ${(error as Error)?.message ?? String(error)}; retry, and if it persists look at the node's log`;
-  return { content: [{ type: 'text', text: message.split('\n')[0] ?? message }], isError: true };
+  const name = error instanceof ToolError ? error.name : expected ? 'InvalidRequestError' : 'InternalError';
+  return { content: [{ type: 'text', text: message.split('\n')[0] ?? message }], isError: true, _meta: { [ERROR_NAME_META]: name } };
 }
+
+/** Where a tool error carries its error name (ForbiddenError, QuotaExceededError, …) for programs; the text is for people. */
+export const ERROR_NAME_META = 'debughost/error';
+const errorNameOf = (result: CallToolResult): string | null => {
+  const name = result._meta?.[ERROR_NAME_META];
+  return typeof name === 'string' ? name : null;
+};
 
 /** The answer, or the ToolError its error response stands for. */
 function expect<T extends ActorResponse['type']>(response: ActorResponse, type: T): Extract<ActorResponse, { type: T }> {
@@ -184,6 +250,7 @@ const renderEvent = (event: ProjectEvent): string =>
 
 function buildServer(options: McpOptions, session: () => Session | undefined): McpServer {
   const server = new McpServer({ name: 'debughost', version: '0.2.0' }, { capabilities: { resources: { subscribe: true, listChanged: false } } });
+  admitAndAudit(server, options, identityOf);
   const backend = options.backend;
   const guard =
     <A,>(run: (args: A, extra: Extra) => Promise<CallToolResult>) =>

@@ -13,13 +13,15 @@ import { ActorHost, hostOptionsDefault, type Authorizer, type HostOptions } from
 import { localProjectIo } from '../actors/io-local.ts';
 import { fenceTiming } from '../actors/lease-fence.ts';
 import { LogStore } from '../actors/logs.ts';
-import { parseActorKey, projectActorKey, type Identity } from '../actors/messages.ts';
+import { parseActorKey, projectActorKey, PROJECTS_PREFIX, type Identity } from '../actors/messages.ts';
 import { hostCheckedAllocator } from '../actors/ports.ts';
 import { CompositeRuntime } from '../actors/runtime-composite.ts';
+import type { PruneOutcome } from '../actors/docker-images.ts';
 import { DockerRuntime } from '../actors/runtime-docker.ts';
+import { RuntimeError } from '../actors/runtime.ts';
 import { ProcessRuntime } from '../actors/runtime-process.ts';
 import type { WorkloadUserMode } from '../actors/workload-user.ts';
-import { decodeCommand, encodeCommand, validateCommand, type KvCommand } from '../consensus/kv-state-machine.ts';
+import { decodeCommand, encodeCommand, prefixEnd, validateCommand, type KvCommand } from '../consensus/kv-state-machine.ts';
 import { actorMetricsView } from './actor-metrics-view.ts';
 import type { DebughostNode } from './node.ts';
 import { systemClock, systemRandom } from './system.ts';
@@ -36,7 +38,17 @@ export interface ActorNodeOptions {
   readonly cgroups?: CgroupMode;
   /** Whom process workloads run as (default auto: a user per tenant when the node is root). */
   readonly workloadUsers?: 'auto' | WorkloadUserMode;
+  /** The images this node lists, counts and prunes: a Docker reference pattern (`team/*`); default all of the engine's. */
+  readonly imageScope?: string;
+  /** The node's images must fit in this many bytes: pruned to it every IMAGE_PRUNE_INTERVAL_MS; null: no budget. */
+  readonly imageBudgetBytes?: number | null;
+  /** Images made sure of (loaded from `prewarmDir` tarballs when missing) before the node takes projects. */
+  readonly prewarm?: readonly string[];
+  readonly prewarmDir?: string;
 }
+
+/** How often a node with an image budget prunes down to it (a start also leaves images behind). */
+export const IMAGE_PRUNE_INTERVAL_MS = 10 * 60_000;
 
 /** Tenants' homes and default project directories, inside the data dir. */
 const WORK_DIR = 'work';
@@ -49,6 +61,11 @@ export class NodeActors {
   readonly store: ActorStore;
   #closed = false;
   #heartbeat: NodeJS.Timeout | null = null;
+  #imagePrunes: NodeJS.Timeout | null = null;
+  /** The Docker side of the runtime, for image_list and image_prune; null without an engine. */
+  docker: DockerRuntime | null = null;
+  /** --image-budget-mb in bytes; null: no budget. */
+  imageBudgetBytes: number | null = null;
 
   private constructor(
     private readonly node: DebughostNode,
@@ -119,15 +136,36 @@ export class NodeActors {
     let dockerMissing = 'Docker is turned off on this node (--docker off)';
     if (options.docker === 'auto') {
       try {
-        docker = await DockerRuntime.open({ node: node.id, stateDir: join(dataDir, 'runtime', 'docker'), logs, clock: systemClock, wallNowMs, ...(options.dockerSocket === undefined ? {} : { socketPath: options.dockerSocket }) });
+        docker = await DockerRuntime.open({
+          node: node.id,
+          stateDir: join(dataDir, 'runtime', 'docker'),
+          logs,
+          clock: systemClock,
+          wallNowMs,
+          ...(options.dockerSocket === undefined ? {} : { socketPath: options.dockerSocket }),
+          ...(options.imageScope === undefined ? {} : { imageReference: options.imageScope }),
+        });
       } catch (error) {
         dockerMissing = (error as Error).message;
         node.options.log.info({ reason: dockerMissing }, 'no Docker engine: projects with an image will be refused, commands run as processes');
       }
     }
+    if ((options.prewarm ?? []).length > 0) {
+      if (docker === null) node.options.log.warn({ images: options.prewarm, reason: dockerMissing }, 'cannot prewarm images without a Docker engine');
+      else {
+        // Before the node takes projects: a start on this node then finds its image here.
+        for (const result of await docker.prewarm(options.prewarm ?? [], options.prewarmDir === undefined ? {} : { tarballDir: options.prewarmDir })) {
+          if (result.outcome === 'missing' || result.outcome === 'failed') node.options.log.warn({ image: result.image, detail: result.detail }, `prewarm: image ${result.outcome}`);
+          else node.options.log.info({ image: result.image, outcome: result.outcome }, 'prewarm');
+        }
+      }
+    }
     const runtime = new CompositeRuntime(processRuntime, docker, dockerMissing);
     const actors = new NodeActors(node, logs, runtime, new ActorClients(node.credentials, peerMetadata), authorizer, options);
+    actors.docker = docker;
+    actors.imageBudgetBytes = options.imageBudgetBytes ?? null;
     actors.host.start();
+    if (docker !== null && actors.imageBudgetBytes !== null) actors.#startImagePrunes();
     node.metrics.actors.attach(actorMetricsView(node.id, actors.host, actors.store, runtime));
     actors.#startHeartbeats(fence.heartbeatMs, fence.validForMs);
     return actors;
@@ -143,6 +181,38 @@ export class NodeActors {
     };
     beat();
     this.#heartbeat = setInterval(beat, heartbeatMs);
+  }
+
+  /** Every image a desired-running project of the cluster names: never pruned, on any node. */
+  imagesInUse(): string[] {
+    const images = new Set<string>();
+    for (const entry of this.store.view().range(PROJECTS_PREFIX, prefixEnd(PROJECTS_PREFIX))) {
+      const record = this.host.records.project(entry);
+      if (record !== null && record.desired === 'running' && typeof record.spec.image === 'string' && record.spec.image !== '') images.add(record.spec.image);
+    }
+    return [...images];
+  }
+
+  /** Prune this node's images down to `budgetBytes`, keeping every image a desired-running project needs. */
+  async pruneImages(budgetBytes: number): Promise<PruneOutcome> {
+    if (this.docker === null) throw new RuntimeError('RuntimeUnavailableError', `node ${this.node.id} has no Docker engine (started with --docker off, or none answered)`);
+    return this.docker.pruneImages({ budgetBytes, keep: this.imagesInUse() });
+  }
+
+  #startImagePrunes(): void {
+    const budget = this.imageBudgetBytes;
+    if (budget === null) return;
+    const prune = (): void => {
+      void this.pruneImages(budget).then(
+        (outcome) => {
+          if (outcome.removed.length > 0 || !outcome.fits) this.node.options.log.info({ removed: outcome.removed.length, freedBytes: outcome.freedBytes, totalBytesAfter: outcome.totalBytesAfter, fits: outcome.fits }, 'image budget: pruned');
+        },
+        (error: Error) => this.node.options.log.warn({ error: error.message }, 'image budget: prune failed'),
+      );
+    };
+    prune();
+    this.#imagePrunes = setInterval(prune, IMAGE_PRUNE_INTERVAL_MS);
+    this.#imagePrunes.unref();
   }
 
   private propose(command: KvCommand, callback: (outcome: StoreWriteOutcome) => void): void {
@@ -204,6 +274,7 @@ export class NodeActors {
     this.#closed = true;
     this.node.metrics.actors.attach(null);
     if (this.#heartbeat !== null) clearInterval(this.#heartbeat);
+    if (this.#imagePrunes !== null) clearInterval(this.#imagePrunes);
     this.host.stop();
     await this.runtime.close();
     await this.logs.close();

@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { create } from '@bufbuild/protobuf';
 import { auditRecordKey, type AuditRecord } from '../actors/audit.ts';
 import { encodeCommand } from '../consensus/kv-state-machine.ts';
@@ -131,6 +133,135 @@ test.serial('a revoked token is refused on every node within 1 s', async (t) => 
   const worst = Math.max(...refusedAfter);
   t.log(`revoked through n1; refused on n2 after ${refusedAfter[0]?.toFixed(0)} ms, on n3 after ${refusedAfter[1]?.toFixed(0)} ms (from the revoke call's start)`);
   t.true(worst < 1_000, `${worst.toFixed(0)} ms`);
+});
+
+interface ToolResult {
+  readonly isError?: boolean;
+  readonly _meta?: Record<string, unknown>;
+  readonly content: { type: string; text: string }[];
+  readonly structuredContent?: Record<string, unknown>;
+}
+
+async function mcpClient(m: Member, token: string): Promise<Client> {
+  const client = new Client({ name: 'debughost-trust-test', version: '1' });
+  await client.connect(new StreamableHTTPClientTransport(new URL(`http://${m.mcp}/mcp`), { requestInit: { headers: { authorization: `Bearer ${token}` } } }));
+  return client;
+}
+
+/**
+ * A client with a token just made on another node: a node knows a token once it has applied its creation, which
+ * may lag the node that answered token_create by a few ms (more on a loaded machine); until then it answers 401.
+ */
+const mcpClientOnceKnown = (m: Member, token: string): Promise<Client> =>
+  until(`token known on ${m.id}`, 10_000, () => mcpClient(m, token).catch(() => null), 50);
+
+const callTool = async (client: Client, name: string, args: Record<string, unknown>): Promise<ToolResult> =>
+  (await client.callTool({ name, arguments: args }, undefined, { timeout: CLI_TIMEOUT_MS })) as ToolResult;
+const textOf = (result: ToolResult): string => result.content.map((part) => part.text).join('\n');
+
+test.serial('token and audit tools over MCP: an admin hands out a developer token for alice; it works as alice on another node, never as bob or above its role, and token_revoke ends it on every node within 1 s', async (t) => {
+  const admin = await mcpClient(member('n1'), cluster.adminToken ?? '');
+  const opened: Client[] = [admin];
+  try {
+    const made = await callTool(admin, 'token_create', { tenant: 'alice', role: 'developer', name: 'sub-agent' });
+    t.falsy(made.isError, textOf(made));
+    const token = String(made.structuredContent?.token ?? '');
+    const info = made.structuredContent?.info as { id: string; tenant: string; role: string };
+    t.like(info, { tenant: 'alice', role: 'developer' });
+    t.regex(textOf(made), /not shown again/);
+
+    const listed = await callTool(admin, 'token_list', { tenant: 'alice' });
+    t.falsy(listed.isError, textOf(listed));
+    t.true(textOf(listed).includes(info.id));
+    t.false(JSON.stringify(listed).includes(token), 'token_list never shows a secret');
+
+    // The new token, on another node: alice's projects yes, bob's no, and no token above its own role.
+    const alice = await mcpClientOnceKnown(member('n2'), token);
+    opened.push(alice);
+    const own = await callTool(alice, 'project_list', {});
+    t.falsy(own.isError, textOf(own));
+    const foreign = await callTool(alice, 'project_list', { tenant: 'bob' });
+    t.true(foreign.isError);
+    t.regex(textOf(foreign), /bob/);
+    const escalate = await callTool(alice, 'token_create', { role: 'admin' });
+    t.true(escalate.isError);
+    t.regex(textOf(escalate), /admin/);
+    const audit = await callTool(alice, 'audit_query', {});
+    t.true(audit.isError, 'a developer may not read the audit trail');
+    t.regex(textOf(audit), /tenant\.audit/);
+    const bad = await callTool(admin, 'token_create', { tenant: 'alice', role: 'root' });
+    t.true(bad.isError, 'an unknown role is a tool error');
+
+    // Revoked through n1; n3 refuses the token at the HTTP layer (401) within 1 s.
+    const revokedAt = performance.now();
+    const revoked = await callTool(admin, 'token_revoke', { id: info.id });
+    t.falsy(revoked.isError, textOf(revoked));
+    let refusedAfterMs = Infinity;
+    while (performance.now() - revokedAt < 10_000) {
+      const response = await fetch(`http://${member('n3').mcp}/mcp`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-03-26', capabilities: {}, clientInfo: { name: 'probe', version: '1' } } }),
+      });
+      await response.arrayBuffer();
+      if (response.status === 401) {
+        refusedAfterMs = performance.now() - revokedAt;
+        t.regex(response.headers.get('www-authenticate') ?? '', /^Bearer /);
+        break;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    t.log(`token_revoke through n1: the token is refused on n3 ${refusedAfterMs.toFixed(0)} ms after the call started`);
+    t.true(refusedAfterMs < 1_000, `refused after ${refusedAfterMs} ms`);
+    await t.throwsAsync(callTool(alice, 'project_list', {}), undefined, 'a session opened with the token ends with it');
+    const again = await callTool(admin, 'token_revoke', { id: info.id });
+    t.falsy(again.isError);
+    t.regex(textOf(again), /already revoked/);
+    // The audit trail (audit_query over MCP) has the create, the refused escalation and the revoke, never the secret.
+    const trail = await until('the token tools in the audit trail', 10_000, async () => {
+      const page = await callTool(admin, 'audit_query', { tenant: 'alice', limit: 1_000 });
+      if (page.isError === true) return null;
+      const records = (page.structuredContent?.records as AuditRecord[]).filter((r) => r.action.startsWith('token '));
+      return records.some((r) => r.action === 'token revoke') && records.some((r) => r.outcome === 'denied') ? records : null;
+    });
+    t.true(trail.some((r) => r.action === 'token create' && r.outcome === 'ok'));
+    t.false(JSON.stringify(trail).includes(token.split('.').at(-1) ?? token), 'no secret in the audit trail');
+  } finally {
+    for (const client of opened) await client.close().catch(() => {});
+  }
+});
+
+test.serial('MCP calls are rate limited per token and audited: a developer over the burst gets RateLimitedError; its start and its refused exec are in the trail', async (t) => {
+  const admin = await mcpClient(member('n1'), cluster.adminToken ?? '');
+  const opened: Client[] = [admin];
+  try {
+    const made = await callTool(admin, 'token_create', { tenant: 'carol', role: 'developer', name: 'rate-test' });
+    const carol = await mcpClientOnceKnown(member('n2'), String(made.structuredContent?.token));
+    opened.push(carol);
+    const started = await callTool(carol, 'project_start', { name: 'audited', command: 'exec sleep 300', ports: [] });
+    t.falsy(started.isError, textOf(started));
+    const exec = await callTool(carol, 'project_exec', { name: 'audited', command: 'id' });
+    t.true(exec.isError, 'a developer has no exec right');
+    // 40 is the token's burst at 20 calls/s: 80 calls at once must meet the limit.
+    const answers = await Promise.all(Array.from({ length: 80 }, () => callTool(carol, 'project_list', {})));
+    const limited = answers.filter((answer) => answer.isError === true && /retry/i.test(textOf(answer)) && answer._meta?.['debughost/error'] === 'RateLimitedError');
+    t.log(`${limited.length} of 80 calls at once refused by the rate limit; first: ${limited[0] === undefined ? '-' : textOf(limited[0])}`);
+    t.true(limited.length > 0 && limited.length < 80, `${limited.length} refused`);
+    const adminCalls = await Promise.all(Array.from({ length: 80 }, () => callTool(admin, 'project_list', { tenant: 'carol' })));
+    t.false(adminCalls.some((answer) => answer.isError === true), 'admin tokens are not rate limited');
+
+    const trail = await until('the calls in the audit trail', 10_000, async () => {
+      const page = await callTool(admin, 'audit_query', { tenant: 'carol', limit: 1_000 });
+      const records = (page.structuredContent?.records ?? []) as AuditRecord[];
+      return records.some((r) => r.action === 'project_start') && records.some((r) => r.action === 'project_exec') ? records : null;
+    });
+    t.like(trail.find((r) => r.action === 'project_start'), { outcome: 'ok', target: 'audited' });
+    t.like(trail.find((r) => r.action === 'project_exec'), { outcome: 'denied', target: 'audited' });
+    t.false(trail.some((r) => r.action === 'project_list'), 'reads are not audited');
+    t.falsy((await callTool(admin, 'project_remove', { tenant: 'carol', name: 'audited' })).isError);
+  } finally {
+    for (const client of opened) await client.close().catch(() => {});
+  }
 });
 
 test.serial('a spoofed Raft sender is dropped; audit verify names a record changed in the state', async (t) => {

@@ -9,7 +9,7 @@ import { RaftNode, type ReadOutcome, type WriteOutcome } from '../consensus/raft
 import { Raft, defaultRaftConfig } from '../consensus/raft.ts';
 import { bootstrapState, emptyPersistedState, type PersistBatch, type PersistedState, type RaftStorage } from '../consensus/storage.ts';
 import type { Clock, ConfChange, Entry, Message, NodeId, RaftConfig, Random, Term } from '../consensus/types.ts';
-import { SimDisk } from './disk.ts';
+import { SimDisk, type DiskLatency } from './disk.ts';
 import { drawFaultConfig, describeFaultConfig, type FaultConfig, type FaultKind, type TopologyFault } from './faults.ts';
 import type { Operation } from './history.ts';
 import { InvariantChecker } from './invariants.ts';
@@ -213,6 +213,11 @@ export class SimCluster {
 
   durable(id: NodeId): PersistedState {
     return (this.states.get(id) as NodeState).disk.load();
+  }
+
+  /** The fsync latency the node's disk draws from now (the seed's, or the healed one). */
+  diskLatency(id: NodeId): DiskLatency {
+    return (this.states.get(id) as NodeState).disk.syncLatency();
   }
 
   shadow(id: NodeId): ShadowLog {
@@ -501,7 +506,8 @@ export class SimCluster {
 
   /**
    * End the safety phase: stop the nemesis, pick a majority, heal it fully
-   * (restart, resume, reconnect, no more packet faults). Faults outside it may stay.
+   * (restart, resume, reconnect, no more packet faults, no more slow syncs).
+   * Faults outside it may stay.
    */
   healQuorum(): NodeId[] {
     this.nemesisActive = false;
@@ -517,6 +523,7 @@ export class SimCluster {
     for (const id of quorum) {
       this.resume(id);
       this.restart(id);
+      this.healDisk(id);
     }
     this.record('-' as NodeId, 'healQuorum', quorum.join(','));
     return quorum;
@@ -531,10 +538,24 @@ export class SimCluster {
     this.network.heal();
     for (const id of this.allIds()) {
       this.resume(id);
+      this.healDisk(id);
       if (this.states.get(id)?.crashed === true) this.restart(id);
       // A node caught in a graceful restart comes back once its disk is synced (its own timer died with the nemesis).
       else if (this.states.get(id)?.node === null) this.restartWhenSynced(id);
     }
+  }
+
+  /**
+   * The disk keeps its ordinary fsync latency and loses its slow outliers (the
+   * slowDisk fault). A sync already queued still ends when it was drawn to:
+   * within about slowSyncMsMax. Without this a healed node is not healed:
+   * an outlier longer than the election timeout stalls its driver (no
+   * heartbeats, no answers while a sync runs, as in etcd), and when the healed
+   * majority is a bare quorum every node's stall deposes the leader or stops
+   * an election (seed 7247, docs/simulator.md).
+   */
+  private healDisk(id: NodeId): void {
+    (this.states.get(id) as NodeState).disk.setLatency({ ...this.faults.disk, slowSyncProbability: 0, slowSyncMsMax: 0 });
   }
 
   private restartWhenSynced(id: NodeId): void {

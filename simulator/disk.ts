@@ -207,6 +207,11 @@ export class SimDisk implements RaftStorage {
     this.latency = { ...latency };
   }
 
+  /** The fsync latency new syncs are drawn from. */
+  syncLatency(): DiskLatency {
+    return { ...this.latency };
+  }
+
   persist(batch: PersistBatch, done: (error: Error | null) => void): void {
     this.checkAgainstPending(batch);
     const write = new PendingWrite(batch, done);

@@ -102,7 +102,10 @@ export class InvariantChecker {
     if (this.violations.length === 0) this.firstViolationMs = this.cluster.scheduler.nowMs();
     const line = `at ${this.cluster.scheduler.nowMs().toFixed(1)} ms: ${text}`;
     this.violations.push(line);
-    this.cluster.record('-' as NodeId, 'violation', text);
+    // A trace line holds no newline, and a linearizability explanation has many: one line each.
+    const [first = '', ...rest] = text.split('\n');
+    this.cluster.record('-' as NodeId, 'violation', first);
+    for (const more of rest) this.cluster.record('-' as NodeId, 'violation+', more.trim());
   }
 
   nodeStarted(node: SimRaftNode): void {

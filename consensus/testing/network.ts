@@ -6,8 +6,9 @@ import { Raft, defaultRaftConfig } from '../raft.ts';
 import { bootstrapState, emptyPersistedState } from '../storage.ts';
 import type { Entry, Message, NodeId, RaftConfig, Random, ReadState } from '../types.ts';
 
-export const counterRandom = (): Random => {
-  let state = 1;
+/** A cheap deterministic source; `seed` gives one process of a node draws of its own. */
+export const counterRandom = (seed = 1): Random => {
+  let state = seed;
   return {
     int: (max) => {
       state = (state * 1103515245 + 12345) % 2147483648;
