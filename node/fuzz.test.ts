@@ -10,12 +10,13 @@ import { encodeCommand, type KvCommand } from '../consensus/kv-state-machine.ts'
 import { systemValueError } from '../actors/records.ts';
 import { SYSTEM_PREFIXES } from '../actors/system-keys.ts';
 import { Actors, ProposeRequestSchema } from '../proto/gen/actor_pb.ts';
-import { LocalCluster, codeOf, type Member } from './local-cluster.ts';
+import { spawn } from 'node:child_process';
+import { LocalCluster, codeOf, until, type Member } from './local-cluster.ts';
 import { readClusterSecret } from './cluster-files.ts';
 import { McpClients, resultText, type ToolResult } from './testing/mcp-clients.ts';
 import { hostileValue, mutatedArguments, tamed, type JsonSchema } from './testing/fuzz-arbitraries.ts';
 import { grpcCase, metadataFor, methodOf, RawGrpcClient, tame, type Credentials, type RawOutcome } from './testing/fuzz-grpc.ts';
-import { clusterProblems, StderrCursor } from './testing/fuzz-health.ts';
+import { clusterProblems, processesWithArgv, StderrCursor } from './testing/fuzz-health.ts';
 
 /** fast-check's seed for every part; printed at the start and in every failure. */
 const SEED = process.env.DEBUGHOST_FUZZ_SEED === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(process.env.DEBUGHOST_FUZZ_SEED);
@@ -151,6 +152,7 @@ async function termFloor(): Promise<bigint> {
 
 test.serial('fuzz: random and mutated messages to every gRPC service (Raft, KV, Admin, Actors) leave the cluster whole', async (t) => {
   const codes = new Map<string, number>();
+  const internals = new Map<string, string>();
   const leaks: string[] = [];
   await runFuzz(t, fc.array(grpcCase(cluster.members.length), { minLength: GRPC_CASES_PER_BATCH, maxLength: GRPC_CASES_PER_BATCH }), async (cases) => {
     const context = { termFloor: await termFloor(), sentinel: SENTINEL_NAME };
@@ -162,12 +164,14 @@ test.serial('fuzz: random and mutated messages to every gRPC service (Raft, KV, 
       const outcome: RawOutcome = await withWedgeCheck(`${kase.service}/${kase.method} on ${member.id}`, rawClient(member).call(method, plan.payloads, metadataFor(plan.credential, kase.peer, credentials)));
       const key = `${kase.method}:${outcome.code === 'ok' ? 'ok' : grpc.status[outcome.code]}`;
       codes.set(key, (codes.get(key) ?? 0) + 1);
+      if (outcome.code === grpc.status.INTERNAL || outcome.code === grpc.status.UNKNOWN) internals.set(key, outcome.detail.slice(0, 160));
       if (/\n\s+at \S/.test(outcome.detail)) leaks.push(`${kase.service}/${kase.method}: ${outcome.detail.slice(0, 500)}`);
       tally.grpc += 1;
     });
     await assertHealthy('gRPC');
   });
   t.log(`outcomes: ${[...codes].sort().map(([k, n]) => `${k}=${n}`).join(' ')}`);
+  t.log(`INTERNAL and UNKNOWN details, one per method: ${[...internals].map(([k, d]) => `${k}: ${d}`).join(' | ') || 'none'}`);
   t.deepEqual(leaks, [], 'no error detail carries a stack trace');
 });
 
@@ -187,12 +191,17 @@ test.serial('fuzz: random and mutated MCP tool arguments from the tools\' own in
   const mcpCase: fc.Arbitrary<McpCase> = fc.constantFrom(...tools).chain((tool) =>
     fc.record({
       tool: fc.constant(tool.name),
-      args: mutatedArguments(tool.inputSchema as JsonSchema).map((args) => tamed(args, TOOL_WAIT_MS_MAX) as Record<string, unknown>),
+      args: fc
+        .tuple(mutatedArguments(tool.inputSchema as JsonSchema), fc.boolean())
+        // Half the calls name the fuzz tenant, so that they reach the projects the fuzz made rather than a refusal of a random tenant.
+        .map(([args, own]) => tamed(own && 'tenant' in args ? { ...args, tenant: FUZZ_TENANT } : args, TOOL_WAIT_MS_MAX) as Record<string, unknown>),
       admin: fc.boolean(),
       target: fc.nat({ max: cluster.members.length - 1 }),
     }),
   );
   const kinds = new Map<string, number>();
+  /** The last error text of each tool, to read what the fuzz mostly hits. */
+  const samples = new Map<string, string>();
   const leaks: string[] = [];
   await runFuzz(t, fc.array(mcpCase, { minLength: MCP_CASES_PER_BATCH, maxLength: MCP_CASES_PER_BATCH }), async (cases) => {
     await inFlight(cases, async (kase) => {
@@ -203,10 +212,12 @@ test.serial('fuzz: random and mutated MCP tool arguments from the tools\' own in
       try {
         const result = await withWedgeCheck(`${kase.tool} on ${member.id}`, clients.call(target, kase.tool, kase.args));
         kind = result.isError === true ? 'toolError' : 'ok';
+        if (result.isError === true) samples.set(kase.tool, resultText(result).slice(0, 160));
         if (/\n\s+at \S/.test(resultText(result))) leaks.push(`${kase.tool}: ${resultText(result).slice(0, 500)}`);
       } catch (error) {
         if ((error as Error).message.includes('did not answer within')) throw error;
         kind = `thrown:${(error as { code?: unknown }).code ?? (error as Error).name}`;
+        samples.set(`${kase.tool} thrown`, `${(error as Error).message.slice(0, 160)} cause ${String((error as { cause?: { code?: string; message?: string } }).cause?.code ?? (error as { cause?: { message?: string } }).cause?.message)} (args ${JSON.stringify(kase.args).slice(0, 200)}); ${member.id} stderr: ${member.stderrTail.slice(-1200)}`);
         if (/\n\s+at \S/.test((error as Error).message)) leaks.push(`${kase.tool}: ${(error as Error).message.slice(0, 500)}`);
       }
       kinds.set(`${kase.tool}:${kind}`, (kinds.get(`${kase.tool}:${kind}`) ?? 0) + 1);
@@ -215,6 +226,7 @@ test.serial('fuzz: random and mutated MCP tool arguments from the tools\' own in
     await assertHealthy('MCP');
   });
   t.log(`outcomes: ${[...kinds].sort().map(([k, n]) => `${k}=${n}`).join(' ')}`);
+  t.log(`last error of each tool: ${[...samples].sort().map(([k, d]) => `${k}: ${d}`).join(' | ')}`);
   t.deepEqual(leaks, [], 'no tool answer carries a stack trace');
 });
 
@@ -291,11 +303,9 @@ test.serial('fuzz: garbage values under every system prefix, through the client 
       tally.kv += 1;
     }
     // A member's proposals: each case its own command, sent to the leader in a few batches (as the actor layer sends them).
-    const leader = (await cluster.leader()) ?? cluster.member('n1');
     const commands = viaMember.map((kase): KvCommand => ({ type: 'put', key: kase.key, value: kase.value }));
     for (let at = 0; at < commands.length; at += 8) {
-      const request = create(ProposeRequestSchema, { commands: commands.slice(at, at + 8).map(encodeCommand) });
-      const proposed = await withWedgeCheck('Actors/Propose', rawClient(leader).call(Actors.method.propose, [toBinary(ProposeRequestSchema, request)], metadataFor('peer', cluster.members.indexOf(leader) === 0 ? 1 : 0, credentials)));
+      const proposed = await withWedgeCheck('Actors/Propose', proposeAsMember(commands.slice(at, at + 8)));
       if (proposed.code !== 'ok') proposeRefusals.push(`${grpc.status[proposed.code]}: ${proposed.detail}`);
       tally.kv += Math.min(8, commands.length - at);
     }
@@ -310,6 +320,47 @@ test.serial('fuzz: garbage values under every system prefix, through the client 
   t.deepEqual(proposeRefusals, [], 'the leader takes a member\'s proposals (the state machine judges them)');
   t.deepEqual(refusedByClientKv, [], 'the client KV refuses every write under a system prefix');
   t.deepEqual(storedAgainstCheck, [], 'no value the apply-time check refuses is in the state');
+});
+
+// ---- regressions and the checker's own test ----------------------------------------------------
+
+/** Propose `commands` on the leader as a member would (Actors.Propose), answering the gRPC outcome. */
+async function proposeAsMember(commands: readonly KvCommand[]): Promise<RawOutcome> {
+  const leader = (await cluster.leader()) ?? cluster.member('n1');
+  const request = create(ProposeRequestSchema, { commands: commands.map(encodeCommand) });
+  return rawClient(leader).call(Actors.method.propose, [toBinary(ProposeRequestSchema, request)], metadataFor('peer', cluster.members.indexOf(leader) === 0 ? 1 : 0, credentials));
+}
+
+test.serial('fuzz seed 2 (system prefixes): a member\'s proposal of members/evil, or of garbage under members/n2, changes no member of the ring', async (t) => {
+  const outcome = await proposeAsMember([
+    { type: 'put', key: 'members/evil', value: '$vWu9~' },
+    { type: 'put', key: 'members/n2', value: '127.0.0.1:1' },
+    { type: 'txn', compare: [], success: [{ type: 'delete', key: 'members/n3' }], failure: [] },
+  ]);
+  t.is(outcome.code, 'ok', outcome.detail);
+  const members = await cluster.readPrefix(cluster.member('n1'), 'members/', 'members0');
+  t.deepEqual([...members.keys()].sort(), ['members/n1', 'members/n2', 'members/n3']);
+  t.is(members.get('members/n2'), cluster.member('n2').grpc);
+  await assertHealthy('regression');
+});
+
+test.serial('the batch checks fail on planted faults: a second copy of a sentinel, a stack trace on stderr, a dead node', async (t) => {
+  const quick = { sentinels: SENTINEL_ARGVS, settleMs: 2_000 };
+  const first = SENTINEL_ARGVS[0] as string[];
+  const copy = spawn(first[0] as string, first.slice(1), { stdio: 'ignore' });
+  try {
+    await until('the planted copy to run', 5_000, async () => ((await processesWithArgv(first)).length === 2 ? true : null));
+    const problems = await clusterProblems(cluster, cursor, quick);
+    t.true(problems.some((problem) => /sentinel 0 ran 2 times at once/.test(problem)), problems.join('; '));
+  } finally {
+    copy.kill('SIGKILL');
+  }
+  const n2 = cluster.member('n2');
+  n2.stderrTail += 'TypeError: planted\n    at ActorHost.enqueue (file:///x/host.js:1:1)\n';
+  t.true((await clusterProblems(cluster, cursor, quick)).some((problem) => /n2 wrote what an uncaught exception writes/.test(problem)));
+  // Last: the cluster is not used after this.
+  await cluster.kill(cluster.member('n3'));
+  t.true((await clusterProblems(cluster, cursor, quick)).some((problem) => /n3 exited/.test(problem)));
 });
 
 test.after.always('figures', (t) => {
