@@ -13,6 +13,7 @@ import {
   fnv1a64Hex,
   kvLimits,
   prefixEnd,
+  utf8ByteLength,
   validateCommand,
 } from './kv-state-machine.ts';
 import type { Compare, CompareOp, CompareTarget, KeyValue, KvCommand, KvErrorName, KvOp, KvResult, KvStateMachineOptions, OpResult } from './kv-state-machine.ts';
@@ -240,6 +241,23 @@ test('compareKeys agrees with UTF-8 byte comparison', (t) => {
     for (const b of samples) {
       t.is(Math.sign(compareKeys(a, b)), Buffer.compare(Buffer.from(a), Buffer.from(b)), `${JSON.stringify(a)} vs ${JSON.stringify(b)}`);
     }
+  }
+});
+
+test('utf8ByteLength counts the bytes TextEncoder writes, lone surrogates as U+FFFD', (t) => {
+  const encoder = new TextEncoder();
+  const samples = ['', 'a', 'é', '€', '😀', 'a😀b', '\ud800', '\udc00', '\ud800x', 'x\udbff', '\udc00\ud800', '\u07ff\u0800\uffff', 'k'.repeat(256)];
+  for (const text of samples) t.is(utf8ByteLength(text), encoder.encode(text).length, JSON.stringify(text));
+  // Random strings over every UTF-16 code unit, surrogates (paired or not) included.
+  let seed = 1;
+  const next = (bound: number): number => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed % bound;
+  };
+  for (let i = 0; i < 500; i++) {
+    const units = Array.from({ length: next(40) }, () => (next(4) === 0 ? 0xd800 + next(0x800) : next(0x10000)));
+    const text = String.fromCharCode(...units);
+    t.is(utf8ByteLength(text), encoder.encode(text).length, JSON.stringify(text));
   }
 });
 

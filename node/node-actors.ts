@@ -108,7 +108,10 @@ export class NodeActors {
       { ...hostOptionsDefault(node.id), ...options.host },
       (key, detail) => node.options.log.error({ key, detail }, 'a stored record does not fit its schema; it is ignored'),
     );
-    this.host.actors.onFailure = (key, error) => node.options.log.error({ key, error: (error as Error)?.message ?? String(error) }, 'an actor failed; it restarts after a back-off');
+    this.host.actors.onFailure = (key, error) => {
+      node.metrics.actors.actorFailed();
+      node.options.log.error({ key, error: (error as Error)?.message ?? String(error) }, 'an actor failed; it restarts after a back-off');
+    };
   }
 
   /** Open the log store and runtimes (killing what a previous run of this node left), then start the host. */

@@ -5,11 +5,11 @@
 // one node at a time as over a socket.
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { authorizerFrom } from '../actors/authorizer.ts';
-import { rangePortAllocator, storeOutcome, type ActorStore, type ForwardOutcome, type Forwarder, type StoreWriteOutcome } from '../actors/components.ts';
+import { rangePortAllocator, storeOutcome, type ActorStore, type ForwardCall, type ForwardOutcome, type Forwarder, type StoreWriteOutcome } from '../actors/components.ts';
 import { ActorHost, hostOptionsDefault, type HostOptions } from '../actors/host.ts';
 import type { ActorKey, ActorRequest, ActorResponse, Identity, ProgressFn } from '../actors/messages.ts';
 import type { ToolCall } from '../actors/tools.ts';
-import { callFromWire, callToWire, responseFromWire, responseToWire } from '../actors/wire.ts';
+import { callFromWire, callToWire, responseFromWire, responseToWire, WireError } from '../actors/wire.ts';
 import { ActorResponseSchema, CallRequestSchema } from '../proto/gen/actor_pb.ts';
 import type { KvMachine } from '../consensus/kv-machine.ts';
 import { encodeCommand, type KvCommand, type KvResult } from '../consensus/kv-state-machine.ts';
@@ -131,7 +131,14 @@ export class SimActorCluster {
         this.rpc<Uint8Array>(id, owner as NodeId, call.deadlineMs, (respond) => {
           const target = this.hosts.get(owner as NodeId);
           if (target === undefined) return;
-          const forwarded = callFromWire(fromBinary(CallRequestSchema, bytes));
+          let forwarded: ForwardCall;
+          try {
+            forwarded = callFromWire(fromBinary(CallRequestSchema, bytes));
+          } catch (error) {
+            // As the gRPC service answers a call it cannot decode within bounds (actors/forwarder-grpc.ts).
+            const message = error instanceof WireError ? error.message : `malformed call: ${(error as Error).message}`;
+            return respond(toBinary(ActorResponseSchema, responseToWire({ type: 'error', name: 'InvalidRequestError', message })));
+          }
           // Progress events travel with the answer's stream; the simulator drops them (only the answer counts).
           void onProgress;
           target.serveForwarded(forwarded, null, (response) => respond(toBinary(ActorResponseSchema, responseToWire(response))));
