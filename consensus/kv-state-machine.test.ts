@@ -762,3 +762,25 @@ test('NOSPACE alarm: while its key exists, commands that put are refused on appl
   t.is(machine.stateBytes, 0);
   expectOk(applyNext(machine, { type: 'put', key: 'b', value: 'v' }));
 });
+
+// Issue 11 fuzz, seed 2: a member's proposal that put `members/evil` added a node to the actor ring that the Raft
+// configuration does not have. Configuration prefixes are written by configuration entries alone.
+test('a command entry that puts, deletes or range-deletes under a configuration prefix is refused whole; a configuration entry may write it', (t) => {
+  const machine = new KvStateMachine({ configurationPrefixes: ['members/'] });
+  const member = { type: 'put', key: 'members/n1', value: '127.0.0.1:1' } as const;
+  t.true(machine.apply(logIndex(1), encodeCommand(member), 'configuration').ok, 'a configuration entry writes members/');
+  const revision = machine.revision;
+  for (const command of [
+    { type: 'put', key: 'members/evil', value: '127.0.0.1:2' },
+    { type: 'delete', key: 'members/n1' },
+    { type: 'txn', compare: [], success: [{ type: 'put', key: 'ok', value: '1' }], failure: [{ type: 'deleteRange', start: 'm', end: 'n' }] },
+    { type: 'txn', compare: [], success: [{ type: 'deleteRange', start: '', end: '' }], failure: [] },
+  ] satisfies KvCommand[]) {
+    const result = applyNext(machine, command);
+    t.false(result.ok, JSON.stringify(command));
+    t.regex(result.ok ? '' : result.error.message, /only with the cluster's configuration/);
+  }
+  t.is(machine.revision, revision, 'nothing changed');
+  t.is(machine.get('members/n1')?.value, '127.0.0.1:1');
+  expectOk(applyNext(machine, { type: 'txn', compare: [], success: [{ type: 'deleteRange', start: 'n', end: '' }, { type: 'put', key: 'membersx', value: '1' }], failure: [] }));
+});

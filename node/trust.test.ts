@@ -321,16 +321,17 @@ test.serial('issue 11 attack: a member\'s Actors.Propose is bounded in commands,
   const actors = new ActorsClient(member(leader).grpc, asN2);
   t.teardown(() => actors.close());
   const put = (key: string, value: string): Uint8Array => encodeCommand({ type: 'put', key, value });
+  // Keys outside the system prefixes, whose rules would refuse them at apply for a reason of their own.
   // 100,000 commands in one Propose: refused whole, before any is proposed.
-  const many = Array.from({ length: 100_000 }, (_, i) => put(`cluster/propose-many/${i}`, 'x'));
+  const many = Array.from({ length: 100_000 }, (_, i) => put(`propose-test/many/${i}`, 'x'));
   t.is(await codeOf(callUnary(actors, 'propose', create(ProposeRequestSchema, { commands: many }), { deadline: Date.now() + 30_000 })), grpc.status.INVALID_ARGUMENT);
   // A command past the KV command limit (1.5 MiB) inside a Propose that fits: that command is refused, its neighbour applies.
-  const oversized = await callUnary(actors, 'propose', create(ProposeRequestSchema, { commands: [put('cluster/propose-big', 'x'.repeat(2 * 1024 * 1024)), put('cluster/propose-small', 'ok')] }), { deadline: Date.now() + 30_000 });
+  const oversized = await callUnary(actors, 'propose', create(ProposeRequestSchema, { commands: [put('propose-test/big', 'x'.repeat(2 * 1024 * 1024)), put('propose-test/small', 'ok')] }), { deadline: Date.now() + 30_000 });
   t.is(oversized.outcomes[0]?.status, 'unavailable');
   t.regex(oversized.outcomes[0]?.detail ?? '', /not a valid KV command within the limits/);
   t.is(oversized.outcomes[1]?.status, 'ok');
   // A message past 16 MiB (eleven 1.5 MiB commands): refused by the transport before it is read into commands.
-  const huge = Array.from({ length: 11 }, (_, i) => put(`cluster/propose-huge/${i}`, 'y'.repeat(1536 * 1024 - 64)));
+  const huge = Array.from({ length: 11 }, (_, i) => put(`propose-test/huge/${i}`, 'y'.repeat(1536 * 1024 - 64)));
   t.is(await codeOf(callUnary(actors, 'propose', create(ProposeRequestSchema, { commands: huge }), { deadline: Date.now() + 30_000 })), grpc.status.RESOURCE_EXHAUSTED);
   const kv = new KvClient(member('n3').grpc, cluster.credentials);
   t.teardown(() => kv.close());
@@ -338,9 +339,9 @@ test.serial('issue 11 attack: a member\'s Actors.Propose is bounded in commands,
     const range = await callUnary(kv, 'range', create(RangeRequestSchema, { key, rangeEnd: `${key}0` }), { deadline: Date.now() + 10_000 });
     return range.kvs.map((entry) => entry.key);
   };
-  t.deepEqual(await read('cluster/propose-many/'), []);
-  t.deepEqual(await read('cluster/propose-huge/'), []);
-  t.deepEqual(await read('cluster/propose-big'), []);
+  t.deepEqual(await read('propose-test/many/'), []);
+  t.deepEqual(await read('propose-test/huge/'), []);
+  t.deepEqual(await read('propose-test/big'), []);
   // The issue's poison pill through the peer plane: refused at apply on every node, counted, no node stops.
   const refusedOn = async (m: Member): Promise<number> => Number(/^debughost_records_refused_total\S* (\d+)/m.exec(await (await fetch(`http://${m.mcp}/metrics`)).text())?.[1] ?? '0');
   const before = await Promise.all(cluster.members.map(refusedOn));
