@@ -5,6 +5,7 @@ import type { LogIndex } from '../consensus/types.ts';
 import {
   argsDigest,
   auditCheckpointKey,
+  canonicalJson,
   auditHeadKey,
   auditRecordKey,
   chainRecords,
@@ -113,6 +114,51 @@ test('the argument digest leaves out secrets and env values: it does not change 
   t.not(argsDigest(base), argsDigest({ ...base, command: 'rm -rf /' }));
   t.not(argsDigest(base), argsDigest({ ...base, env: { API_KEY: 'one', PORT: '3000', EXTRA: '' } }), 'env names still count');
   t.is(argsDigest({ b: 1, a: 2 }), argsDigest({ a: 2, b: 1 }), 'key order does not matter');
+});
+
+test('hashes are those of the records already written: a record and an argument digest hashed before the loop rewrite of canonicalJson verify the same', (t) => {
+  // Both values were computed with the Object.entries/sort/map/join canonicalJson and createHash: chains written then must still verify.
+  const record = { v: 1 as const, node: 'n1', seq: 7, prev: 'ab'.repeat(32), timeMs: 1765000000000, actor: { tokenId: '0123456789abcdef', tokenName: 'admin', tenant: 'acme', role: 'admin' as const }, action: 'kv put', tenant: null, target: 'app/ü/😀', argsDigest: 'cd'.repeat(32), outcome: 'error' as const, detail: 'UNAVAILABLE: "no leader"' };
+  t.is(recordHash(record), 'fe64f6d3f3e2a893ee3aa9684667d4b00c990b3b7b4d5c684e4064a8b8516c59');
+  const args = { key: 'app/x', env: { A: '1' }, list: [1, 'two', null, { z: 1, a: [true] }], token: 'dht.x', nested: { b: 2, a: undefined, é: 3, Z: 4 } };
+  t.is(argsDigest(args), '6dcb816f6dcf89c86c9236e5cdf95b0e363ff3c0642adc4b9c5a4cd077f4b6ef');
+});
+
+/** The first canonicalJson, kept as the reference the faster one must agree with. */
+function canonicalJsonReference(value: unknown): string {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
+  if (Array.isArray(value)) return `[${value.map(canonicalJsonReference).join(',')}]`;
+  const entries = Object.entries(value as Record<string, unknown>)
+    .filter(([, v]) => v !== undefined)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJsonReference(v)}`).join(',')}}`;
+}
+
+test('canonicalJson gives the reference bytes over random nested values', (t) => {
+  let seed = 7;
+  const next = (bound: number): number => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed % bound;
+  };
+  const keyChars = ['a', 'b', 'Z', 'é', '😀', '"', '\\', '0', '_'];
+  const text = (): string => Array.from({ length: next(4) }, () => keyChars[next(keyChars.length)]).join('');
+  const value = (depth: number): unknown => {
+    switch (depth > 3 ? next(5) : next(8)) {
+      case 0: return null;
+      case 1: return next(1000) - 500;
+      case 2: return text();
+      case 3: return next(2) === 0;
+      case 4: return undefined;
+      case 5: return Array.from({ length: next(4) }, () => value(depth + 1));
+      default: return Object.fromEntries(Array.from({ length: next(5) }, () => [text(), value(depth + 1)]));
+    }
+  };
+  for (let i = 0; i < 1000; i++) {
+    const sample = value(0);
+    t.is(canonicalJson(sample), canonicalJsonReference(sample));
+  }
+  const sparse = [1, , 3];
+  t.is(canonicalJson(sparse), canonicalJsonReference(sparse), 'a hole stays empty');
 });
 
 test('queries filter by tenant, identity, action and time, oldest first across nodes, and paginate', (t) => {

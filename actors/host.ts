@@ -219,7 +219,7 @@ export class ActorHost {
     this.records = new RecordReader(onInvalidRecord);
     const now = components.clock.nowMs();
     this.lease = new OwnerLease(options.leaseMs, now);
-    this.detector = new FailureDetector(options.node, options.suspectMs);
+    this.detector = this.createFailureDetector(this.options);
     this.services = {
       node: options.node,
       clock: components.clock,
@@ -262,6 +262,11 @@ export class ActorHost {
       },
       (context) => this.createActor(context),
     );
+  }
+
+  /** The leader's failure detector; a seam for the simulator's planted bugs (simulator/mutations.ts). */
+  protected createFailureDetector(options: HostOptions): FailureDetector {
+    return new FailureDetector(options.node, options.suspectMs);
   }
 
   start(): void {

@@ -3,6 +3,7 @@
 // within leaseMs; others may take over suspectMs after the leader last heard this node, so in the
 // worst case another owner may start this node's projects suspectMs - leaseMs after a heartbeat.
 // The watchdog must have frozen and then killed the workloads by then, with room to spare.
+import type { Clock, TimerHandle } from '../consensus/types.ts';
 
 export interface FenceTiming {
   /** How often the node sends a heartbeat while its lease is valid. */
@@ -34,4 +35,25 @@ export function fenceTiming(leaseMs: number, suspectMs: number): FenceTiming {
     throw new FenceTimingError(`suspectMs - leaseMs is ${gapMs} ms: too little for the watchdog to freeze and kill workloads before others take over; leave at least ${Math.ceil((3 * HEARTBEAT_MS_MIN) / FREEZE_SHARE)} ms`);
   }
   return { heartbeatMs, validForMs, killAfterMs };
+}
+
+/**
+ * Feed a runtime's watchdog every `heartbeatMs` while `leaseValid()` holds, on the node's own clock
+ * (so a paused or crashed node stops feeding it, as it should). Real nodes and the simulator both
+ * use it. Returns a function that stops the heartbeats.
+ */
+export function startLeaseHeartbeats(clock: Clock, timing: FenceTiming, leaseValid: () => boolean, heartbeat: (validForMs: number) => void): () => void {
+  let timer: TimerHandle | null = null;
+  let stopped = false;
+  const beat = (): void => {
+    timer = null;
+    if (stopped) return;
+    if (leaseValid()) heartbeat(timing.validForMs);
+    timer = clock.setTimer(timing.heartbeatMs, beat);
+  };
+  beat();
+  return () => {
+    stopped = true;
+    if (timer !== null) clock.clearTimer(timer);
+  };
 }

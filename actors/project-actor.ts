@@ -373,6 +373,10 @@ export class ProjectActor implements Actor<ActorMessage, ActorResponse> {
               }),
             );
           case 'unavailable':
+            // The state machine refused the record itself (it does not fit its schema): the same write would be refused again.
+            if (outcome.detail.startsWith('InvalidCommandError: ')) {
+              return reply(errorResponse('InvalidRequestError', `the cluster refused the record: ${outcome.detail.slice('InvalidCommandError: '.length)}; change the request`));
+            }
             return reply(errorResponse('UnavailableError', `the cluster could not record the change (${outcome.detail}); retry`));
           case 'unknown':
             return reply(errorResponse('OutcomeUnknownError', `the change may or may not have been recorded (${outcome.detail}); check project_status, then retry with the same requestId`));

@@ -8,42 +8,18 @@ import type { z } from 'zod';
 import type { KeyValue } from '../consensus/kv-state-machine.ts';
 import type { ProjectEventsRecord, ProjectRecord, ProjectStatusRecord, TenantQuota, TenantUsage } from './messages.ts';
 import { eventsRecordSchema, projectRecordSchema, quotaRecordSchema, statusRecordSchema, usageRecordSchema } from './schemas.ts';
+import { systemValueCheck } from './system-values.ts';
 
 type Schema<T> = z.ZodType<T, unknown>;
 
-/** Which schema guards the values under each system prefix (null: not a record of ours, any string). */
-function schemaFor(key: string): Schema<unknown> | null {
-  const parts = key.split('/');
-  switch (parts[0]) {
-    case 'projects':
-      return parts.length === 3 ? (projectRecordSchema as Schema<unknown>) : null;
-    case 'status':
-      return parts.length === 3 ? (statusRecordSchema as Schema<unknown>) : null;
-    case 'events':
-      return parts.length === 3 ? (eventsRecordSchema as Schema<unknown>) : null;
-    case 'tenants':
-      if (parts.length === 3 && parts[2] === 'quota') return quotaRecordSchema as Schema<unknown>;
-      if (parts.length === 3 && parts[2] === 'usage') return usageRecordSchema as Schema<unknown>;
-      return null;
-    default:
-      return null;
-  }
-}
-
-/** Why `value` may not be stored under `key`, in one line; null when it fits (or the key is not a record of ours). */
+/**
+ * Why `value` may not be stored under `key`, in one line; null when it fits or
+ * `key` is under no system prefix. The rule of each prefix is in
+ * system-values.ts; every system prefix has one.
+ */
 export function systemValueError(key: string, value: string): string | null {
-  const schema = schemaFor(key);
-  if (schema === null) return null;
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(value);
-  } catch {
-    return `value of ${key} is not JSON`;
-  }
-  const result = schema.safeParse(parsed);
-  if (result.success) return null;
-  const issue = result.error.issues[0];
-  return `value of ${key} does not fit its schema: ${issue === undefined ? 'invalid' : `${issue.path.join('.') || '(root)'}: ${issue.message}`}`;
+  const why = systemValueCheck(key)?.(value) ?? null;
+  return why === null ? null : `value of ${key} ${why}`;
 }
 
 /** Counts of records read back that did not fit their schema (a metric; each key is logged once). */

@@ -119,3 +119,30 @@ test.serial('a killed spawner: its workloads are killed, reported as exits, rest
   t.deepEqual(kinds.slice(0, 3), ['started', 'exited', 'restarted']);
   await runtime.remove(project);
 });
+
+test.serial('a start in flight when the watchdog kills (the node too busy to read either) is a fenced stop, not an exit its restart policy keeps down', async (t) => {
+  const { runtime } = await fixture.open({ cgroups: 'off', fenceKillAfterMs: 200 });
+  const project: ProjectRef = { tenant: 't1', name: 'in-flight' };
+  runtime.leaseHeartbeat(60_000);
+  await runtime.start(commandSpec('warm', 'exec sleep 600'));
+  // Freeze 300 ms after this heartbeat, kill 200 ms later.
+  runtime.leaseHeartbeat(300);
+  const starting = runtime.start(commandSpec(project.name, 'exec sleep 600', { restart: 'never' })).catch((error: unknown) => error);
+  // Let the spawn go out, then hold this event loop past both deadlines, as a loaded node's is held: the
+  // spawner's 'started', 'frozen', 'killed' and exit arrive together, before the start is seen here.
+  await new Promise((resolve) => setImmediate(resolve));
+  const busyUntil = Date.now() + 1500;
+  while (Date.now() < busyUntil) {
+    // busy, as a node starting hundreds of projects on a loaded machine
+  }
+  await starting;
+  const ended = await eventually('the in-flight run to end', 10_000, () => {
+    const status = runtime.status(project);
+    return status !== null && status.state !== 'running' && status.state !== 'starting' ? status : null;
+  });
+  t.is(ended.state, 'stopped', `ended as ${ended.state}: ${ended.error ?? ''}`);
+  t.regex(ended.error ?? '', /^fenced: /);
+  runtime.leaseHeartbeat(60_000);
+  await runtime.remove(project);
+  await runtime.remove({ tenant: 't1', name: 'warm' });
+});

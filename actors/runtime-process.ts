@@ -102,6 +102,8 @@ interface Run {
   readonly ended: Promise<RunEnd>;
   /** The watchdog killed it (the node's lease ran out). */
   fenced: boolean;
+  /** Watchdog kills reported before its spawn was sent: a later one may have killed it before its start was seen here. */
+  readonly fenceKillsAtSpawn: number;
 }
 
 interface Workload {
@@ -136,6 +138,8 @@ export class ProcessRuntime implements Runtime {
   private readonly records: RunRecords;
   private spawner: Promise<Spawner> | null = null;
   private fence: FenceState | 'none' = 'none';
+  /** Watchdog kills reported so far ('killed' fence frames). */
+  private fenceKills = 0;
   private sampleTimer: TimerHandle | null = null;
   private execsInFlight = 0;
   private nextExec = 1;
@@ -272,7 +276,10 @@ export class ProcessRuntime implements Runtime {
 
   private onFence(state: FenceState): void {
     this.fence = state === 'thawed' ? 'none' : state;
-    if (state === 'killed') for (const workload of this.workloads.values()) if (workload.run !== null) workload.run.fenced = true;
+    if (state === 'killed') {
+      this.fenceKills += 1;
+      for (const workload of this.workloads.values()) if (workload.run !== null) workload.run.fenced = true;
+    }
     this.options.log?.('warn', `process runtime: lease heartbeats stopped; workloads ${state}`);
   }
 
@@ -449,6 +456,7 @@ export class ProcessRuntime implements Runtime {
       stderr: new LineSplitter(this.options.logs.lineCharsMax, (text) => this.recordLine(workload, 'stderr', text)),
     };
     let started: { run: number; pid: number };
+    const fenceKillsAtSpawn = this.fenceKills;
     try {
       const spawner = await this.spawnerReady();
       workload.cgroup?.ensure(MAIN);
@@ -478,7 +486,7 @@ export class ProcessRuntime implements Runtime {
       return;
     }
     const target: Target = workload.cgroup === null ? { kind: 'group', pgid: started.pid } : { kind: 'cgroup', dir: workload.cgroup.trackDir(MAIN) };
-    const run: Run = { pid: started.pid, spawnerRun: started.run, target, shellStays, ended, fenced: false };
+    const run: Run = { pid: started.pid, spawnerRun: started.run, target, shellStays, ended, fenced: false, fenceKillsAtSpawn };
     workload.run = run;
     workload.runStartedMs = this.options.clock.nowMs();
     if (workload.cgroup === null) this.records.write(spec.project, started.pid);
@@ -509,7 +517,11 @@ export class ProcessRuntime implements Runtime {
       this.lifecycle(workload, 'exited', exit, error);
       return;
     }
-    if (run.fenced && !workload.stopRequested) {
+    // A run whose start was in flight when the watchdog killed everything was not marked above (its
+    // start was not seen here yet): its SIGKILL is the fence's too. Without this it ended 'exited', and a
+    // restart policy of 'never' kept it down though it is desired running (the failover bench: 29 of 300).
+    const killedInFlight = run.fenceKillsAtSpawn !== this.fenceKills && exit.signal === 'SIGKILL';
+    if ((run.fenced || killedInFlight) && !workload.stopRequested) {
       const error = "fenced: this node's owner lease ran out (no heartbeat), so the workload was frozen, then killed before another owner could start it";
       this.setStatus(workload, { ...ended, state: 'stopped', error });
       this.lifecycle(workload, 'stopped', exit, error);

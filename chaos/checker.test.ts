@@ -2,7 +2,7 @@
 import * as grpc from '@grpc/grpc-js';
 import test from 'ava';
 import type { Operation } from '../simulator/history.ts';
-import { allowedFinal, checkExactlyOnce, CopiesDuringRun, checkRegisters, checkSet, classifyWriteError, recoveryPerWindow, type FinalDesired, type ProjectCall } from './checker.ts';
+import { allowedFinal, checkExactlyOnce, CopiesDuringRun, checkRegisters, checkSet, classifyWriteError, poisonLeaks, recoveryPerWindow, type FinalDesired, type ProjectCall } from './checker.ts';
 import { escapeHtml, renderReport } from './report.ts';
 
 test('a refused write failed; a timed-out or cut-off one is unknown', (t) => {
@@ -149,4 +149,11 @@ test('copies during the run: a planted second copy at one sample is caught with 
   ]);
   t.is(planted.maxCopies, 3);
   t.is(planted.samples, 4);
+});
+
+test('planted leak: a poison window in which the cluster applied a malformed command or accepted a bad client put fails the run', (t) => {
+  const clean = { applied: 0, clientAccepted: 0 };
+  t.deepEqual(poisonLeaks([{}, { poison: clean }]), []);
+  t.deepEqual(poisonLeaks([{ poison: clean }, { poison: { applied: 1, clientAccepted: 0 } }]), [{ applied: 1, clientAccepted: 0 }]);
+  t.is(poisonLeaks([{ poison: { applied: 0, clientAccepted: 2 } }]).length, 1);
 });

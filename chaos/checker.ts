@@ -208,3 +208,16 @@ export class CopiesDuringRun {
     return [...this.#first.values()].sort((a, b) => a.atMs - b.atMs);
   }
 }
+
+/** What one poison window sent and what the cluster took of it (chaos/nemesis-poison.ts). */
+export interface PoisonTaken {
+  /** Malformed Propose commands the leader answered as applied. */
+  readonly applied: number;
+  /** Client puts under system keys or past the size limit that were accepted. */
+  readonly clientAccepted: number;
+}
+
+/** The poison windows in which the cluster applied or accepted anything it sent: each is a failure. */
+export function poisonLeaks<T extends PoisonTaken>(windows: readonly { readonly poison?: T }[]): T[] {
+  return windows.flatMap((window) => (window.poison !== undefined && window.poison.applied + window.poison.clientAccepted > 0 ? [window.poison] : []));
+}

@@ -5,6 +5,7 @@
 import { existsSync } from 'node:fs';
 import { FAKETIME_LIBRARY, type ChaosCluster } from './cluster.ts';
 import type { Hosts } from './hosts.ts';
+import { describePoison, startPoison, type PoisonCounts } from './nemesis-poison.ts';
 import { describeFault, partitionDrops, type Fault, type Target, type Window } from './schedule.ts';
 import type { Now } from './workload.ts';
 
@@ -16,6 +17,8 @@ export interface WindowRecord {
   readonly faults: readonly Fault[];
   /** What each fault hit, resolved at run time. */
   readonly details: string[];
+  /** What a poison fault sent and how the cluster answered it (none of it may be applied or accepted). */
+  poison?: PoisonCounts;
 }
 
 export interface TimelineEvent {
@@ -64,7 +67,7 @@ export async function runNemesis(windows: readonly Window[], context: NemesisCon
     records.push(record);
     const heals: (() => Promise<void>)[] = [];
     for (const fault of window.faults) {
-      const struck = await strike(fault, cluster, net, event);
+      const struck = await strike(fault, cluster, net, event, record);
       record.details.push(struck.detail);
       heals.unshift(struck.heal);
     }
@@ -89,7 +92,7 @@ interface Struck {
   readonly heal: () => Promise<void>;
 }
 
-async function strike(fault: Fault, cluster: ChaosCluster, net: Net, event: (text: string) => void): Promise<Struck> {
+async function strike(fault: Fault, cluster: ChaosCluster, net: Net, event: (text: string) => void, record: WindowRecord): Promise<Struck> {
   const slots = cluster.nodes.map((node) => node.slot);
   const name = (slot: number): string => cluster.node(slot).id;
   switch (fault.kind) {
@@ -199,6 +202,18 @@ async function strike(fault: Fault, cluster: ChaosCluster, net: Net, event: (tex
           await cluster.stopGracefully(slot);
           await cluster.start(slot, 0);
           event(`${name(slot)} back on true time`);
+        },
+      };
+    }
+    case 'poison': {
+      const slot = await resolve(fault.target, cluster);
+      const stop = await startPoison(cluster, slot, fault.seed);
+      event(`poison through ${name(slot)}`);
+      return {
+        detail: `poison through ${name(slot)}`,
+        heal: async () => {
+          record.poison = await stop();
+          event(describePoison(record.poison));
         },
       };
     }

@@ -29,6 +29,16 @@ skewTest('random packet loss, and clock skew through libfaketime', async (t) => 
   t.true(result.windows.some((window) => window.details.some((detail) => /wall clock [+-]\d+ s/.test(detail))), 'a node ran with a skewed clock');
 });
 
+realTest('poison (malformed Propose commands, records, client puts and forged votes) with SIGKILL, under the KV and MCP workloads: nothing applied, no node exits', async (t) => {
+  const kinds: NemesisKind[] = ['poison', 'kill'];
+  const result = await chaos(t, { kinds, workloads: ['kv', 'mcp'], durationMs: 30_000, nodeCount: 3 });
+  assertHealthy(t, result, kinds);
+  const sent = result.windows.flatMap((window) => (window.poison === undefined ? [] : [window.poison]));
+  t.true(sent.reduce((sum, counts) => sum + counts.proposed, 0) > 20, JSON.stringify(sent));
+  t.is(sent.reduce((sum, counts) => sum + counts.applied + counts.clientAccepted, 0), 0);
+  t.deepEqual(result.crashes, []);
+});
+
 realTest('rolling restart under load', async (t) => {
   const kinds: NemesisKind[] = ['restart'];
   // One window: a rolling restart of three nodes.

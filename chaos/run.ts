@@ -8,10 +8,11 @@ import { performance } from 'node:perf_hooks';
 import { create } from '@bufbuild/protobuf';
 import { KV, PutRequestSchema } from '../proto/gen/kv_pb.ts';
 import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
-import { recoveryPerWindow } from './checker.ts';
+import { poisonLeaks, recoveryPerWindow } from './checker.ts';
 import { ChaosCluster, OBSERVER_CHANNEL_OPTIONS } from './cluster.ts';
 import { Hosts, newRunPrefix } from './hosts.ts';
 import { runNemesis, type TimelineEvent, type WindowRecord } from './nemesis.ts';
+import { describePoison } from './nemesis-poison.ts';
 import { renderReport } from './report.ts';
 import { describeFault, planSchedule, type NemesisKind, type Window } from './schedule.ts';
 import type { CallRecord, Workload, WorkloadVerdict } from './workload.ts';
@@ -212,7 +213,10 @@ export async function runChaos(options: ChaosOptions, signal: AbortSignal): Prom
     const ops = calls.length;
     const unknown = calls.filter((call) => call.outcome === 'unknown').length;
     const failed = calls.filter((call) => call.outcome === 'fail').length;
-    const ok = verdicts.every((verdict) => verdict.ok) && recoverySeconds !== null && cluster.crashes.length === 0;
+    // A malformed write the cluster applied or accepted is a failure of its own, whatever the workloads saw.
+    const leaks = poisonLeaks(nemesis.records);
+    for (const leak of leaks) log(`chaos: the cluster took poison: ${describePoison(leak)}`);
+    const ok = verdicts.every((verdict) => verdict.ok) && recoverySeconds !== null && cluster.crashes.length === 0 && leaks.length === 0;
     if (cluster.crashes.length > 0) log(`chaos: nodes exited by themselves: ${cluster.crashes.join(', ')}`);
     if (cluster.stuckStops.length > 0) log(`chaos: ${cluster.stuckStops.length} graceful stops hung and needed SIGKILL (${cluster.stuckStops.join(', ')})`);
     const perWindow = recoveryPerWindow(nemesis.records, writeSuccesses(calls), cluster.members.map((node) => node.id));

@@ -3,7 +3,7 @@
 // runtime targets such as "the leader" when a window opens.
 import { Prng } from '../simulator/prng.ts';
 
-export const NEMESIS_KINDS = ['partition', 'loss', 'kill', 'pause', 'restart', 'member', 'skew'] as const;
+export const NEMESIS_KINDS = ['partition', 'loss', 'kill', 'pause', 'restart', 'member', 'skew', 'poison'] as const;
 export type NemesisKind = (typeof NEMESIS_KINDS)[number];
 
 export type PartitionShape = 'isolate-leader' | 'halves' | 'bridge' | 'ring' | 'one-way';
@@ -26,7 +26,9 @@ export type Fault =
   /** `debughost leave` for one member under load; a fresh node joins through the seeds when the window closes. */
   | { readonly kind: 'member'; readonly target: Target }
   /** Restart one node under libfaketime with its wall clock off by `offsetSeconds`, back to true time at the end. */
-  | { readonly kind: 'skew'; readonly target: Target; readonly offsetSeconds: number };
+  | { readonly kind: 'skew'; readonly target: Target; readonly offsetSeconds: number }
+  /** Malformed entries, records and peer messages sent to the target for the whole window (chaos/nemesis-poison.ts); `seed` draws them. */
+  | { readonly kind: 'poison'; readonly target: Target; readonly seed: number };
 
 export interface Window {
   readonly startMs: number;
@@ -123,6 +125,8 @@ function drawFault(kind: NemesisKind, random: Prng, nodeCount: number): Fault {
       return { kind, target: drawTarget(random, nodeCount) };
     case 'skew':
       return { kind, target: drawTarget(random, nodeCount), offsetSeconds: (random.chance(0.5) ? -1 : 1) * random.range(5, 120) };
+    case 'poison':
+      return { kind, target: drawTarget(random, nodeCount), seed: random.int(2 ** 31) };
     default: {
       const never: never = kind;
       throw new ScheduleError(`unknown nemesis ${String(never)}`);
@@ -202,6 +206,8 @@ export function describeFault(fault: Fault): string {
       return `remove ${target(fault.target)}, then join a fresh node`;
     case 'skew':
       return `clock skew ${fault.offsetSeconds > 0 ? '+' : ''}${fault.offsetSeconds} s on ${target(fault.target)}`;
+    case 'poison':
+      return `poison (malformed entries, records and peer messages) through ${target(fault.target)}`;
     default: {
       const never: never = fault;
       return String(never);

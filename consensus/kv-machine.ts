@@ -16,7 +16,7 @@ export class KvMachine implements StateMachine<KvResult> {
   applyEntry(entry: Entry): KvResult {
     if (entry.type === 'normal') return this.kv.apply(entry.index, entry.data);
     const command = entry.type === 'confChange' ? memberCommand(decodeConfChange(entry.data)) : null;
-    if (command !== null) return this.kv.apply(entry.index, encodeCommand(command));
+    if (command !== null) return this.kv.apply(entry.index, encodeCommand(command), 'configuration');
     this.kv.skip(entry.index);
     return { ok: true, revision: this.kv.revision };
   }
@@ -26,8 +26,11 @@ export class KvMachine implements StateMachine<KvResult> {
   }
 }
 
+/** Keys of members' addresses: written only by configuration entries (a command that writes one is refused). */
+export const MEMBER_KEYS_PREFIX = 'members/';
+
 /** Key of a member's address, kept in the KV store so that snapshots carry it. */
-export const memberKey = (node: string): string => `members/${node}`;
+export const memberKey = (node: string): string => `${MEMBER_KEYS_PREFIX}${node}`;
 
 /**
  * Rewritten by every change of the actor ring's inputs (members, liveness);
@@ -59,7 +62,15 @@ export function memberCommand(change: ConfChange): KvCommand | null {
 }
 
 /** KV machines that all take `options` (which must be the same on every replica). */
-export function kvMachineFactoryWith(options: KvStateMachineOptions): StateMachineFactory<KvResult, KvMachine> {
+/**
+ * The options every replicated KV machine runs with: `given`, plus the member
+ * keys reserved to configuration entries (a command that wrote `members/`
+ * would put a node in the ring that the configuration does not have).
+ */
+export const kvMachineOptions = (given: KvStateMachineOptions): KvStateMachineOptions => ({ configurationPrefixes: [MEMBER_KEYS_PREFIX], ...given });
+
+export function kvMachineFactoryWith(given: KvStateMachineOptions): StateMachineFactory<KvResult, KvMachine> {
+  const options = kvMachineOptions(given);
   return {
     empty: () => new KvMachine(new KvStateMachine(options)),
     restore: (snapshot: Snapshot) => {

@@ -13,6 +13,7 @@ import {
   fnv1a64Hex,
   kvLimits,
   prefixEnd,
+  utf8ByteLength,
   validateCommand,
 } from './kv-state-machine.ts';
 import type { Compare, CompareOp, CompareTarget, KeyValue, KvCommand, KvErrorName, KvOp, KvResult, KvStateMachineOptions, OpResult } from './kv-state-machine.ts';
@@ -240,6 +241,23 @@ test('compareKeys agrees with UTF-8 byte comparison', (t) => {
     for (const b of samples) {
       t.is(Math.sign(compareKeys(a, b)), Buffer.compare(Buffer.from(a), Buffer.from(b)), `${JSON.stringify(a)} vs ${JSON.stringify(b)}`);
     }
+  }
+});
+
+test('utf8ByteLength counts the bytes TextEncoder writes, lone surrogates as U+FFFD', (t) => {
+  const encoder = new TextEncoder();
+  const samples = ['', 'a', 'é', '€', '😀', 'a😀b', '\ud800', '\udc00', '\ud800x', 'x\udbff', '\udc00\ud800', '\u07ff\u0800\uffff', 'k'.repeat(256)];
+  for (const text of samples) t.is(utf8ByteLength(text), encoder.encode(text).length, JSON.stringify(text));
+  // Random strings over every UTF-16 code unit, surrogates (paired or not) included.
+  let seed = 1;
+  const next = (bound: number): number => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed % bound;
+  };
+  for (let i = 0; i < 500; i++) {
+    const units = Array.from({ length: next(40) }, () => (next(4) === 0 ? 0xd800 + next(0x800) : next(0x10000)));
+    const text = String.fromCharCode(...units);
+    t.is(utf8ByteLength(text), encoder.encode(text).length, JSON.stringify(text));
   }
 });
 
@@ -743,4 +761,26 @@ test('NOSPACE alarm: while its key exists, commands that put are refused on appl
   expectOk(applyNext(machine, { type: 'delete', key: NOSPACE_ALARM_KEY }));
   t.is(machine.stateBytes, 0);
   expectOk(applyNext(machine, { type: 'put', key: 'b', value: 'v' }));
+});
+
+// Issue 11 fuzz, seed 2: a member's proposal that put `members/evil` added a node to the actor ring that the Raft
+// configuration does not have. Configuration prefixes are written by configuration entries alone.
+test('a command entry that puts, deletes or range-deletes under a configuration prefix is refused whole; a configuration entry may write it', (t) => {
+  const machine = new KvStateMachine({ configurationPrefixes: ['members/'] });
+  const member = { type: 'put', key: 'members/n1', value: '127.0.0.1:1' } as const;
+  t.true(machine.apply(logIndex(1), encodeCommand(member), 'configuration').ok, 'a configuration entry writes members/');
+  const revision = machine.revision;
+  for (const command of [
+    { type: 'put', key: 'members/evil', value: '127.0.0.1:2' },
+    { type: 'delete', key: 'members/n1' },
+    { type: 'txn', compare: [], success: [{ type: 'put', key: 'ok', value: '1' }], failure: [{ type: 'deleteRange', start: 'm', end: 'n' }] },
+    { type: 'txn', compare: [], success: [{ type: 'deleteRange', start: '', end: '' }], failure: [] },
+  ] satisfies KvCommand[]) {
+    const result = applyNext(machine, command);
+    t.false(result.ok, JSON.stringify(command));
+    t.regex(result.ok ? '' : result.error.message, /only with the cluster's configuration/);
+  }
+  t.is(machine.revision, revision, 'nothing changed');
+  t.is(machine.get('members/n1')?.value, '127.0.0.1:1');
+  expectOk(applyNext(machine, { type: 'txn', compare: [], success: [{ type: 'deleteRange', start: 'n', end: '' }, { type: 'put', key: 'membersx', value: '1' }], failure: [] }));
 });

@@ -84,6 +84,7 @@ export class ActorMetrics {
   private readonly forwards: Counter<'direction'>;
   private readonly quotaRejections: Counter<'resource'>;
   private readonly rateLimitRejections: Counter<'scope'>;
+  private readonly actorFailures: Counter;
   private readonly tools = new Set<string>();
 
   constructor(registry: Registry) {
@@ -204,7 +205,12 @@ export class ActorMetrics {
       registers,
     });
     this.quotaRejections = new Counter({ name: 'debughost_quota_rejections_total', help: 'Calls refused because a tenant quota would be exceeded, by resource.', labelNames: ['resource'], registers });
+    this.actorFailures = new Counter({ name: 'debughost_actor_failures_total', help: 'Actor turns that threw: the actor failed and restarts after a back-off; the node goes on (a bug to report).', registers });
     this.rateLimitRejections = new Counter({ name: 'debughost_rate_limit_rejections_total', help: 'Calls refused by a rate limit, by scope (tenant or token).', labelNames: ['scope'], registers });
+  }
+
+  actorFailed(): void {
+    this.actorFailures.inc();
   }
 
   /** The actor layer runs (a view) or stopped (null); the gauges read it at each scrape. */

@@ -113,6 +113,7 @@ export function startHttpServer(node: DebughostNode, host: string, port: number,
   const mcp = new McpEndpoint({
     backend,
     authenticate: (request) => node.auth.authenticate(request.headers.authorization),
+    catchUp: () => node.catchUp(),
     allowedHosts,
     allowedOrigins: allowedHosts.flatMap((h) => [`http://${h}`, `https://${h}`]),
     log: node.options.log,

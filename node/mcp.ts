@@ -63,12 +63,22 @@ export interface McpBackend {
   nowMs(): number;
 }
 
-export type AuthOutcome = { readonly ok: true; readonly identity: Identity } | { readonly ok: false; readonly status: 401 | 403 | 429; readonly message: string };
+export type AuthOutcome =
+  | { readonly ok: true; readonly identity: Identity }
+  /** `unknownToken`: well formed but not (yet) in this node's state; worth one more look once the node has caught up. */
+  | { readonly ok: false; readonly status: 401 | 403 | 429; readonly message: string; readonly unknownToken?: boolean };
 
 export interface McpOptions {
   readonly backend: McpBackend;
   /** Who sent this HTTP request (from its Authorization header). */
   authenticate(request: IncomingMessage): AuthOutcome;
+  /**
+   * Bring this node's applied state up to what the cluster has committed (a
+   * read index). Asked once before a well-formed token this node does not
+   * know is refused: it may have been created through another node a moment
+   * ago. Absent: refuse at once.
+   */
+  readonly catchUp?: () => Promise<void>;
   readonly allowedHosts: readonly string[];
   readonly allowedOrigins: readonly string[];
   readonly log: { warn(object: object, message: string): void };
@@ -686,7 +696,11 @@ export class McpEndpoint {
       if (!this.#hosts.has(host)) return jsonRpcError(response, 403, `Host ${JSON.stringify(host)} is not one of this node's names; connect to the node by its own address`);
       const origin = request.headers.origin;
       if (origin !== undefined && !this.#origins.has(origin)) return jsonRpcError(response, 403, `Origin ${JSON.stringify(origin)} may not call this node`);
-      const auth = this.options.authenticate(request);
+      let auth = this.options.authenticate(request);
+      if (!auth.ok && auth.unknownToken === true && this.options.catchUp !== undefined) {
+        await this.options.catchUp().catch(() => undefined);
+        auth = this.options.authenticate(request);
+      }
       if (!auth.ok) {
         const headers: Record<string, string> = auth.status === 401 ? { 'www-authenticate': 'Bearer realm="debughost", error="invalid_token"' } : {};
         return jsonRpcError(response, auth.status, auth.message, headers);

@@ -15,6 +15,8 @@ export interface RaftView {
   appliedIndex(): number;
   droppedMessages(): number;
   watchers(): number;
+  /** Records read back from the state that did not fit their schema (ignored, never handed to an actor). */
+  recordsInvalid(): number;
 }
 
 const ROLES = ['follower', 'preCandidate', 'candidate', 'leader'] as const;
@@ -35,6 +37,7 @@ export class NodeMetrics {
   private readonly grpcRequests: Counter<'method' | 'code'>;
   private readonly authRefusals: Counter<'plane' | 'reason'>;
   private readonly raftSpoofed: Counter;
+  private readonly recordsRefused: Counter;
   private readonly alarms: Gauge<'alarm'>;
   /** The last leader this node knew, to count changes. */
   private lastLeader: string | null = null;
@@ -131,6 +134,27 @@ export class NodeMetrics {
       help: 'Raft messages dropped because their sender field named another node than the authenticated peer.',
       registers,
     });
+    new Gauge({
+      name: 'debughost_raft_peer_messages_dropped',
+      help: 'Raft messages from peers dropped for breaking the bounds of consensus/peer-bounds.ts (a term or index past 2^48, a snapshot chunk that does not add up): only a broken or hostile peer sends them (since start).',
+      registers,
+      collect() {
+        this.set(view.status()?.droppedPeerMessages ?? 0);
+      },
+    });
+    this.recordsRefused = new Counter({
+      name: 'debughost_records_refused_total',
+      help: 'Writes under a system prefix that this node refused at apply because the value does not fit its schema (every replica refuses the same ones).',
+      registers,
+    });
+    new Gauge({
+      name: 'debughost_records_invalid',
+      help: 'Records read back from the state that did not fit their schema, so the actors treated them as absent (since start).',
+      registers,
+      collect() {
+        this.set(view.recordsInvalid());
+      },
+    });
     this.alarms = new Gauge({
       name: 'debughost_alarm_active',
       help: 'Alarms raised on this node: diskfull (its data disk has no room for the next WAL segment or snapshot; it refuses writes) and nospace (the replicated KV size quota is exceeded; the cluster refuses writes that put).',
@@ -160,6 +184,10 @@ export class NodeMetrics {
 
   authRefused(plane: 'peer' | 'client', reason: string): void {
     this.authRefusals.inc({ plane, reason });
+  }
+
+  recordRefused(): void {
+    this.recordsRefused.inc();
   }
 
   raftMessageSpoofed(): void {

@@ -11,7 +11,7 @@ import { callbackRuntime, storeOutcome, type ActorStore, type StoreWriteOutcome 
 import { ActorClients, GrpcForwarder, type ActorsServiceHandlers, type FollowedEvent } from '../actors/forwarder-grpc.ts';
 import { ActorHost, hostOptionsDefault, type Authorizer, type HostOptions } from '../actors/host.ts';
 import { localProjectIo } from '../actors/io-local.ts';
-import { fenceTiming } from '../actors/lease-fence.ts';
+import { fenceTiming, startLeaseHeartbeats, type FenceTiming } from '../actors/lease-fence.ts';
 import { LogStore } from '../actors/logs.ts';
 import { parseActorKey, projectActorKey, PROJECTS_PREFIX, type Identity } from '../actors/messages.ts';
 import { hostCheckedAllocator } from '../actors/ports.ts';
@@ -60,7 +60,7 @@ export class NodeActors {
   readonly forwarder: GrpcForwarder;
   readonly store: ActorStore;
   #closed = false;
-  #heartbeat: NodeJS.Timeout | null = null;
+  #stopHeartbeats: (() => void) | null = null;
   #imagePrunes: NodeJS.Timeout | null = null;
   /** The Docker side of the runtime, for image_list and image_prune; null without an engine. */
   docker: DockerRuntime | null = null;
@@ -108,7 +108,10 @@ export class NodeActors {
       { ...hostOptionsDefault(node.id), ...options.host },
       (key, detail) => node.options.log.error({ key, detail }, 'a stored record does not fit its schema; it is ignored'),
     );
-    this.host.actors.onFailure = (key, error) => node.options.log.error({ key, error: (error as Error)?.message ?? String(error) }, 'an actor failed; it restarts after a back-off');
+    this.host.actors.onFailure = (key, error) => {
+      node.metrics.actors.actorFailed();
+      node.options.log.error({ key, error: (error as Error)?.message ?? String(error) }, 'an actor failed; it restarts after a back-off');
+    };
   }
 
   /** Open the log store and runtimes (killing what a previous run of this node left), then start the host. */
@@ -167,7 +170,7 @@ export class NodeActors {
     actors.host.start();
     if (docker !== null && actors.imageBudgetBytes !== null) actors.#startImagePrunes();
     node.metrics.actors.attach(actorMetricsView(node.id, actors.host, actors.store, runtime));
-    actors.#startHeartbeats(fence.heartbeatMs, fence.validForMs);
+    actors.#startHeartbeats(fence);
     return actors;
   }
 
@@ -175,12 +178,8 @@ export class NodeActors {
    * While this node holds its owner lease, tell the runtime so; its watchdog (outside this event
    * loop) freezes and then kills the workloads once these stop: lease lost, node paused or stuck.
    */
-  #startHeartbeats(heartbeatMs: number, validForMs: number): void {
-    const beat = (): void => {
-      if (this.host.leaseState() === 'valid') this.runtime.leaseHeartbeat(validForMs);
-    };
-    beat();
-    this.#heartbeat = setInterval(beat, heartbeatMs);
+  #startHeartbeats(fence: FenceTiming): void {
+    this.#stopHeartbeats = startLeaseHeartbeats(systemClock, fence, () => this.host.leaseState() === 'valid', (validForMs) => this.runtime.leaseHeartbeat(validForMs));
   }
 
   /** Every image a desired-running project of the cluster names: never pruned, on any node. */
@@ -273,7 +272,7 @@ export class NodeActors {
     if (this.#closed) return;
     this.#closed = true;
     this.node.metrics.actors.attach(null);
-    if (this.#heartbeat !== null) clearInterval(this.#heartbeat);
+    this.#stopHeartbeats?.();
     if (this.#imagePrunes !== null) clearInterval(this.#imagePrunes);
     this.host.stop();
     await this.runtime.close();

@@ -72,6 +72,10 @@ export interface NodeOptions {
 export const ACTOR_OPTIONS_DEFAULT: ActorNodeOptions = { portRangeStart: 20_000, portRangeEnd: 29_999, docker: 'auto' };
 /** Longest a graceful stop waits for this node's projects to move to other nodes. */
 const DRAIN_MS_MAX = 5_000;
+/** Distinct keys whose refused records are logged; past it only the metric counts. */
+const REFUSED_KEYS_LOGGED_MAX = 1000;
+/** Longest a request waits for its node to catch up before an unknown token is refused (a heartbeat round takes ms). */
+const CATCH_UP_MS_MAX = 1_000;
 
 export interface TlsFiles {
   readonly ca: Buffer;
@@ -149,11 +153,31 @@ export class DebughostNode {
   readonly raftListeners = new Set<() => void>();
   /** Raises and clears the NOSPACE alarm when this node leads. */
   private readonly quota: QuotaAlarm;
+  /** Keys whose refused values were logged (each once; the metric counts them all). */
+  private readonly refusedKeysLogged = new Set<string>();
+  /** The ReadIndex round catchUp() callers share, while one runs. */
+  private catchingUp: Promise<void> | null = null;
   /** Called once when this node learns it was removed from the cluster. */
   onRemoved: (() => void) | null = null;
   /** The actor layer, once Raft runs. */
   actors: NodeActors | null = null;
   readonly auth: NodeAuth;
+
+  /**
+   * The apply-time check of values under system prefixes (actors/records.ts),
+   * counted and logged once per key: a refused record is a bug or an attack
+   * somewhere upstream, worth one line, not one per replay.
+   */
+  private checkSystemValue(key: string, value: string): string | null {
+    const why = systemValueError(key, value);
+    if (why === null) return null;
+    this.metrics.recordRefused();
+    if (!this.refusedKeysLogged.has(key) && this.refusedKeysLogged.size < REFUSED_KEYS_LOGGED_MAX) {
+      this.refusedKeysLogged.add(key);
+      this.options.log.warn({ key, why }, 'refused a write under a system prefix at apply: the value does not fit its schema');
+    }
+    return why;
+  }
 
   private constructor(
     readonly options: NodeOptions,
@@ -220,6 +244,7 @@ export class DebughostNode {
       appliedIndex: () => view.node?.raft?.machine.appliedIndex ?? 0,
       droppedMessages: () => view.node?.transport?.droppedTotal ?? 0,
       watchers: () => view.node?.watches.watcherCount ?? 0,
+      recordsInvalid: () => view.node?.actors?.host.records.errors.invalid ?? 0,
     });
     metrics.space.watch(options.dataDir);
     const storage = await openRaftStorage(options.dataDir, {
@@ -490,7 +515,7 @@ export class DebughostNode {
         pendingRequestsMax: 50_000,
       },
       // Writes under the actors' keys must fit their schemas: a bad record is refused at apply, the same on every node.
-      watchedKvMachineFactory(this.watches, { valueCheck: systemValueError }),
+      watchedKvMachineFactory(this.watches, { valueCheck: (key, value) => this.checkSystemValue(key, value) }),
       persisted,
     );
     raft.metrics = this.metrics;
@@ -602,6 +627,29 @@ export class DebughostNode {
     } finally {
       this.removalCheckRunning = false;
     }
+  }
+
+  /**
+   * Wait until this node has applied what the cluster had committed when it
+   * was asked (a ReadIndex round), or CATCH_UP_MS_MAX passed. Callers at once
+   * share one round: a burst of unknown tokens costs one heartbeat round, not
+   * one each.
+   */
+  catchUp(): Promise<void> {
+    if (this.catchingUp !== null) return this.catchingUp;
+    const raft = this.raft;
+    if (raft === null) return Promise.resolve();
+    const round = new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, CATCH_UP_MS_MAX);
+      raft.read(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    }).finally(() => {
+      this.catchingUp = null;
+    });
+    this.catchingUp = round;
+    return round;
   }
 
   /**

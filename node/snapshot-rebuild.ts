@@ -58,7 +58,8 @@ export function membershipCommand(members: readonly RestoredMember[], reason: st
 function rebuild(kv: KvStateMachine, members: readonly RestoredMember[], term: Term, reason: string, clusterId: string): RebuiltState {
   assert(members.length > 0, 'a rebuilt cluster needs at least one member');
   const index = (kv.appliedIndex + 1) as LogIndex;
-  const result = kv.apply(index, encodeCommand(membershipCommand(members, reason)));
+  // The KV side of the new configuration: the one kind of entry that may write members/.
+  const result = kv.apply(index, encodeCommand(membershipCommand(members, reason)), 'configuration');
   assert(result.ok, `the membership command of a restore was refused: ${result.ok ? '' : result.error.message}`);
   const snapshot: Snapshot = { meta: { index, term, conf: { voters: sortById(members).map((m) => m.id as NodeId), learners: [] } }, data: kv.snapshot() };
   const hardState: HardState = { term, vote: null, commit: index };

@@ -219,7 +219,8 @@ export class NodeTrust {
       authenticate: (authorization) => {
         if ((authorization === undefined || authorization === '') && this.options.insecureNoAuth) return { ok: true, identity: ANONYMOUS_ADMIN };
         const verified = this.authenticateBearer(authorization);
-        return verified.ok ? { ok: true, identity: verified.value } : { ok: false, status: 401, message: verified.message };
+        if (verified.ok) return { ok: true, identity: verified.value };
+        return { ok: false, status: 401, message: verified.message, ...(verified.reason === 'unknown' ? { unknownToken: true } : {}) };
       },
       authorizer: authorizerFrom((identity, right, tenant) => {
         const known = trusted(identity);

@@ -3,7 +3,7 @@
 // out to open watchers. The KV state machine keeps only the latest values, so
 // the events are derived here, next to the apply: from each command's result
 // and, for a deleteRange, the keys it covered just before. No I/O, no timers.
-import { KvMachine, memberCommand } from '../consensus/kv-machine.ts';
+import { KvMachine, kvMachineOptions, memberCommand } from '../consensus/kv-machine.ts';
 import { decodeConfChange } from '../consensus/raft.ts';
 import { KvStateMachine, compareKeys, decodeCommand, prefixEnd, utf8ByteLength, type KeyValue, type KvCommand, type KvOp, type KvResult, type KvStateMachineOptions, type OpResult } from '../consensus/kv-state-machine.ts';
 import type { StateMachineFactory } from '../consensus/raft-node.ts';
@@ -345,7 +345,8 @@ function touchedKeys(command: KvCommand): string[] {
 }
 
 /** The KV machine factory for a node whose applied writes feed `hub`. */
-export function watchedKvMachineFactory(hub: WatchHub, options: KvStateMachineOptions = {}): StateMachineFactory<KvResult, KvMachine> {
+export function watchedKvMachineFactory(hub: WatchHub, given: KvStateMachineOptions = {}): StateMachineFactory<KvResult, KvMachine> {
+  const options = kvMachineOptions(given);
   return {
     empty: () => {
       hub.reset(0);

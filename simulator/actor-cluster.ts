@@ -5,11 +5,12 @@
 // one node at a time as over a socket.
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { authorizerFrom } from '../actors/authorizer.ts';
-import { rangePortAllocator, storeOutcome, type ActorStore, type ForwardOutcome, type Forwarder, type StoreWriteOutcome } from '../actors/components.ts';
-import { ActorHost, hostOptionsDefault, type HostOptions } from '../actors/host.ts';
+import { rangePortAllocator, storeOutcome, type ActorStore, type ForwardCall, type ForwardOutcome, type Forwarder, type StoreWriteOutcome } from '../actors/components.ts';
+import { ActorHost, hostOptionsDefault, type HostComponents, type HostOptions } from '../actors/host.ts';
+import { fenceTiming, startLeaseHeartbeats, type FenceTiming } from '../actors/lease-fence.ts';
 import type { ActorKey, ActorRequest, ActorResponse, Identity, ProgressFn } from '../actors/messages.ts';
 import type { ToolCall } from '../actors/tools.ts';
-import { callFromWire, callToWire, responseFromWire, responseToWire } from '../actors/wire.ts';
+import { callFromWire, callToWire, responseFromWire, responseToWire, WireError } from '../actors/wire.ts';
 import { ActorResponseSchema, CallRequestSchema } from '../proto/gen/actor_pb.ts';
 import type { KvMachine } from '../consensus/kv-machine.ts';
 import { encodeCommand, type KvCommand, type KvResult } from '../consensus/kv-state-machine.ts';
@@ -21,6 +22,12 @@ import { SimRuntime, simProjectIo } from './runtime-sim.ts';
 
 type SimRaftNode = RaftNode<KvResult, KvMachine>;
 
+/** Owner lease and failure-detector timeout in virtual ms; the lease fence's timing follows from them. */
+const SIM_LEASE_MS = 1500;
+const SIM_SUSPECT_MS = 3000;
+/** The runtime watchdog's timing (heartbeat period, validity, kill delay), as a real node derives it. */
+export const SIM_FENCE: FenceTiming = fenceTiming(SIM_LEASE_MS, SIM_SUSPECT_MS);
+
 /** Timing of the actor layer in virtual ms, scaled to the simulator's 50 ms Raft tick. */
 export function simHostOptions(node: string, prng: Prng): HostOptions {
   return {
@@ -30,8 +37,8 @@ export function simHostOptions(node: string, prng: Prng): HostOptions {
     turnMsMax: 6000,
     callAttemptsMax: 6,
     retryBackoffMs: 20,
-    leaseMs: 1500,
-    suspectMs: 3000,
+    leaseMs: SIM_LEASE_MS,
+    suspectMs: SIM_SUSPECT_MS,
     pollMs: 50,
     fullScanMs: 500,
     movesInFlightMax: prng.range(1, 8),
@@ -71,6 +78,8 @@ export type RpcOutcome<T> = { readonly ok: true; readonly value: T } | { readonl
 export interface ActorPlant {
   readonly wrapStore?: (store: ActorStore) => ActorStore;
   readonly wrapForwarder?: (forwarder: Forwarder) => Forwarder;
+  /** A host subclass with a planted bug in its own decisions (e.g. its failure detector). */
+  readonly createHost?: (components: HostComponents, options: HostOptions) => ActorHost;
 }
 
 export interface ActorClusterOptions extends Omit<ClusterOptions, 'hooks'> {
@@ -83,6 +92,8 @@ export class SimActorCluster {
   readonly runtimes = new Map<NodeId, SimRuntime>();
   private readonly pendingBoots: [NodeId, SimRaftNode][] = [];
   private readonly appliedListeners: ((id: NodeId, node: SimRaftNode, entry: Entry) => void)[] = [];
+  private readonly launchListeners: ((id: NodeId, key: string) => void)[] = [];
+  private readonly heartbeats = new Map<NodeId, () => void>();
   private readonly prng: Prng;
   private readonly actorPlant: ActorPlant;
   private ready = false;
@@ -109,10 +120,28 @@ export class SimActorCluster {
     });
     this.prng = this.cluster.prng.fork('actors');
     for (const id of this.cluster.allIds()) {
-      this.runtimes.set(id, new SimRuntime({ node: id, scheduler: this.cluster.scheduler, prng: this.prng.fork(`runtime:${id}`), startMsMax: 30, stopMsMax: 30 }));
+      this.runtimes.set(
+        id,
+        new SimRuntime({
+          node: id,
+          scheduler: this.cluster.scheduler,
+          prng: this.prng.fork(`runtime:${id}`),
+          startMsMax: 30,
+          stopMsMax: 30,
+          fenceKillAfterMs: SIM_FENCE.killAfterMs,
+          launching: (node, key) => {
+            for (const listener of this.launchListeners) listener(node, key);
+          },
+        }),
+      );
     }
     this.ready = true;
     for (const [id, node] of this.pendingBoots.splice(0)) this.boot(id, node);
+  }
+
+  /** Watch every launch of a workload copy on any node (before it runs). */
+  onLaunching(listener: (id: NodeId, key: string) => void): void {
+    this.launchListeners.push(listener);
   }
 
   /** Watch every applied entry (after the host heard of it). */
@@ -131,7 +160,14 @@ export class SimActorCluster {
         this.rpc<Uint8Array>(id, owner as NodeId, call.deadlineMs, (respond) => {
           const target = this.hosts.get(owner as NodeId);
           if (target === undefined) return;
-          const forwarded = callFromWire(fromBinary(CallRequestSchema, bytes));
+          let forwarded: ForwardCall;
+          try {
+            forwarded = callFromWire(fromBinary(CallRequestSchema, bytes));
+          } catch (error) {
+            // As the gRPC service answers a call it cannot decode within bounds (actors/forwarder-grpc.ts).
+            const message = error instanceof WireError ? error.message : `malformed call: ${(error as Error).message}`;
+            return respond(toBinary(ActorResponseSchema, responseToWire({ type: 'error', name: 'InvalidRequestError', message })));
+          }
           // Progress events travel with the answer's stream; the simulator drops them (only the answer counts).
           void onProgress;
           target.serveForwarded(forwarded, null, (response) => respond(toBinary(ActorResponseSchema, responseToWire(response))));
@@ -139,25 +175,28 @@ export class SimActorCluster {
       },
     };
     const plant = this.actorPlant;
-    const host = new ActorHost(
-      {
-        clock: scheduler.clockFor(id),
-        random: this.prng.fork(`random:${id}:${this.cluster.incarnation(id)}`),
-        store: plant.wrapStore === undefined ? store : plant.wrapStore(store),
-        raft: { isLeader: () => node.raft.role === 'leader', leader: () => node.raft.leader },
-        runtime,
-        ports: rangePortAllocator(20_000, 20_999),
-        forwarder: plant.wrapForwarder === undefined ? forwarder : plant.wrapForwarder(forwarder),
-        io: simProjectIo(runtime),
-        authorizer: simAuthorizer,
-      },
-      simHostOptions(id, this.prng.fork(`host:${id}:${this.cluster.incarnation(id)}`)),
-    );
+    const components: HostComponents = {
+      clock: scheduler.clockFor(id),
+      random: this.prng.fork(`random:${id}:${this.cluster.incarnation(id)}`),
+      store: plant.wrapStore === undefined ? store : plant.wrapStore(store),
+      raft: { isLeader: () => node.raft.role === 'leader', leader: () => node.raft.leader },
+      runtime,
+      ports: rangePortAllocator(20_000, 20_999),
+      forwarder: plant.wrapForwarder === undefined ? forwarder : plant.wrapForwarder(forwarder),
+      io: simProjectIo(runtime),
+      authorizer: simAuthorizer,
+    };
+    const options = simHostOptions(id, this.prng.fork(`host:${id}:${this.cluster.incarnation(id)}`));
+    const host = plant.createHost === undefined ? new ActorHost(components, options) : plant.createHost(components, options);
     this.hosts.set(id, host);
     host.start();
+    // As node/node-actors.ts does: while the lease holds, the runtime's watchdog is fed on this node's clock.
+    this.heartbeats.set(id, startLeaseHeartbeats(components.clock, SIM_FENCE, () => host.leaseState() === 'valid', (validForMs) => runtime.leaseHeartbeat(validForMs)));
   }
 
   private shutdown(id: NodeId): void {
+    this.heartbeats.get(id)?.();
+    this.heartbeats.delete(id);
     this.hosts.get(id)?.stop();
     this.hosts.delete(id);
     this.runtimes.get(id)?.detach();

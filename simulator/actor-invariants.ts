@@ -3,7 +3,10 @@
 // project has two owners that both commit at one epoch); a tenant's running
 // projects never exceed its quota and its usage counter matches them; after
 // healing, each desired-running project runs exactly once and each other
-// nowhere; no acknowledged desired state is lost.
+// nowhere; no acknowledged desired state is lost. And during the run, each
+// time a copy of a project launches: any other copy still running is one the
+// design allows (see overlapRefused), never that of a member the ring marked
+// down before its lease lapsed and its watchdog fenced it.
 import { RING_EPOCH_KEY } from '../consensus/kv-machine.ts';
 import { decodeCommand, prefixEnd, type KvStateMachine } from '../consensus/kv-state-machine.ts';
 import type { NodeId } from '../consensus/types.ts';
@@ -33,7 +36,7 @@ export class ActorInvariants {
   private readonly records = new Map<string, ProjectRecord | null>();
   /** Changes applied per project: committed record writes that carry a request id the record did not hold. */
   readonly applied = new Map<string, number>();
-  readonly stats = { ownerWrites: 0, epochs: new Set<number>() };
+  readonly stats = { ownerWrites: 0, epochs: new Set<number>(), launches: 0, overlapsAllowed: 0, copiesMax: 0 };
 
   constructor(
     private readonly actors: SimActorCluster,
@@ -45,6 +48,41 @@ export class ActorInvariants {
       if (entry.type !== 'normal') return;
       this.checkEntry(node.machine.kv, entry.data);
     });
+    actors.onLaunching((node, key) => this.checkLaunch(node, key));
+  }
+
+  /**
+   * Why an old copy on `other` may not overlap a new one launching on `node`, or null if the
+   * design allows it. It allows two overlaps: an old owner that still holds its lease (it stops
+   * its copy when it applies the move, or when its lease lapses; docs/architecture.md's one-way
+   * link case), and a graceful move (a join, a drain, a rejoin: `other` is not marked down in the
+   * ring `node` launches at), whose new owner does not wait for the old one's stop, so a crash or
+   * pause of the old owner meanwhile leaves its copy to its watchdog. What it does not allow is a
+   * takeover of a member marked down whose lease has not lapsed, or whose copy was not fenced.
+   */
+  private overlapRefused(node: NodeId, other: NodeId): string | null {
+    const host = this.actors.hosts.get(other);
+    const lease = host === undefined ? 'none (down)' : host.leaseState();
+    if (lease === 'valid') return null;
+    const launcher = this.actors.cluster.node(node);
+    if (launcher === null || !readRingInputs(launcher.machine.kv).down.includes(other)) return null;
+    return `marked down, lease ${lease}${this.actors.cluster.scheduler.isPaused(other) ? ', paused' : ''}`;
+  }
+
+  /** A copy of `key` begins to launch on `node`: every other copy must be on a node that still holds its lease. */
+  private checkLaunch(node: NodeId, key: string): void {
+    this.stats.launches += 1;
+    const others: NodeId[] = [];
+    for (const [id, runtime] of this.actors.runtimes) if (id !== node && runtime.isActive(key)) others.push(id);
+    this.stats.copiesMax = Math.max(this.stats.copiesMax, others.length + 1);
+    for (const other of others) {
+      const why = this.overlapRefused(node, other);
+      if (why === null) {
+        this.stats.overlapsAllowed += 1;
+        continue;
+      }
+      this.violation(`two copies: ${key} launches on ${node} while ${other} still runs it (${other}: ${why}; watchdog ${this.actors.runtimes.get(other)?.fence() ?? 'none'})`);
+    }
   }
 
   private placementAt(kv: KvStateMachine): Placement {

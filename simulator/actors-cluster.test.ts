@@ -194,3 +194,44 @@ test('a fourth node joining takes over about a quarter of the projects; only tho
   t.is(stops, moved.length, 'the old owners stopped exactly the projects that moved');
   t.log(`${moved.length} of ${keys.length} projects moved to ${n4}`);
 });
+
+test('issue 11 attack: stopped projects keep their specs stored and count against the stored-bytes quota, so big specs cannot pile up while stopped', (t) => {
+  const actors = cluster(5);
+  const tenant = tenantActorKey('acme') as ReturnType<typeof projectActorKey>;
+  t.is(call(actors, 'n1' as NodeId, tenant, { type: 'quotaSet', quota: { projects: 10, ports: 100, memoryBytes: 1024 ** 4, storedBytes: 300_000 } }).type, 'usage');
+  // Each spec carries ~100 KB of env: two stopped ones and a third start pass 300 KB.
+  const spec = { ...SIM_SPEC, env: { BIG1: 'x'.repeat(50_000), BIG2: 'y'.repeat(50_000) } };
+  for (const name of ['p0', 'p1']) {
+    const key = projectActorKey('acme', name);
+    const started = call(actors, 'n2' as NodeId, key, { type: 'start', spec, waitMs: 0 });
+    t.is(started.type, 'project', JSON.stringify(started).slice(0, 300));
+    t.is(call(actors, 'n3' as NodeId, key, { type: 'stop' }).type, 'project');
+  }
+  const usage = call(actors, 'n1' as NodeId, tenant, { type: 'usage' });
+  t.is(usage.type === 'usage' ? usage.usage.projects : -1, 0, 'nothing runs');
+  t.true(usage.type === 'usage' && usage.usage.storedBytes > 200_000, JSON.stringify(usage));
+  const third = call(actors, 'n2' as NodeId, projectActorKey('acme', 'p2'), { type: 'start', spec, waitMs: 0 });
+  t.is(third.type === 'error' ? third.name : third.type, 'QuotaExceededError');
+  t.regex(third.type === 'error' ? third.message : '', /storedBytes: \d+ would exceed the quota of 300000/);
+  // Removing a stopped project frees its stored bytes.
+  t.is(call(actors, 'n1' as NodeId, projectActorKey('acme', 'p0'), { type: 'remove' }).type, 'removed');
+  t.is(call(actors, 'n2' as NodeId, projectActorKey('acme', 'p2'), { type: 'start', spec, waitMs: 0 }).type, 'project');
+});
+
+test('a start whose record the state machine refuses (a spec past its bounds that skipped the MCP check) is a definite InvalidRequestError, not "retry"', (t) => {
+  const actors = cluster(6);
+  const key = projectActorKey('acme', 'big');
+  const owner = actors.hosts.get('n1' as NodeId)?.placement().owner(key) as NodeId;
+  const other = (['n1', 'n2', 'n3'] as NodeId[]).find((id) => id !== owner) as NodeId;
+  const spec = { ...SIM_SPEC, env: { BIG: 'x'.repeat(100_000) } };
+  // On the owner the record reaches the state machine, which refuses it.
+  const refused = call(actors, owner, key, { type: 'start', spec, waitMs: 0 });
+  t.is(refused.type === 'error' ? refused.name : refused.type, 'InvalidRequestError');
+  t.regex(refused.type === 'error' ? refused.message : '', /^the cluster refused the record: value of projects\/acme\/big does not fit its schema: spec\.env\.BIG: .*; change the request$/);
+  // Forwarded, the owner's wire decoder refuses it first, with the same kind of error.
+  const forwarded = call(actors, other, key, { type: 'start', spec, waitMs: 0 });
+  t.is(forwarded.type === 'error' ? forwarded.name : forwarded.type, 'InvalidRequestError');
+  t.regex(forwarded.type === 'error' ? forwarded.message : '', /out of bounds: spec\.env\.BIG/);
+  const status = call(actors, 'n2' as NodeId, projectActorKey('acme', 'big'), { type: 'status' });
+  t.is(status.type === 'error' ? status.name : status.type, 'NotFoundError', 'nothing was recorded');
+});

@@ -7,11 +7,12 @@ import { addCoverage, describeCounts, describeCoverage, emptyCoverage } from './
 import { ALL_FAULTS, parseFaultList, type FaultKind } from './faults.ts';
 import { ACTOR_MUTATIONS, MUTATIONS, isActorMutationName, isMutationName, type ActorMutationName } from './mutations.ts';
 import { ACTOR_LIVENESS_MS_MAX_DEFAULT, ACTOR_SAFETY_MS_DEFAULT, runActorSeed } from './run-actor-seed.ts';
+import type { PoisonStats } from './nemesis-poison.ts';
 import { LIVENESS_MS_MAX_DEFAULT, SAFETY_MS_DEFAULT, runSeed, type SeedResult } from './run-seed.ts';
 
 const HELP = `usage: debughost sim [--seeds N | --seed S] [--nodes K] [--faults LIST] [--json]
                     [--trace FILE] [--trace-hash] [--safety-ms MS] [--liveness-ms MS] [--mutation NAME]
-                    [--actors N]
+                    [--actors N] [--poison]
 
 Runs the real Raft core and KV state machine on a virtual clock, network and
 disk. Each seed draws its own fault mix (swarm testing) and replays exactly.
@@ -22,7 +23,7 @@ project and tenant actors) over a simulated runtime, under a project workload.
   --seed S          run the one seed S
   --nodes K         cluster size, 1..9 (default 5)
   --faults LIST     faults the swarm may use, comma-separated, 'all' (default) or 'none';
-                    kinds: ${ALL_FAULTS.join(', ')}
+                    -KIND removes one (all,-priority); kinds: ${ALL_FAULTS.join(', ')}
   --json            print one JSON summary object as the last line
   --trace FILE      with --seed: write the full event trace to FILE
   --trace-hash      print the SHA-256 of each seed's trace (same seed, same hash)
@@ -31,7 +32,9 @@ project and tenant actors) over a simulated runtime, under a project workload.
   --mutation NAME   run a deliberately broken core (${Object.keys(MUTATIONS).join(', ')}) or, with --actors,
                     actor layer (${Object.keys(ACTOR_MUTATIONS).join(', ')}) to see the checks fail
   --actors N        run the actor layer with N projects across tenants (default 0: Raft and KV only);
-                    then --safety-ms defaults to ${ACTOR_SAFETY_MS_DEFAULT} and --liveness-ms to ${ACTOR_LIVENESS_MS_MAX_DEFAULT}`;
+                    then --safety-ms defaults to ${ACTOR_SAFETY_MS_DEFAULT} and --liveness-ms to ${ACTOR_LIVENESS_MS_MAX_DEFAULT}
+  --poison          also propose malformed entries and records to the leader during the faults
+                    (the poison-pill nemesis); every check must still pass`;
 
 interface SimArgs {
   readonly seeds: number[];
@@ -45,6 +48,7 @@ interface SimArgs {
   readonly livenessMs: number;
   readonly mutation: keyof typeof MUTATIONS | ActorMutationName | null;
   readonly actors: number;
+  readonly poison: boolean;
 }
 
 export function parseSimArgs(argv: string[]): SimArgs | 'help' {
@@ -66,6 +70,7 @@ export function parseSimArgs(argv: string[]): SimArgs | 'help' {
         'liveness-ms': { type: 'string' },
         mutation: { type: 'string' },
         actors: { type: 'string' },
+        poison: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -111,6 +116,7 @@ export function parseSimArgs(argv: string[]): SimArgs | 'help' {
     livenessMs: parseIntegerFlag('liveness-ms', v['liveness-ms'] ?? String(livenessDefault), 100, 3_600_000),
     mutation,
     actors,
+    poison: v.poison === true,
   };
 }
 
@@ -121,6 +127,7 @@ export function replayCommand(args: SimArgs, seed: number): string {
   if (args.safetyMs !== (args.actors > 0 ? ACTOR_SAFETY_MS_DEFAULT : SAFETY_MS_DEFAULT)) parts.push(`--safety-ms ${args.safetyMs}`);
   if (args.livenessMs !== (args.actors > 0 ? ACTOR_LIVENESS_MS_MAX_DEFAULT : LIVENESS_MS_MAX_DEFAULT)) parts.push(`--liveness-ms ${args.livenessMs}`);
   if (args.mutation !== null) parts.push(`--mutation ${args.mutation}`);
+  if (args.poison) parts.push('--poison');
   parts.push(`--trace sim-seed-${seed}.trace`);
   return parts.join(' ');
 }
@@ -156,6 +163,7 @@ function raftSimCommand(args: SimArgs, out: (line: string) => void, started: num
   let operations = 0;
   let unknownLinearizability = 0;
   const coverage = emptyCoverage();
+  const poison = emptyPoison();
   const plant = args.mutation === null || !isMutationName(args.mutation) ? undefined : MUTATIONS[args.mutation].plant;
   for (const [index, seed] of args.seeds.entries()) {
     const result: SeedResult = runSeed({
@@ -167,7 +175,9 @@ function raftSimCommand(args: SimArgs, out: (line: string) => void, started: num
       tracePath: args.trace,
       traceHash: args.traceHash,
       ...(plant === undefined ? {} : { plant }),
+      poison: args.poison,
     });
+    addPoison(poison, result.poison);
     seedProgress(progress, index + 1, args, failed.length + (result.ok ? 0 : 1), started);
     simulatedMs += result.simulatedMs;
     operations += result.operations.total;
@@ -196,6 +206,7 @@ function raftSimCommand(args: SimArgs, out: (line: string) => void, started: num
       (unknownLinearizability > 0 ? `; linearizability check ran out of budget on ${unknownLinearizability} seed(s)` : ''),
   );
   out(`coverage: ${describeCoverage(coverage)}`);
+  if (args.poison) out(describePoison(poison));
   if (args.json) {
     process.stdout.write(
       `${JSON.stringify({
@@ -209,6 +220,7 @@ function raftSimCommand(args: SimArgs, out: (line: string) => void, started: num
         operations,
         linearizabilityUnknown: unknownLinearizability,
         coverage,
+        ...(args.poison ? { poison } : {}),
       })}\n`,
     );
   }
@@ -223,6 +235,7 @@ function actorSimCommand(args: SimArgs, out: (line: string) => void, started: nu
   let calls = 0;
   let ownerWrites = 0;
   let moves = 0;
+  const poison = emptyPoison();
   for (const [index, seed] of args.seeds.entries()) {
     const result = runActorSeed({
       seed,
@@ -234,7 +247,9 @@ function actorSimCommand(args: SimArgs, out: (line: string) => void, started: nu
       tracePath: args.trace,
       traceHash: args.traceHash,
       mutation: args.mutation !== null && isActorMutationName(args.mutation) ? args.mutation : null,
+      poison: args.poison,
     });
+    addPoison(poison, result.poison);
     seedProgress(progress, index + 1, args, failed.length + (result.ok ? 0 : 1), started);
     simulatedMs += result.simulatedMs;
     const c = result.calls;
@@ -263,6 +278,7 @@ function actorSimCommand(args: SimArgs, out: (line: string) => void, started: nu
     `${args.seeds.length} seed(s), ${args.nodes} nodes, ${args.actors} projects: ${failed.length} failed, ${violations} violation(s); ` +
       `${calls} project calls, ${ownerWrites} owner writes, ${moves} hand-offs; simulated ${simulatedSeconds.toFixed(1)} s in ${wallSeconds.toFixed(1)} s of wall time (${speedup.toFixed(0)}x real time)`,
   );
+  if (args.poison) out(describePoison(poison));
   if (args.json) {
     process.stdout.write(
       `${JSON.stringify({
@@ -277,8 +293,28 @@ function actorSimCommand(args: SimArgs, out: (line: string) => void, started: nu
         calls,
         ownerWrites,
         moves,
+        ...(args.poison ? { poison } : {}),
       })}\n`,
     );
   }
   return failed.length === 0 ? 0 : 1;
 }
+
+/** Poison entries over all seeds: injected (all kinds), committed to the log, refused at apply. */
+interface PoisonTotals {
+  injected: number;
+  committed: number;
+  refused: number;
+}
+
+const emptyPoison = (): PoisonTotals => ({ injected: 0, committed: 0, refused: 0 });
+
+function addPoison(totals: PoisonTotals, stats: PoisonStats | null): void {
+  if (stats === null) return;
+  totals.injected += Object.values(stats.injected).reduce((sum, n) => sum + n, 0);
+  totals.committed += stats.committed;
+  totals.refused += stats.refused;
+}
+
+const describePoison = (totals: PoisonTotals): string =>
+  `poison: ${totals.injected} malformed entries proposed, ${totals.committed} committed, ${totals.refused} refused at apply (the rest were lost with a leader or met none)`;

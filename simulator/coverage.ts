@@ -26,6 +26,9 @@ export const ACTOR_SITUATIONS = {
   handOffs: 'reconciles and releases queued because the ring moved or the runtime differed',
   ownerLeasesLapsed: 'times a node lost its owner lease and stopped what it ran',
   callsRetried: 'calls retried by a host after notOwner, a lost answer or no lease',
+  launchesBesideOldCopy: "copies launched while the old owner, still holding its lease, had not stopped its copy yet (the allowed overlap)",
+  watchdogFreezes: "times a runtime's watchdog froze a node's workloads (its lease heartbeats stopped)",
+  watchdogKills: 'workloads the watchdog killed because their node stayed silent',
 } as const;
 
 export type ActorSituation = keyof typeof ACTOR_SITUATIONS;

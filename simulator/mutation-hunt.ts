@@ -1,7 +1,8 @@
 // Run a planted bug over seeds until the simulator catches it: which seed,
 // after how much virtual time, and which invariant saw it first.
 import type { FaultKind } from './faults.ts';
-import { MUTATIONS, type MutationName } from './mutations.ts';
+import { MUTATIONS, type ActorMutationName, type MutationName } from './mutations.ts';
+import { runActorSeed } from './run-actor-seed.ts';
 import { runSeed } from './run-seed.ts';
 
 export interface Catch {
@@ -14,7 +15,7 @@ export interface Catch {
 }
 
 export interface HuntResult {
-  readonly mutation: MutationName;
+  readonly mutation: MutationName | ActorMutationName;
   readonly first: Catch | null;
   readonly seedsRun: number;
   /** Seeds that caught it (all of them when `stopAtFirst` is false). */
@@ -36,13 +37,21 @@ export function invariantOf(violation: string): string {
   return (/^([a-z -]+):/.exec(text)?.[1] ?? text).trim();
 }
 
-export function huntMutation(mutation: MutationName, options: HuntOptions): HuntResult {
+/** What a hunt reads of one seed's run (Raft-only or with actors). */
+interface SeedVerdict {
+  readonly ok: boolean;
+  readonly violations: readonly string[];
+  readonly firstViolationMs: number | null;
+  readonly simulatedMs: number;
+}
+
+function hunt(mutation: MutationName | ActorMutationName, options: HuntOptions, run: (seed: number) => SeedVerdict): HuntResult {
   const firstSeed = options.firstSeed ?? 1;
   let first: Catch | null = null;
   let seedsRun = 0;
   let caught = 0;
   for (let seed = firstSeed; seed < firstSeed + options.seedsMax; seed += 1) {
-    const result = runSeed({ seed, nodes: options.nodes, faults: options.faults, plant: MUTATIONS[mutation].plant });
+    const result = run(seed);
     seedsRun += 1;
     if (result.ok) continue;
     caught += 1;
@@ -51,4 +60,18 @@ export function huntMutation(mutation: MutationName, options: HuntOptions): Hunt
     if (options.stopAtFirst !== false) break;
   }
   return { mutation, first, seedsRun, caught };
+}
+
+export function huntMutation(mutation: MutationName, options: HuntOptions): HuntResult {
+  return hunt(mutation, options, (seed) => runSeed({ seed, nodes: options.nodes, faults: options.faults, plant: MUTATIONS[mutation].plant }));
+}
+
+export interface ActorHuntOptions extends HuntOptions {
+  /** Projects of the workload (--actors). */
+  readonly actors: number;
+}
+
+/** The same hunt for a bug planted in the actor layer, over whole-cluster actor runs. */
+export function huntActorMutation(mutation: ActorMutationName, options: ActorHuntOptions): HuntResult {
+  return hunt(mutation, options, (seed) => runActorSeed({ seed, nodes: options.nodes, faults: options.faults, actors: options.actors, mutation }));
 }

@@ -9,6 +9,8 @@ import { Raft, type PendingRead } from '../consensus/raft.ts';
 import type { PersistBatch, RaftStorage } from '../consensus/storage.ts';
 import type { Clock, Message, Snapshot } from '../consensus/types.ts';
 import type { ActorStore, Forwarder } from '../actors/components.ts';
+import { ActorHost, type HostOptions } from '../actors/host.ts';
+import { FailureDetector } from '../actors/liveness.ts';
 import { RING_EPOCH_KEY } from '../consensus/kv-machine.ts';
 import type { KvCommand } from '../consensus/kv-state-machine.ts';
 import type { ActorPlant } from './actor-cluster.ts';
@@ -168,6 +170,19 @@ function quotaReservedApart(store: ActorStore): ActorStore {
   };
 }
 
+/**
+ * The leader's failure detector suspects a silent member after half its owner
+ * lease instead of suspectMs (leaseMs + an election timeout < suspectMs is the
+ * rule): the ring hands the member's projects to others while its lease may
+ * still hold, so a new owner starts a copy before the old one stopped, e.g.
+ * while the old owner's watchdog has not yet killed a crashed node's copies.
+ */
+class SuspectEarlyHost extends ActorHost {
+  protected override createFailureDetector(options: HostOptions): FailureDetector {
+    return new FailureDetector(options.node, Math.floor(options.leaseMs / 2));
+  }
+}
+
 export interface ActorMutation {
   readonly bug: string;
   readonly plant: ActorPlant;
@@ -178,6 +193,10 @@ export const ACTOR_MUTATIONS = {
   noFencing: { bug: 'owner writes omit the ring-epoch compare', plant: { wrapStore: unfencedStore } },
   freshRequestIds: { bug: 'every forwarded attempt of a call gets a new request id (the old two-router bug): a retried change can apply twice', plant: { wrapForwarder: freshRequestIds } },
   quotaOutsideStartTxn: { bug: "a start reserves its tenant's quota in a txn of its own, before the project's write", plant: { wrapStore: quotaReservedApart } },
+  startBeforeOldStopped: {
+    bug: "a hand-off starts the new owner before the old one stopped: the leader marks a silent member down after half its owner lease, not after suspectMs, so its projects start elsewhere before its lease lapsed and its copies were fenced",
+    plant: { createHost: (components, options) => new SuspectEarlyHost(components, options) },
+  },
 } as const satisfies Record<string, ActorMutation>;
 
 export type ActorMutationName = keyof typeof ACTOR_MUTATIONS;

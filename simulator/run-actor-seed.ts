@@ -4,6 +4,8 @@
 // reach "each desired-running project runs exactly once" within a bound, then
 // the final checks (acknowledged desired states, Raft logs).
 import type { NodeId } from '../consensus/types.ts';
+import { eventsKey, quotaKey, statusKey, usageKey } from '../actors/messages.ts';
+import { systemValueError } from '../actors/records.ts';
 import { SimActorCluster } from './actor-cluster.ts';
 import { RunStoppedError } from './cluster.ts';
 import type { ActorCoverageCounts, CoverageCounts } from './coverage.ts';
@@ -11,7 +13,9 @@ import { ActorInvariants } from './actor-invariants.ts';
 import { ActorWorkload } from './actor-workload.ts';
 import type { FaultKind } from './faults.ts';
 import { ACTOR_MUTATIONS, type ActorMutationName } from './mutations.ts';
+import { PoisonNemesis, type PoisonStats } from './nemesis-poison.ts';
 import { prngFromSeed, type Prng } from './prng.ts';
+import type { SimRuntime } from './runtime-sim.ts';
 import { confShows } from './scenario-harness.ts';
 import { Trace } from './trace.ts';
 
@@ -27,6 +31,8 @@ export interface ActorSeedOptions {
   readonly tracePath?: string | null;
   readonly traceHash?: boolean;
   readonly mutation?: ActorMutationName | null;
+  /** Propose malformed entries and records to the leader during the safety phase (simulator/nemesis-poison.ts). */
+  readonly poison?: boolean;
 }
 
 export const ACTOR_SAFETY_MS_DEFAULT = 8000;
@@ -108,6 +114,8 @@ export interface ActorSeedResult {
   readonly voters: number;
   readonly host: { moves: number; forwardedCalls: number; leaseExpiries: number; livenessChanges: number; retries: number };
   readonly stats: SimActorClusterStats;
+  /** What the poison nemesis injected; null when it was off. */
+  readonly poison: PoisonStats | null;
   readonly traceHash: string | null;
 }
 
@@ -136,6 +144,7 @@ export function runActorSeed(options: ActorSeedOptions): ActorSeedResult {
   const projectKeys = workload.projects.map((project) => `projects/${project.tenant}/${project.name}`);
   const safetyMs = options.safetyMs ?? ACTOR_SAFETY_MS_DEFAULT;
   const livenessMsMax = options.livenessMsMax ?? ACTOR_LIVENESS_MS_MAX_DEFAULT;
+  let poisonStats: PoisonStats | null = null;
   try {
     // Setup without faults: the tenants' quotas are in place before any project starts.
     workload.setQuotas();
@@ -143,11 +152,15 @@ export function runActorSeed(options: ActorSeedOptions): ActorSeedResult {
     cluster.startNemesis();
     const drains = new DrainNemesis(actors, cluster.prng.fork('drain'));
     drains.start();
+    const poison = options.poison === true ? poisonFor(actors, workload) : null;
+    poisonStats = poison?.stats ?? null;
+    poison?.start();
     for (const spare of cluster.spareIds) cluster.scheduler.schedule(joinPrng.range(0, safetyMs), () => join(actors, spare), 'join');
     workload.start();
     cluster.runFor(safetyMs);
     workload.stop();
     drains.stop();
+    poison?.stop();
     cluster.healAll();
     const healedAt = cluster.scheduler.nowMs();
     let problem: string | null = 'not checked';
@@ -167,6 +180,7 @@ export function runActorSeed(options: ActorSeedOptions): ActorSeedResult {
       if (leader !== null) for (const lost of ActorInvariants.lostStates(leader.machine.kv, workload)) checker.violation(`acknowledged state lost: ${lost}`);
     }
     for (const problem of invariants.appliedOnceProblems(workload)) checker.violation(problem);
+    for (const problem of poison?.finalProblems() ?? []) checker.violation(problem);
     checker.finalChecks();
   } catch (error) {
     if (!(error instanceof RunStoppedError)) checker.violation(`exception: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
@@ -189,14 +203,29 @@ export function runActorSeed(options: ActorSeedOptions): ActorSeedResult {
     faults: cluster.describeFaults(),
     calls: workload.counts,
     coverage: { ...cluster.coverage.counts },
-    actorCoverage: { callsWhileOwnerMoved: workload.callsWhileOwnerMoved, handOffs: host.moves, ownerLeasesLapsed: host.leaseExpiries, callsRetried: host.retries },
+    actorCoverage: {
+      callsWhileOwnerMoved: workload.callsWhileOwnerMoved,
+      handOffs: host.moves,
+      ownerLeasesLapsed: host.leaseExpiries,
+      callsRetried: host.retries,
+      launchesBesideOldCopy: invariants.stats.overlapsAllowed,
+      watchdogFreezes: runtimeSum(actors, 'freezes'),
+      watchdogKills: runtimeSum(actors, 'fenceKills'),
+    },
     ownerWrites: invariants.stats.ownerWrites,
     epochs: invariants.stats.epochs.size,
     voters: cluster.currentVoters().length,
     host,
     stats: cluster.stats,
+    poison: poisonStats,
     traceHash: trace === null ? null : trace.digestHex(),
   };
+}
+
+function runtimeSum(actors: SimActorCluster, stat: keyof SimRuntime['stats']): number {
+  let sum = 0;
+  for (const runtime of actors.runtimes.values()) sum += runtime.stats[stat];
+  return sum;
 }
 
 /**
@@ -237,4 +266,12 @@ function settledProblem(actors: SimActorCluster, workload: ActorWorkload, projec
   if (placement === undefined) return `no actor host on leader ${leader.id}`;
   if (placement.live.length !== placement.members.length) return `members marked down: ${placement.members.filter((m) => !placement.live.includes(m)).join(',')}`;
   return ActorInvariants.exactlyOnceProblem(actors, leader.machine.kv, projectKeys);
+}
+
+/** The poison nemesis aimed at the workload's own records: each project's record, status and events, each tenant's quota and usage. */
+function poisonFor(actors: SimActorCluster, workload: ActorWorkload): PoisonNemesis {
+  const keys: string[] = [];
+  for (const project of workload.projects) keys.push(`projects/${project.tenant}/${project.name}`, statusKey(project.tenant, project.name), eventsKey(project.tenant, project.name));
+  for (const tenant of new Set(workload.projects.map((project) => project.tenant))) keys.push(quotaKey(tenant), usageKey(tenant));
+  return new PoisonNemesis(actors.cluster, actors.cluster.prng.fork('poison'), () => keys, systemValueError);
 }

@@ -5,7 +5,9 @@ import { RunStoppedError, SimCluster, type RaftPlant } from './cluster.ts';
 import type { CoverageCounts } from './coverage.ts';
 import type { FaultKind } from './faults.ts';
 import { checkLinearizability } from './linearizability.ts';
+import { PoisonNemesis, type PoisonStats } from './nemesis-poison.ts';
 import { Trace } from './trace.ts';
+import { systemValueError } from '../actors/records.ts';
 import { KvWorkload } from './workload.ts';
 
 export interface SeedOptions {
@@ -22,7 +24,12 @@ export interface SeedOptions {
   readonly traceHash?: boolean;
   /** A planted bug (simulator/mutations.ts). */
   readonly plant?: RaftPlant;
+  /** Propose malformed entries and records to the leader during the safety phase (simulator/nemesis-poison.ts). */
+  readonly poison?: boolean;
 }
+
+/** System keys the poison nemesis aims at in a run without actors: one of each kind of record the nodes validate. */
+const POISON_KEYS: readonly string[] = ['projects/acme/web', 'status/acme/web', 'events/acme/web', 'tenants/acme/quota', 'tenants/acme/usage'];
 
 export const SAFETY_MS_DEFAULT = 10_000;
 export const LIVENESS_MS_MAX_DEFAULT = 10_000;
@@ -43,6 +50,8 @@ export interface SeedResult {
   readonly stats: SimCluster['stats'];
   /** How often the run reached each protocol situation (simulator/coverage.ts). */
   readonly coverage: CoverageCounts;
+  /** What the poison nemesis injected; null when it was off. */
+  readonly poison: PoisonStats | null;
   readonly traceHash: string | null;
 }
 
@@ -66,10 +75,13 @@ export function runSeed(options: SeedOptions): SeedResult {
   const safetyMs = options.safetyMs ?? SAFETY_MS_DEFAULT;
   const livenessMsMax = options.livenessMsMax ?? LIVENESS_MS_MAX_DEFAULT;
   const checker = cluster.checker;
+  const poison = options.poison === true ? new PoisonNemesis(cluster, cluster.prng.fork('poison'), () => POISON_KEYS, systemValueError) : null;
   try {
     cluster.startNemesis();
     workload.start();
+    poison?.start();
     cluster.runFor(safetyMs);
+    poison?.stop();
     // Clients may still reach any node (as over a separate client network); the quorum must serve them.
     const quorum = cluster.healQuorum();
     const healedAt = cluster.scheduler.nowMs();
@@ -89,6 +101,7 @@ export function runSeed(options: SeedOptions): SeedResult {
       const digests = new Set([...quorum.map((id) => cluster.node(id)?.machine.kv.digest()), cluster.leader()?.machine.kv.digest()]);
       if (digests.size !== 1) checker.violation(`state machines differ after convergence: ${[...digests].join(' ')}`);
     }
+    for (const problem of poison?.finalProblems() ?? []) checker.violation(problem);
     checker.finalChecks();
   } catch (error) {
     if (!(error instanceof RunStoppedError)) checker.violation(`exception: ${error instanceof Error ? error.message : String(error)}`);
@@ -112,6 +125,7 @@ export function runSeed(options: SeedOptions): SeedResult {
     messages: cluster.network.stats().totals.sent,
     stats: cluster.stats,
     coverage: { ...cluster.coverage.counts },
+    poison: poison === null ? null : poison.stats,
     traceHash: trace === null ? null : trace.digestHex(),
   };
 }

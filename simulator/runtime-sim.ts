@@ -2,9 +2,13 @@
 // delays. Like Docker containers, they outlive a crash of their node (the
 // restarted node finds and reconciles them) and keep running while the node
 // is paused; answers to the node are held while it is paused and dropped once
-// it crashed. It also tells the invariant checker what runs where.
+// it crashed. Like the process runtime's spawner, it has a watchdog outside
+// the node's event loop (actors/lease-fence.ts): once fed lease heartbeats,
+// it freezes every workload when they stop coming, kills them a little later,
+// and thaws them on the next one; a crashed or paused node feeds nothing. It
+// also tells the invariant checker what runs where and when a copy launches.
 import type { ProjectIo, RuntimeDriver, RuntimeOutcome } from '../actors/components.ts';
-import { projectKey, type ProjectRef, type RuntimeEvent, type WorkloadSpec, type WorkloadStatus } from '../actors/runtime.ts';
+import { projectKey, RuntimeError, type ProjectRef, type RuntimeEvent, type WorkloadSpec, type WorkloadStatus } from '../actors/runtime.ts';
 import type { NodeId } from '../consensus/types.ts';
 import type { Prng } from './prng.ts';
 import type { Scheduler } from './scheduler.ts';
@@ -23,7 +27,14 @@ export interface SimRuntimeOptions {
   /** Virtual time to launch or stop a workload, drawn in [1, max]. */
   readonly startMsMax: number;
   readonly stopMsMax: number;
+  /** Frozen workloads are killed this long after the freeze (fenceTiming's killAfterMs). */
+  readonly fenceKillAfterMs: number;
+  /** Told each time a workload begins to launch here (a new copy), before it runs. */
+  readonly launching?: (node: NodeId, key: string) => void;
 }
+
+/** The watchdog's state, as the spawner's: 'none' (running freely or disarmed), 'frozen', 'killed'. */
+export type SimFence = 'none' | 'frozen' | 'killed';
 
 export class SimRuntime implements RuntimeDriver {
   readonly kind = 'sim';
@@ -33,7 +44,12 @@ export class SimRuntime implements RuntimeDriver {
   /** Bumped when the node crashes or stops: answers meant for the old process are dropped. */
   private attachment = 0;
   private nextPid = 1;
-  readonly stats = { starts: 0, stops: 0 };
+  readonly stats = { starts: 0, stops: 0, freezes: 0, fenceKills: 0 };
+  private fenceState: SimFence = 'none';
+  /** Virtual times the watchdog acts at; null until the first heartbeat arms it. */
+  private freezeAtMs: number | null = null;
+  private killAtMs = 0;
+  private watchdogDueMs: number | null = null;
 
   constructor(private readonly options: SimRuntimeOptions) {
     this.node = options.node;
@@ -46,7 +62,12 @@ export class SimRuntime implements RuntimeDriver {
   }
 
   start(spec: WorkloadSpec, callback: (outcome: RuntimeOutcome<WorkloadStatus>) => void): void {
+    if (this.fenceState === 'frozen') {
+      const error = new RuntimeError('RuntimeUnavailableError', "this node's owner lease ran out and its workloads are frozen; retry once it hears from the cluster again, or on another node");
+      return this.answer(() => callback({ ok: false, error }));
+    }
     const key = projectKey(spec.project);
+    this.options.launching?.(this.node, key);
     const existing = this.workloads.get(key);
     const operation = (existing?.operation ?? 0) + 1;
     const restarts = existing === undefined ? 0 : existing.status.restarts + (existing.status.state === 'running' ? 1 : 0);
@@ -102,6 +123,66 @@ export class SimRuntime implements RuntimeDriver {
     const listeners = this.listeners;
     listeners.add(listener);
     return () => listeners.delete(listener);
+  }
+
+  /**
+   * The node holds its owner lease for at least `validForMs` more (Runtime.leaseHeartbeat): arm
+   * or push back the watchdog, and thaw what it froze. It runs on virtual time, outside the node.
+   */
+  leaseHeartbeat(validForMs: number): void {
+    const now = this.options.scheduler.nowMs();
+    this.freezeAtMs = now + validForMs;
+    this.killAtMs = this.freezeAtMs + this.options.fenceKillAfterMs;
+    this.fenceState = 'none';
+    this.armWatchdog(this.freezeAtMs);
+  }
+
+  /** What the watchdog did last: 'frozen' workloads count as copies still (a frozen process is not gone). */
+  fence(): SimFence {
+    return this.fenceState;
+  }
+
+  /** One pending watchdog event at a time, moved later as heartbeats come. */
+  private armWatchdog(atMs: number): void {
+    if (this.watchdogDueMs !== null && this.watchdogDueMs <= atMs) return;
+    this.watchdogDueMs = atMs;
+    this.options.scheduler.scheduleAt(atMs, () => this.watchdog(atMs), 'watchdog');
+  }
+
+  private watchdog(dueMs: number): void {
+    if (this.watchdogDueMs !== dueMs || this.freezeAtMs === null) return;
+    this.watchdogDueMs = null;
+    const now = this.options.scheduler.nowMs();
+    if (this.fenceState === 'none' && now >= this.freezeAtMs) {
+      this.fenceState = 'frozen';
+      this.stats.freezes += 1;
+    }
+    if (this.fenceState === 'frozen' && now >= this.killAtMs) {
+      this.fenceState = 'killed';
+      this.killAll();
+    }
+    const next = this.fenceState === 'none' ? this.freezeAtMs : this.fenceState === 'frozen' ? this.killAtMs : null;
+    if (next !== null) this.armWatchdog(next);
+  }
+
+  /** The watchdog's kill: every active workload ends as 'stopped' with the fence's reason (as runtime-process.ts reports it). */
+  private killAll(): void {
+    const now = this.options.scheduler.nowMs();
+    for (const workload of this.workloads.values()) {
+      if (workload.status.state !== 'starting' && workload.status.state !== 'running') continue;
+      workload.operation += 1;
+      this.stats.fenceKills += 1;
+      const error = "fenced: this node's owner lease ran out (no heartbeat), so the workload was frozen, then killed before another owner could start it";
+      workload.status = { ...workload.status, state: 'stopped', pid: null, exitedAtMs: now, signal: 'SIGKILL', error };
+      this.emit({ type: 'status', status: workload.status });
+      this.emit({ type: 'lifecycle', project: workload.spec.project, kind: 'stopped', timeMs: now, exitCode: null, signal: 'SIGKILL', detail: error });
+    }
+  }
+
+  /** Whether a copy of `key` is starting or running here (frozen ones too). */
+  isActive(key: string): boolean {
+    const state = this.workloads.get(key)?.status.state;
+    return state === 'starting' || state === 'running';
   }
 
   /** Keys of workloads that count as running (starting, running), for the exactly-once check. */
