@@ -25,13 +25,12 @@ import { StorageCorruptError, StorageFullError, StorageLockedError } from '../co
 import { WAL_SEGMENT_BYTES_DEFAULT } from '../consensus/storage-wal.ts';
 import { SEGMENT_BYTES_MIN } from '../consensus/wal.ts';
 import { QUOTA_BYTES_DEFAULT } from './quota-alarm.ts';
-import { startGrpcServer } from './grpc-server.ts';
-import { startHttpServer } from './http.ts';
 import { createLogger } from './log.ts';
-import { DebughostNode, NodeStartError, TICK_MS_DEFAULT, waitUntil } from './node.ts';
+// The node itself (actors, runtimes, MCP, metrics: most of the bundle) is imported only by the commands that run one,
+// node and up, so that a client command (kv, status, member, leave) loads about a third as much: see serverParts.
+import type { DebughostNode } from './node.ts';
 import { deadlineIn } from './peer-clients.ts';
 import { refuseTestFaultFlags, TEST_FAULTS_ENV } from './test-faults.ts';
-import { NodeSupervisor } from './up-supervisor.ts';
 import { UsageError, parseIntegerFlag } from './usage-error.ts';
 import { parseToken } from '../actors/tokens.ts';
 import { adminTokenPath, clusterSecretPath, ensureAdminToken, ensureClusterSecret, SecretFileError } from './cluster-files.ts';
@@ -116,7 +115,18 @@ const WAL_SEGMENT_BYTES_MAX = 1024 * 1024 * 1024;
 /** A stopped node exits by itself after this long even if a library left a connection open. */
 const STOPPED_EXIT_GRACE_MS = 1_000;
 
+/** What only a running node needs, loaded when one starts. */
+async function serverParts() {
+  const [{ DebughostNode, NodeStartError, TICK_MS_DEFAULT, waitUntil }, { startGrpcServer }, { startHttpServer }] = await Promise.all([
+    import('./node.ts'),
+    import('./grpc-server.ts'),
+    import('./http.ts'),
+  ]);
+  return { DebughostNode, NodeStartError, TICK_MS_DEFAULT, waitUntil, startGrpcServer, startHttpServer };
+}
+
 export async function nodeCommand(argv: string[]): Promise<number> {
+  const { DebughostNode, NodeStartError, TICK_MS_DEFAULT, waitUntil, startGrpcServer, startHttpServer } = await serverParts();
   const { values } = parse(
     argv,
     {
@@ -330,6 +340,7 @@ export async function upCommand(argv: string[]): Promise<number> {
   } catch (error) {
     throw new UsageError(error instanceof SecretFileError ? error.message : `cannot prepare ${dataDir}: ${(error as Error).message}`);
   }
+  const { NodeSupervisor } = await import('./up-supervisor.ts');
   const supervisor = new NodeSupervisor({
     bin: new URL('../bin/debughost.js', import.meta.url).pathname,
     env: { ...process.env, DEBUGHOST_LOG_LEVEL: process.env.DEBUGHOST_LOG_LEVEL ?? 'warn' },

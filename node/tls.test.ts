@@ -17,7 +17,9 @@ import { LocalCluster, bin, type Member } from './local-cluster.ts';
 
 const run = promisify(execFile);
 // The certificates are made with the openssl command line.
-const opensslTest = (await prerequisites('openssl')).guard(test);
+const openssl = await prerequisites('openssl');
+const opensslMet = openssl.met;
+const opensslTest = openssl.guard(test);
 const KvClient = makeClientConstructor(KV);
 const RaftClient = makeClientConstructor(Raft);
 
@@ -40,10 +42,26 @@ async function makeCa(dir: string, name: string): Promise<{ cert: string; issue:
   return { cert: caCert, issue };
 }
 
-opensslTest('mutual TLS: members and a client with a cert from the cluster CA work; no cert, a foreign CA, or plaintext are refused', async (t) => {
+/** The PKI and the one cluster both tests use (neither changes what the other checks): made once, not per test. */
+interface Setup {
+  readonly pki: string;
+  readonly ca: Awaited<ReturnType<typeof makeCa>>;
+  readonly caPem: Buffer;
+  readonly nodeCerts: ReadonlyMap<string, { cert: string; key: string }>;
+  readonly client: { cert: string; key: string };
+  readonly stranger: { cert: string; key: string };
+  readonly credentials: grpc.ChannelCredentials;
+  readonly cluster: LocalCluster;
+}
+
+let setup: Setup | null = null;
+let pkiDir: string | null = null;
+
+test.before(async () => {
+  if (!opensslMet) return;
   quietIpServerNameWarning();
   const pki = await mkdtemp(join(tmpdir(), 'debughost-pki-'));
-  t.teardown(() => rm(pki, { recursive: true, force: true }));
+  pkiDir = pki;
   const ca = await makeCa(pki, 'cluster');
   const other = await makeCa(pki, 'other');
   const nodeCerts = new Map<string, { cert: string; key: string }>();
@@ -52,16 +70,30 @@ opensslTest('mutual TLS: members and a client with a cert from the cluster CA wo
   const stranger = await other.issue('stranger', 'clientAuth');
   const caPem = await readFile(ca.cert);
   const credentials = grpc.credentials.createSsl(caPem, await readFile(client.key), await readFile(client.cert));
-
   const tlsFlags = (member: Member): string[] => {
     const own = nodeCerts.get(member.id);
     if (own === undefined) throw new Error(`no certificate for ${member.id}`);
     return ['--tls-cert', own.cert, '--tls-key', own.key, '--tls-ca', ca.cert];
   };
   const cluster = await LocalCluster.create(3, { memberArgs: tlsFlags, credentials });
-  t.teardown(() => cluster.stop());
+  setup = { pki, ca, caPem, nodeCerts, client, stranger, credentials, cluster };
   for (const member of cluster.members) cluster.start(member);
   // Forming the cluster needs the members to reach each other over mutual TLS.
+  await cluster.waitForLeader(90_000);
+});
+
+test.after.always(async () => {
+  await setup?.cluster.stop();
+  if (pkiDir !== null) await rm(pkiDir, { recursive: true, force: true });
+});
+
+const ready = (): Setup => {
+  if (setup === null) throw new Error('the TLS cluster was not set up');
+  return setup;
+};
+
+opensslTest('mutual TLS: members and a client with a cert from the cluster CA work; no cert, a foreign CA, or plaintext are refused', async (t) => {
+  const { ca, caPem, client, stranger, credentials, cluster } = ready();
   const leader = await cluster.waitForLeader(90_000);
   const [n1, n2, n3] = cluster.members as [Member, Member, Member];
 
@@ -112,21 +144,8 @@ opensslTest('mutual TLS: members and a client with a cert from the cluster CA wo
   t.regex(half.stderr, /TLS needs all three of --tls-cert, --tls-key and --tls-ca/);
 });
 
-test('mutual TLS peer plane: a client certificate cannot send Raft messages; a node certificate of n2 cannot speak as n1; a certificate without a node SAN is refused at start', async (t) => {
-  quietIpServerNameWarning();
-  const pki = await mkdtemp(join(tmpdir(), 'debughost-pki-'));
-  t.teardown(() => rm(pki, { recursive: true, force: true }));
-  const ca = await makeCa(pki, 'cluster');
-  const nodeCerts = new Map<string, { cert: string; key: string }>();
-  for (const id of ['n1', 'n2', 'n3']) nodeCerts.set(id, await ca.issue(id, 'serverAuth,clientAuth', id));
-  const client = await ca.issue('client', 'clientAuth');
-  const caPem = await readFile(ca.cert);
-  const cluster = await LocalCluster.create(3, {
-    memberArgs: (member) => ['--tls-cert', nodeCerts.get(member.id)?.cert ?? '', '--tls-key', nodeCerts.get(member.id)?.key ?? '', '--tls-ca', ca.cert],
-    credentials: grpc.credentials.createSsl(caPem, await readFile(client.key), await readFile(client.cert)),
-  });
-  t.teardown(() => cluster.stop());
-  for (const member of cluster.members) cluster.start(member);
+opensslTest('mutual TLS peer plane: a client certificate cannot send Raft messages; a node certificate of n2 cannot speak as n1; a certificate without a node SAN is refused at start', async (t) => {
+  const { pki, ca, caPem, nodeCerts, client, cluster } = ready();
   const leader = await cluster.waitForLeader(90_000);
   const target = cluster.members.find((m) => m.id !== leader.id && m.id !== 'n1') as Member;
 

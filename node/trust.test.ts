@@ -207,7 +207,9 @@ test.serial('token and audit tools over MCP: an admin hands out a developer toke
     }
     t.log(`token_revoke through n1: the token is refused on n3 ${refusedAfterMs.toFixed(0)} ms after the call started`);
     t.true(refusedAfterMs < 1_000, `refused after ${refusedAfterMs} ms`);
-    await t.throwsAsync(callTool(alice, 'project_list', {}), undefined, 'a session opened with the token ends with it');
+    // The session is on n2, which may apply the revoke a few ms after n3 (a full run saw one call still answered there).
+    const ended = await until('the session opened with the token to end on n2', 10_000, () => callTool(alice, 'project_list', {}).then(() => null, (error: unknown) => error), 20);
+    t.truthy(ended, 'a session opened with the token ends with it');
     const again = await callTool(admin, 'token_revoke', { id: info.id });
     t.falsy(again.isError);
     t.regex(textOf(again), /already revoked/);
