@@ -31,14 +31,48 @@ import { createLogger } from './log.ts';
 import type { DebughostNode } from './node.ts';
 import { deadlineIn } from './peer-clients.ts';
 import { refuseTestFaultFlags, TEST_FAULTS_ENV } from './test-faults.ts';
-import { UsageError, parseIntegerFlag } from './usage-error.ts';
+import { HelpRequested, UsageError, parseIntegerFlag } from './usage-error.ts';
 import { parseToken } from '../actors/tokens.ts';
 import { adminTokenPath, clusterSecretPath, ensureAdminToken, ensureClusterSecret, SecretFileError } from './cluster-files.ts';
 import { clientCredentials, CLIENT_FLAGS, NO_TOKEN_HELP, quietIpServerNameWarning, readTls } from './cli-auth.ts';
 
 export { quietIpServerNameWarning };
 
+/** Usage of the client commands that parse() serves `--help` for (the others handle it themselves). */
+const CLIENT_FLAGS_HELP = `  --endpoints HOST:PORT,...   nodes to ask (default 127.0.0.1:2701), tried in turn
+  --token TOKEN               bearer token (default $DEBUGHOST_TOKEN, else the admin token under --data-dir)
+  --data-dir DIR              where debughost up keeps the admin token (default ./data)
+  --tls-cert F --tls-key F --tls-ca F   mutual TLS to the nodes`;
+
+const COMMAND_HELP: Readonly<Record<string, string>> = {
+  status: `usage: debughost status [--json] [client flags]
+
+Shows the cluster as one node sees it: leader, term, commit, members.
+
+${CLIENT_FLAGS_HELP}`,
+  kv: `usage: debughost kv get KEY [--prefix]
+       debughost kv put KEY VALUE [--if-version N]
+       debughost kv del KEY [--prefix]
+       debughost kv txn JSON
+       debughost kv watch KEY [--prefix] [--rev N] [--prev-kv] [--count N]
+
+The replicated KV store (linearizable reads and writes through any node). Keys
+under the cluster's own prefixes (projects/, status/, tokens/, ...) can be
+read but not written.
+
+${CLIENT_FLAGS_HELP}`,
+  leave: `usage: debughost leave [--id ID] [--force] [client flags]
+
+Removes a member (by default the node answering) from its cluster; it stops by
+itself. A removal after which fewer voters would be live than a quorum is
+refused unless --force.
+
+${CLIENT_FLAGS_HELP}`,
+};
+
 export function parse<T extends Record<string, { type: 'string' | 'boolean'; short?: string }>>(argv: string[], options: T, command: string, positionals = false) {
+  const help = COMMAND_HELP[command];
+  if (help !== undefined && argv.some((arg) => arg === '--help' || arg === '-h')) throw new HelpRequested(help);
   try {
     return parseArgs({ args: argv, options, strict: true, allowPositionals: positionals });
   } catch (error) {

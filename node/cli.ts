@@ -1,6 +1,6 @@
 // The debughost command line: one entry per subcommand, each returning an exit
 // code. Bad input gets one line on stderr saying what to do, never a stack trace.
-import { UsageError } from './usage-error.ts';
+import { HelpRequested, UsageError } from './usage-error.ts';
 
 type Command = (args: string[]) => Promise<number>;
 
@@ -59,6 +59,9 @@ const commands: Record<string, { readonly summary: string; readonly load: () => 
   },
 };
 
+/** The subcommands, in the order usage() lists them. */
+export const commandNames = (): string[] => Object.keys(commands);
+
 export function usage(): string {
   const lines = ['usage: debughost <command> [options]', '', 'commands:'];
   for (const [name, command] of Object.entries(commands)) lines.push(`  ${name.padEnd(8)} ${command.summary}`);
@@ -80,6 +83,10 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await (await command.load())(rest);
   } catch (error) {
+    if (error instanceof HelpRequested) {
+      process.stdout.write(`${error.text}\n`);
+      return 0;
+    }
     if (error instanceof UsageError) {
       process.stderr.write(`debughost ${name}: ${error.message}\n`);
       return 2;
