@@ -273,5 +273,8 @@ function poisonFor(actors: SimActorCluster, workload: ActorWorkload): PoisonNeme
   const keys: string[] = [];
   for (const project of workload.projects) keys.push(`projects/${project.tenant}/${project.name}`, statusKey(project.tenant, project.name), eventsKey(project.tenant, project.name));
   for (const tenant of new Set(workload.projects.map((project) => project.tenant))) keys.push(quotaKey(tenant), usageKey(tenant));
+  // And the keys every other layer reads: members and liveness marks (the ring), port holders, the ring epoch, the NOSPACE alarm, tokens, audit chains, and stray keys.
+  for (const id of actors.cluster.allIds()) keys.push(`members/${id}`, `liveness/${id}`, `ports/${id}/20000`, `audit/${id}/head`);
+  keys.push('ring/epoch', 'cluster/alarms/nospace', 'cluster/other', 'tokens/0123456789abcdef', 'projects/stray', 'tenants/t0/other');
   return new PoisonNemesis(actors.cluster, actors.cluster.prng.fork('poison'), () => keys, systemValueError);
 }

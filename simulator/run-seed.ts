@@ -29,7 +29,21 @@ export interface SeedOptions {
 }
 
 /** System keys the poison nemesis aims at in a run without actors: one of each kind of record the nodes validate. */
-const POISON_KEYS: readonly string[] = ['projects/acme/web', 'status/acme/web', 'events/acme/web', 'tenants/acme/quota', 'tenants/acme/usage'];
+const POISON_KEYS: readonly string[] = [
+  'projects/acme/web',
+  'status/acme/web',
+  'events/acme/web',
+  'tenants/acme/quota',
+  'tenants/acme/usage',
+  'members/n1',
+  'liveness/n1',
+  'ports/n1/20000',
+  'ring/epoch',
+  'cluster/alarms/nospace',
+  'tokens/0123456789abcdef',
+  'audit/n1/head',
+  'projects/stray',
+];
 
 export const SAFETY_MS_DEFAULT = 10_000;
 export const LIVENESS_MS_MAX_DEFAULT = 10_000;
