@@ -88,6 +88,12 @@ export interface GrpcAuthComponents {
   /** --insecure-no-auth (loopback only): a client without a token acts as ANONYMOUS_ADMIN. */
   readonly insecureNoAuth: boolean;
   readonly onRefused?: (plane: 'peer' | 'client', reason: string) => void;
+  /**
+   * Bring this node's applied state up to the cluster's commit (a ReadIndex round). Asked once
+   * before a well-formed token this node does not know is refused: it may have been created through
+   * another node a moment ago. Absent: refuse at once.
+   */
+  readonly catchUp?: () => Promise<void>;
   /** A client with a valid token called a mutating method it has no right to: the audit trail records it. */
   readonly onDenied?: (identity: Identity, action: string, message: string) => void;
 }
@@ -104,14 +110,25 @@ export class GrpcAuth {
     return (method, call) => {
       const listener = new grpc.ServerListenerBuilder()
         .withOnReceiveMetadata((metadata, next) => {
-          const decision = this.decide(method.path, { metadata, getAuthContext: () => call.getAuthContext() });
-          if (!decision.ok) {
-            this.components.onRefused?.(decision.plane, decision.reason);
-            call.sendStatus({ code: decision.code, details: decision.message, metadata: new grpc.Metadata() });
+          const decide = (): Decision => this.decide(method.path, { metadata, getAuthContext: () => call.getAuthContext() });
+          const settle = (decision: Decision): void => {
+            if (!decision.ok) {
+              this.components.onRefused?.(decision.plane, decision.reason);
+              call.sendStatus({ code: decision.code, details: decision.message, metadata: new grpc.Metadata() });
+              return;
+            }
+            if (decision.caller !== null) this.#callers.set(metadata, decision.caller);
+            next(metadata);
+          };
+          const first = decide();
+          const catchUp = this.components.catchUp;
+          if (!first.ok && first.plane === 'client' && first.reason === 'unknown' && catchUp !== undefined) {
+            void catchUp()
+              .catch(() => undefined)
+              .then(() => settle(decide()));
             return;
           }
-          if (decision.caller !== null) this.#callers.set(metadata, decision.caller);
-          next(metadata);
+          settle(first);
         })
         .build();
       return new grpc.ServerInterceptingCall(call, { start: (next) => next(listener) });

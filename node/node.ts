@@ -289,6 +289,7 @@ export class DebughostNode {
           isMember: (id) => view.node?.isKnownMember(id) ?? true,
           clusterId: () => view.node?.clusterId ?? '',
           onRefused: (plane, reason) => metrics.authRefused(plane, reason),
+          catchUp: () => view.node?.catchUp() ?? Promise.resolve(),
         },
       );
     } catch (error) {

@@ -238,6 +238,16 @@ test.serial('a token made through one node works at once on the others: a node t
     await other.close();
     t.falsy(listed.isError, textOf(listed));
   }
+  // The same over gRPC (the CLI's path): made through n1's Admin service, used at once on n2 or n3.
+  const adminClient = new AdminClient(member('n1').grpc, cluster.credentials);
+  t.teardown(() => adminClient.close());
+  for (let i = 0; i < 10; i += 1) {
+    const created = await callUnary(adminClient, 'tokenCreate', create(TokenCreateRequestSchema, { tenant: 'default', role: 'admin', name: `grpc-at-once-${i}` }), { deadline: Date.now() + 10_000 });
+    const kv = new KvClient(member(i % 2 === 0 ? 'n2' : 'n3').grpc, withMetadata(null, () => ({ authorization: `Bearer ${created.token}` })));
+    const code = await codeOf(callUnary(kv, 'range', create(RangeRequestSchema, { key: 'app/greeting', serializable: true }), { deadline: Date.now() + 10_000 }));
+    kv.close();
+    t.is(code, 'ok', `token ${i}`);
+  }
   // A token no node knows is still refused, after the one catch-up round.
   const stranger = await mcpClient(member('n3'), `dht.${'0'.repeat(16)}.${'A'.repeat(43)}`).then(
     () => 'connected',

@@ -61,6 +61,8 @@ export interface TrustComponents {
   readonly isMember: (id: string) => boolean;
   readonly clusterId: () => string;
   readonly onRefused?: (plane: 'peer' | 'client', reason: string) => void;
+  /** A ReadIndex round of this node, asked before an unknown token is refused (GrpcAuthComponents.catchUp). */
+  readonly catchUp?: () => Promise<void>;
 }
 
 /** A start the operator must fix: its message is the one line they see. */
@@ -117,6 +119,7 @@ export class NodeTrust {
       verifier: this.verifier,
       insecureNoAuth: options.insecureNoAuth,
       ...(components.onRefused === undefined ? {} : { onRefused: components.onRefused }),
+      ...(components.catchUp === undefined ? {} : { catchUp: components.catchUp }),
       onDenied: (identity, action, message) => void this.audit.record({ actor: identity, action, tenant: null, target: null, args: null, outcome: 'denied', detail: message }),
     });
     this.audit = new AuditWriter(
