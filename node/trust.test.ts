@@ -393,20 +393,23 @@ test.serial('a node joins with an admin-issued join token and receives the secre
 test('bad start flags are refused in one line: --insecure-no-auth off loopback, a founder without the secret or an admin token', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'debughost-flags-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const [grpcPort, mcpPort] = [await freePort(), await freePort()];
   let dirs = 0;
-  const node = (args: string[]) => cli(['node', '--id', 'a', '--grpc', `127.0.0.1:${grpcPort}`, '--seeds', `127.0.0.1:${grpcPort}`, '--data-dir', join(dir, `a${(dirs += 1)}`), ...args], null);
-  const open = await node(['--mcp', `0.0.0.0:${mcpPort}`, '--insecure', '--insecure-no-auth']);
+  // Fresh ports for each start: a port found free at the test's start may be taken by a parallel test file by the next start.
+  const node = async (mcpHost: string, args: string[]) => {
+    const [grpcPort, mcpPort] = [await freePort(), await freePort()];
+    return cli(['node', '--id', 'a', '--grpc', `127.0.0.1:${grpcPort}`, '--seeds', `127.0.0.1:${grpcPort}`, '--data-dir', join(dir, `a${(dirs += 1)}`), '--mcp', `${mcpHost}:${mcpPort}`, ...args], null);
+  };
+  const open = await node('0.0.0.0', ['--insecure', '--insecure-no-auth']);
   t.is(open.code, 2);
   t.regex(open.stderr, /--insecure-no-auth makes every client an admin, so it is refused on a non-loopback address/);
   t.is(open.stderr.trim().split('\n').length, 1);
   const init = await cli(['init', join(dir, 'files')], null);
   t.is(init.code, 0, init.stderr);
   for (const file of ['cluster-secret', 'admin-token']) t.is((await stat(join(dir, 'files', file))).mode & 0o777, 0o600, file);
-  const noToken = await node(['--mcp', `127.0.0.1:${mcpPort}`, '--cluster-secret-file', join(dir, 'files', 'cluster-secret')]);
+  const noToken = await node('127.0.0.1', ['--cluster-secret-file', join(dir, 'files', 'cluster-secret')]);
   t.is(noToken.code, 2);
   t.regex(noToken.stderr, /a founding node needs --admin-token-file FILE .* or --insecure-no-auth on loopback/);
-  const noSecret = await node(['--mcp', `127.0.0.1:${mcpPort}`, '--admin-token-file', join(dir, 'files', 'admin-token')]);
+  const noSecret = await node('127.0.0.1', ['--admin-token-file', join(dir, 'files', 'admin-token')]);
   t.is(noSecret.code, 2);
   t.regex(noSecret.stderr, /a founding node needs the cluster secret every founder shares/);
 });
