@@ -21,6 +21,7 @@ import { Admin, StatusRequestSchema } from '../proto/gen/admin_pb.ts';
 import { KV, PutRequestSchema, RangeRequestSchema } from '../proto/gen/kv_pb.ts';
 import { Raft, RaftBatchSchema, RaftMessageSchema } from '../proto/gen/raft_pb.ts';
 import { callUnary, makeClientConstructor } from '../proto/grpc.ts';
+import { MALFORMED_VALUES } from '../simulator/nemesis-poison.ts';
 import { Prng } from '../simulator/prng.ts';
 import type { ChaosCluster } from './cluster.ts';
 
@@ -39,7 +40,6 @@ const TARGETS_REFRESH_ROUNDS = 20;
 /** A value past the KV value limit (1 MiB by default). */
 const OVERSIZED_VALUE_CHARS = 2 * 1024 * 1024;
 
-const MALFORMED_VALUES: readonly string[] = ['', 'not json', 'null', '[]', '{}', '{"desired":"running","generation":1}', '{"spec":{"command":7},"desired":"running","generation":1}', '{"state":"running","node":7}', '{"projects":"many"}'];
 const SYSTEM_PREFIXES_AIMED: readonly string[] = ['projects/', 'status/', 'events/', 'tenants/'];
 
 export interface PoisonCounts {

@@ -45,6 +45,12 @@ async function cli(args: string[], token: string | null = cluster.adminToken): P
 
 const member = (id: string): Member => cluster.member(id);
 
+/** A counter (or gauge) of this node's /metrics, 0 when it has no sample yet. */
+async function counterOn(m: Member, name: string): Promise<number> {
+  const text = await (await fetch(`http://${m.mcp}/metrics`)).text();
+  return Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\d+)`, 'm').exec(text)?.[1] ?? '0');
+}
+
 test.before(async () => {
   scratch = await mkdtemp(join(tmpdir(), 'debughost-trust-'));
   cluster = await LocalCluster.create(3);
@@ -298,7 +304,7 @@ test.serial('a spoofed Raft sender is dropped; audit verify names a record chang
   t.teardown(() => raft.close());
   const status = await cluster.status(target);
   const vote = create(RaftMessageSchema, { from: 'n1', to: 'n3', term: 1_000_000n, body: { case: 'vote', value: { lastLogIndex: 1_000_000n, lastLogTerm: 999_999n, transfer: true } } });
-  const metric = async (): Promise<number> => Number(/^debughost_raft_messages_spoofed_total\{[^}]*\} (\d+)/m.exec(await (await fetch(`http://${target.mcp}/metrics`)).text())?.[1] ?? '0');
+  const metric = (): Promise<number> => counterOn(target, 'debughost_raft_messages_spoofed_total');
   const before = await metric();
   await callUnary(raft, 'sendOne', create(RaftBatchSchema, { messages: [vote], clusterId: status?.clusterId ?? '' }), { deadline: Date.now() + 10_000 });
   t.is(await metric(), before + 1, 'dropped and counted');
@@ -355,7 +361,7 @@ test.serial('issue 11 attack: a member\'s Actors.Propose is bounded in commands,
   t.deepEqual(await read('propose-test/huge/'), []);
   t.deepEqual(await read('propose-test/big'), []);
   // The issue's poison pill through the peer plane: refused at apply on every node, counted, no node stops.
-  const refusedOn = async (m: Member): Promise<number> => Number(/^debughost_records_refused_total\S* (\d+)/m.exec(await (await fetch(`http://${m.mcp}/metrics`)).text())?.[1] ?? '0');
+  const refusedOn = (m: Member): Promise<number> => counterOn(m, 'debughost_records_refused_total');
   const before = await Promise.all(cluster.members.map(refusedOn));
   const pill = await callUnary(actors, 'propose', create(ProposeRequestSchema, { commands: [put('projects/evil/pill', '{"desired":"running","generation":1}')] }), { deadline: Date.now() + 30_000 });
   t.is(pill.outcomes[0]?.status, 'unavailable');

@@ -25,7 +25,7 @@ const REMEMBERED_MAX = 2000;
  * the issue's original pill (a project record without a spec), which once
  * killed the nodes that owned it.
  */
-const MALFORMED_VALUES: readonly string[] = [
+export const MALFORMED_VALUES: readonly string[] = [
   '',
   'not json',
   '{',
