@@ -71,15 +71,19 @@ export async function startBenchCluster(nodes: number, extraArgs: readonly strin
 /** SIGTERM to every running node by pid, then wait up to `waitMs` for all to exit; those left are SIGKILLed. */
 async function stopGracefully(cluster: LocalCluster, waitMs: number): Promise<void> {
   const children = cluster.members.filter((m) => cluster.running(m)).map((m) => m.process as ChildProcess);
-  const exits = Promise.all(cluster.members.map((m) => cluster.kill(m, 'SIGTERM')));
+  const sentMs = performance.now();
+  const exits = Promise.all(cluster.members.map((m) => cluster.kill(m, 'SIGTERM').then(() => performance.now() - sentMs)));
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<'late'>((resolve) => {
     timer = setTimeout(() => resolve('late'), waitMs);
   });
-  if ((await Promise.race([exits, late])) === 'late') {
+  const exited = await Promise.race([exits, late]);
+  if (exited === 'late') {
     process.stderr.write(`bench: a node did not exit within ${waitMs} ms of SIGTERM; it is killed and writes no profile\n`);
     for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     await exits;
+  } else {
+    process.stderr.write(`bench: the nodes exited ${exited.map((ms) => ms.toFixed(0)).join(', ')} ms after SIGTERM (profiles written)\n`);
   }
   clearTimeout(timer);
 }
