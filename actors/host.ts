@@ -182,12 +182,14 @@ export interface HostStats {
   forbidden: number;
   /** Forwarded calls refused for too many hops or a malformed request. */
   refused: number;
+  /** Launches held back because another node might still run the project (actors/handoff.ts). */
+  handoffWaits: number;
 }
 
 export class ActorHost {
   readonly node: string;
   readonly actors: ActorSystem<ActorMessage, ActorResponse>;
-  readonly stats: HostStats = { localCalls: 0, forwardedCalls: 0, servedForwarded: 0, retries: 0, moves: 0, leaseExpiries: 0, livenessChanges: 0, forbidden: 0, refused: 0 };
+  readonly stats: HostStats = { localCalls: 0, forwardedCalls: 0, servedForwarded: 0, retries: 0, moves: 0, leaseExpiries: 0, livenessChanges: 0, forbidden: 0, refused: 0, handoffWaits: 0 };
   /** Stored records read back through their schemas (shared by this node's actors). */
   readonly records: RecordReader;
   private readonly eventListeners = new Set<(ref: ProjectRef, event: ProjectEvent) => void>();
@@ -253,7 +255,11 @@ export class ActorHost {
       ownedEpoch: (key) => this.ownedEpoch(key),
       whenApplied: (revision, callback) => this.whenApplied(revision, callback),
       handoff: (status) => this.handoffFor(status),
-      awaitHandoff: (key) => this.awaitingHandoff.add(key),
+      awaitHandoff: (key) => {
+        if (this.awaitingHandoff.has(key)) return;
+        this.awaitingHandoff.add(key);
+        this.stats.handoffWaits += 1;
+      },
       emit: (ref, event) => {
         for (const listener of [...this.eventListeners]) listener(ref, event);
       },

@@ -60,3 +60,24 @@ test('actor seed 229 (5 nodes, 20 projects): a start recorded but not yet applie
   const result = runActorSeed({ seed: 229, nodes: 5, faults: new Set(ALL_FAULTS), actors: 20 });
   t.deepEqual(result.violations, []);
 });
+
+// Seeds 187 and 200 (5 nodes, 20 projects) failed the copies-during-the-run check once it stopped exempting graceful
+// moves: the new owner launched as soon as the ring named it, while the old owner's stop ran (seed 187: n4 still ran
+// t0/p0 with a valid lease when n3 launched it) or after the old owner crashed mid-release (seed 200: n2's copy of
+// t0/p9 frozen, not yet killed, when n3 launched it after n3's rejoin). Now the new owner waits for the old owner's
+// recorded release, or for its mark-down (actors/handoff.ts). Each run must hold a launch back at least once. Seed 187
+// also fails again with the old hand-off planted back (launchBeforeRelease); seed 200 does not, as the plant still
+// writes release records, which move the seed's later draws.
+for (const seed of [187, 200]) {
+  test(`actor seed ${seed} (5 nodes, 20 projects): a graceful move launches only after the old owner released its copy`, (t) => {
+    if (seed === 187) {
+      const planted = runActorSeed({ seed, nodes: 5, faults: new Set(ALL_FAULTS), actors: 20, mutation: 'launchBeforeRelease' });
+      t.regex(planted.violations[0] ?? '', /two copies: .*a graceful move/);
+    }
+    const result = runActorSeed({ seed, nodes: 5, faults: new Set(ALL_FAULTS), actors: 20 });
+    t.deepEqual(result.violations, []);
+    t.log(`launches held back ${result.actorCoverage.launchesWaitingForRelease}, releases recorded ${result.actorCoverage.releasesRecorded}, hand-offs ${result.actorCoverage.handOffs}`);
+    t.true(result.actorCoverage.launchesWaitingForRelease > 0);
+    t.true(result.actorCoverage.releasesRecorded > 0);
+  });
+}
