@@ -81,3 +81,10 @@ for (const seed of [187, 200]) {
     t.true(result.actorCoverage.releasesRecorded > 0);
   });
 }
+
+test('actor seed 136 (3 nodes, 20 projects): a settle with a sliver of a millisecond left ends instead of spinning at one instant', (t) => {
+  // A start's settle waited out its whole time for a hand-off; with 1e-13 ms left, its timer did not move the
+  // drifting virtual clock and the poll re-armed it 16 million times at 4207.002 ms (EventLimitError).
+  const result = runActorSeed({ seed: 136, nodes: 3, faults: new Set(ALL_FAULTS), actors: 20 });
+  t.deepEqual(result.violations, []);
+});
