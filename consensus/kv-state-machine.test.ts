@@ -6,6 +6,7 @@ import {
   KEY_OVERHEAD_BYTES,
   NOSPACE_ALARM_KEY,
   CorruptSnapshotError,
+  CommandDecodeCache,
   KvStateMachine,
   compareKeys,
   decodeCommand,
@@ -783,4 +784,33 @@ test('a command entry that puts, deletes or range-deletes under a configuration 
   t.is(machine.revision, revision, 'nothing changed');
   t.is(machine.get('members/n1')?.value, '127.0.0.1:1');
   expectOk(applyNext(machine, { type: 'txn', compare: [], success: [{ type: 'deleteRange', start: 'n', end: '' }, { type: 'put', key: 'membersx', value: '1' }], failure: [] }));
+});
+
+test('a shared decode cache decodes each command once and changes no result, snapshot or digest; other limits decode again', (t) => {
+  const cache = new CommandDecodeCache();
+  const commands: Uint8Array[] = [
+    encodeCommand(put('a', '1')),
+    encodeCommand(txn([cmp('a', 'value', '==', '1')], [{ type: 'put', key: 'b', value: '2' }], [{ type: 'get', key: 'a' }])),
+    encodeCommand(del('a')),
+    new TextEncoder().encode('{"type":"put","key":"c","value":"3"}'),
+    Uint8Array.of(1, 9, 9),
+  ];
+  const plain = new KvStateMachine();
+  const cachedReplicas = [new KvStateMachine({ decodeCache: cache }), new KvStateMachine({ decodeCache: cache })];
+  commands.forEach((bytes, i) => {
+    const expected = plain.apply(logIndex(i + 1), bytes);
+    const results = cachedReplicas.map((replica) => replica.apply(logIndex(i + 1), bytes));
+    for (const result of results) t.deepEqual(result, expected);
+    // Decoded once: the second replica got the first one's decoding (the refusal of bad bytes is the same object).
+    if (!expected.ok) t.is((results[0] as Extract<KvResult, { ok: false }>).error, (results[1] as Extract<KvResult, { ok: false }>).error);
+  });
+  for (const replica of cachedReplicas) {
+    t.deepEqual(replica.snapshot(), plain.snapshot());
+    t.is(replica.digest(), plain.digest());
+  }
+  // A replica with a smaller value limit must not take the first decoding of a command its limit refuses.
+  const strict = new KvStateMachine({ decodeCache: cache, limits: { valueBytesMax: 1 } });
+  const long = encodeCommand(put('k', 'long value'));
+  t.true(cachedReplicas[0]?.apply(logIndex(commands.length + 1), long).ok);
+  t.false(strict.apply(logIndex(1), long).ok);
 });

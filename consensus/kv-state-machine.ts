@@ -662,6 +662,29 @@ function parseCommand(bytes: Uint8Array, limits: KvLimits): ParseResult {
   return checked;
 }
 
+const sameLimits = (a: KvLimits, b: KvLimits): boolean =>
+  a === b || (a.keyBytesMax === b.keyBytesMax && a.valueBytesMax === b.valueBytesMax && a.txnOpsMax === b.txnOpsMax && a.commandBytesMax === b.commandBytesMax);
+
+/**
+ * Decoded commands by the identity of their bytes, for replicas that share one
+ * process and one entry object (the simulator runs five and hands each the same
+ * entry): each command is decoded once instead of once per replica. A result is
+ * reused only under equal limits. The bytes must not change once applied. Real
+ * nodes, one replica per process, have no use for it.
+ */
+export class CommandDecodeCache {
+  readonly #parsed = new WeakMap<Uint8Array, { readonly limits: KvLimits; readonly result: ParseResult }>();
+
+  /** @internal for KvStateMachine.apply */
+  parse(bytes: Uint8Array, limits: KvLimits): ParseResult {
+    const known = this.#parsed.get(bytes);
+    if (known !== undefined && sameLimits(known.limits, limits)) return known.result;
+    const result = parseCommand(bytes, limits);
+    this.#parsed.set(bytes, { limits, result });
+    return result;
+  }
+}
+
 /** The command in `bytes`, or null when they are not a valid command. Never throws. */
 export function decodeCommand(bytes: Uint8Array, limits: KvLimits = kvLimitsDefault): KvCommand | null {
   const parsed = parseCommand(bytes, limits);
@@ -953,6 +976,8 @@ export interface KvStateMachineOptions {
   readonly configurationPrefixes?: readonly string[];
   /** Tuning only, no effect on results: keys per leaf of the sorted index. */
   readonly indexLeafKeysMax?: number;
+  /** Tuning only, no effect on results: share decoded commands among replicas in one process (CommandDecodeCache). */
+  readonly decodeCache?: CommandDecodeCache;
 }
 
 /**
@@ -980,11 +1005,13 @@ export class KvStateMachine {
   /** Sum over keys of key bytes + value bytes + KEY_OVERHEAD_BYTES: what the quota counts. */
   #stateBytes = 0;
   #index: SortedKeys;
+  readonly #decodeCache: CommandDecodeCache | null;
 
   constructor(options: KvStateMachineOptions = {}) {
     this.limits = kvLimits(options.limits);
     this.#valueCheck = options.valueCheck ?? null;
     this.#configurationPrefixes = options.configurationPrefixes ?? [];
+    this.#decodeCache = options.decodeCache ?? null;
     const leafKeysMax = options.indexLeafKeysMax ?? indexLeafKeysMaxDefault;
     if (!Number.isSafeInteger(leafKeysMax) || leafKeysMax < 2) {
       throw new InvalidKvLimitsError(`indexLeafKeysMax is ${leafKeysMax}; give an integer >= 2`);
@@ -1016,7 +1043,7 @@ export class KvStateMachine {
    */
   apply(index: LogIndex, data: Uint8Array, origin: ApplyOrigin = 'command'): KvResult {
     this.#advance(index, 'apply');
-    const parsed = parseCommand(data, this.limits);
+    const parsed = this.#decodeCache === null ? parseCommand(data, this.limits) : this.#decodeCache.parse(data, this.limits);
     if (!parsed.ok) return { ok: false, error: parsed.error };
     const refused = (origin === 'command' ? this.#configurationWrite(parsed.command) : null) ?? this.#refusedWrite(parsed.command);
     if (refused !== null) return { ok: false, error: { name: 'InvalidCommandError', message: refused } };

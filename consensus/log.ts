@@ -8,6 +8,9 @@ export function assert(condition: unknown, message: string): asserts condition {
   if (!condition) throw new Error(`raft invariant broken: ${message}`);
 }
 
+// On paths run per entry or per message the check is written `if (!ok) assert(false, ...)`:
+// the message is a template, and an argument is built on every call, not only on failure.
+
 export class RaftLog {
   /** Metadata of the last snapshot; index 0 and term 0 before any. */
   snapshotMeta: SnapshotMeta;
@@ -77,12 +80,12 @@ export class RaftLog {
 
   /** Entries [from, to] (inclusive), at most `bytesMax` but always at least one. */
   slice(from: number, to: number, bytesMax: number): Entry[] {
-    assert(from >= this.firstIndex(), `slice from ${from} below first index ${this.firstIndex()}`);
+    if (!(from >= this.firstIndex())) assert(false, `slice from ${from} below first index ${this.firstIndex()}`);
     const out: Entry[] = [];
     let bytes = 0;
     for (let index = from; index <= to; index += 1) {
       const entry = this.entryAt(index);
-      assert(entry !== undefined, `entry ${index} missing`);
+      if (entry === undefined) assert(false, `entry ${index} missing`);
       bytes += entryBytes(entry);
       if (out.length > 0 && bytes > bytesMax) break;
       out.push(entry);
@@ -93,7 +96,7 @@ export class RaftLog {
   /** Leader-side append of fresh entries. */
   append(entries: readonly Entry[]): void {
     for (const entry of entries) {
-      assert(entry.index === this.lastIndex() + 1, `append at ${entry.index} after ${this.lastIndex()}`);
+      if (entry.index !== this.lastIndex() + 1) assert(false, `append at ${entry.index} after ${this.lastIndex()}`);
       this.entries.push(entry);
     }
   }
@@ -144,7 +147,7 @@ export class RaftLog {
 
   commitTo(index: number): boolean {
     if (index <= this.committed) return false;
-    assert(index <= this.lastIndex(), `commit ${index} beyond last index ${this.lastIndex()}`);
+    if (!(index <= this.lastIndex())) assert(false, `commit ${index} beyond last index ${this.lastIndex()}`);
     this.committed = index as LogIndex;
     return true;
   }

@@ -345,7 +345,7 @@ export class Raft {
     if (lastEntry !== undefined) this.log.stableTo(lastEntry.index, lastEntry.term);
     for (const entry of ready.committedEntries) {
       if (entry.index <= this.log.applied) continue;
-      assert(entry.index === this.log.applied + 1, `applied ${entry.index} after ${this.log.applied}`);
+      if (entry.index !== this.log.applied + 1) assert(false, `applied ${entry.index} after ${this.log.applied}`);
       this.log.applied = entry.index;
       if (entry.type === 'confChange') this.applyConfChange(decodeConfChange(entry.data));
     }

@@ -143,8 +143,9 @@ export async function simCommand(argv: string[]): Promise<number> {
   const human = args.json ? process.stderr : process.stdout;
   const out = (line: string): void => progress.print(() => human.write(`${line}\n`));
   const started = performance.now();
+  const cpuStarted = process.cpuUsage();
   try {
-    return args.actors > 0 ? actorSimCommand(args, out, started, progress) : raftSimCommand(args, out, started, progress);
+    return args.actors > 0 ? actorSimCommand(args, out, started, cpuStarted, progress) : raftSimCommand(args, out, started, cpuStarted, progress);
   } finally {
     progress.done();
   }
@@ -155,8 +156,20 @@ function seedProgress(progress: Progress, done: number, args: SimArgs, failed: n
   progress.update(`sim: seed ${done}/${args.seeds.length}, ${failed} failed, ${((performance.now() - started) / 1000).toFixed(0)} s`);
 }
 
+/**
+ * Speed of the run: virtual time over wall time, and over this process's CPU
+ * time since `sim` started (user + system, garbage-collector threads included),
+ * which stays comparable when other processes share the machine.
+ */
+function speedOf(simulatedSeconds: number, started: number, cpuStarted: NodeJS.CpuUsage): { wallSeconds: number; cpuSeconds: number; speedup: number; speedupCpu: number } {
+  const wallSeconds = (performance.now() - started) / 1000;
+  const cpu = process.cpuUsage(cpuStarted);
+  const cpuSeconds = (cpu.user + cpu.system) / 1e6;
+  return { wallSeconds, cpuSeconds, speedup: simulatedSeconds / Math.max(wallSeconds, 1e-9), speedupCpu: simulatedSeconds / Math.max(cpuSeconds, 1e-9) };
+}
+
 /** `debughost sim` without --actors: Raft and the KV store under faults. */
-function raftSimCommand(args: SimArgs, out: (line: string) => void, started: number, progress: Progress): number {
+function raftSimCommand(args: SimArgs, out: (line: string) => void, started: number, cpuStarted: NodeJS.CpuUsage, progress: Progress): number {
   const failed: number[] = [];
   let violations = 0;
   let simulatedMs = 0;
@@ -197,12 +210,11 @@ function raftSimCommand(args: SimArgs, out: (line: string) => void, started: num
     }
   }
   progress.done();
-  const wallSeconds = (performance.now() - started) / 1000;
   const simulatedSeconds = simulatedMs / 1000;
-  const speedup = simulatedSeconds / Math.max(wallSeconds, 1e-9);
+  const { wallSeconds, cpuSeconds, speedup, speedupCpu } = speedOf(simulatedSeconds, started, cpuStarted);
   out(
     `${args.seeds.length} seed(s), ${args.nodes} nodes: ${failed.length} failed, ${violations} violation(s); ` +
-      `${operations} client ops; simulated ${simulatedSeconds.toFixed(1)} s in ${wallSeconds.toFixed(1)} s of wall time (${speedup.toFixed(0)}x real time)` +
+      `${operations} client ops; simulated ${simulatedSeconds.toFixed(1)} s in ${wallSeconds.toFixed(1)} s of wall time (${speedup.toFixed(0)}x real time; ${speedupCpu.toFixed(0)}x per CPU second)` +
       (unknownLinearizability > 0 ? `; linearizability check ran out of budget on ${unknownLinearizability} seed(s)` : ''),
   );
   out(`coverage: ${describeCoverage(coverage)}`);
@@ -216,6 +228,8 @@ function raftSimCommand(args: SimArgs, out: (line: string) => void, started: num
         simulatedSeconds: Number(simulatedSeconds.toFixed(3)),
         wallSeconds: Number(wallSeconds.toFixed(3)),
         speedup: Number(speedup.toFixed(1)),
+        cpuSeconds: Number(cpuSeconds.toFixed(3)),
+        speedupCpu: Number(speedupCpu.toFixed(1)),
         nodes: args.nodes,
         operations,
         linearizabilityUnknown: unknownLinearizability,
@@ -228,7 +242,7 @@ function raftSimCommand(args: SimArgs, out: (line: string) => void, started: num
 }
 
 /** `debughost sim --actors N`: whole-cluster runs with the actor layer on every node. */
-function actorSimCommand(args: SimArgs, out: (line: string) => void, started: number, progress: Progress): number {
+function actorSimCommand(args: SimArgs, out: (line: string) => void, started: number, cpuStarted: NodeJS.CpuUsage, progress: Progress): number {
   const failed: number[] = [];
   let violations = 0;
   let simulatedMs = 0;
@@ -271,12 +285,11 @@ function actorSimCommand(args: SimArgs, out: (line: string) => void, started: nu
     }
   }
   progress.done();
-  const wallSeconds = (performance.now() - started) / 1000;
   const simulatedSeconds = simulatedMs / 1000;
-  const speedup = simulatedSeconds / Math.max(wallSeconds, 1e-9);
+  const { wallSeconds, cpuSeconds, speedup, speedupCpu } = speedOf(simulatedSeconds, started, cpuStarted);
   out(
     `${args.seeds.length} seed(s), ${args.nodes} nodes, ${args.actors} projects: ${failed.length} failed, ${violations} violation(s); ` +
-      `${calls} project calls, ${ownerWrites} owner writes, ${moves} hand-offs; simulated ${simulatedSeconds.toFixed(1)} s in ${wallSeconds.toFixed(1)} s of wall time (${speedup.toFixed(0)}x real time)`,
+      `${calls} project calls, ${ownerWrites} owner writes, ${moves} hand-offs; simulated ${simulatedSeconds.toFixed(1)} s in ${wallSeconds.toFixed(1)} s of wall time (${speedup.toFixed(0)}x real time; ${speedupCpu.toFixed(0)}x per CPU second)`,
   );
   if (args.poison) out(describePoison(poison));
   if (args.json) {
@@ -288,6 +301,8 @@ function actorSimCommand(args: SimArgs, out: (line: string) => void, started: nu
         simulatedSeconds: Number(simulatedSeconds.toFixed(3)),
         wallSeconds: Number(wallSeconds.toFixed(3)),
         speedup: Number(speedup.toFixed(1)),
+        cpuSeconds: Number(cpuSeconds.toFixed(3)),
+        speedupCpu: Number(speedupCpu.toFixed(1)),
         nodes: args.nodes,
         actors: args.actors,
         calls,

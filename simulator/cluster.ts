@@ -4,7 +4,7 @@
 // everything, so a run replays byte for byte.
 import { KvMachine, kvMachineFactoryWith } from '../consensus/kv-machine.ts';
 import { systemValueError } from '../actors/records.ts';
-import { encodeCommand, type KvCommand, type KvResult } from '../consensus/kv-state-machine.ts';
+import { CommandDecodeCache, encodeCommand, type KvCommand, type KvResult } from '../consensus/kv-state-machine.ts';
 import { RaftNode, type ReadOutcome, type WriteOutcome } from '../consensus/raft-node.ts';
 import { Raft, defaultRaftConfig } from '../consensus/raft.ts';
 import { bootstrapState, emptyPersistedState, type PersistBatch, type PersistedState, type RaftStorage } from '../consensus/storage.ts';
@@ -22,7 +22,8 @@ import { prngFromSeed, type Prng } from './prng.ts';
 import { EventLimitError, Scheduler, type EventHandle } from './scheduler.ts';
 import type { Trace } from './trace.ts';
 
-const SIM_KV_MACHINES = kvMachineFactoryWith({ valueCheck: systemValueError });
+// One decode cache for every replica: they share entry objects, so each command is decoded once, not once per node.
+const SIM_KV_MACHINES = kvMachineFactoryWith({ valueCheck: systemValueError, decodeCache: new CommandDecodeCache() });
 
 export const SIM_TICK_MS = 50;
 /** Share of seeds that run without pre-vote. */

@@ -123,7 +123,8 @@ export class Scheduler {
   /** Cancel a queued or held event. Returns false when it already ran or was cancelled. */
   cancel(handle: EventHandle): boolean {
     const event = handle as unknown as ScheduledEvent;
-    assert.ok(event instanceof ScheduledEvent, 'scheduler.cancel: not an event handle');
+    // Hot paths check with `if` and fail with assert.fail: assert.ok is a call per event.
+    if (!(event instanceof ScheduledEvent)) assert.fail('scheduler.cancel: not an event handle');
     if (event.state === STATE_FINISHED) return false;
     if (event.state === STATE_QUEUED) this.removeAt(event.heapIndex);
     this.finish(event);
@@ -235,7 +236,7 @@ export class Scheduler {
   /** Pops one event; runs it unless its node is paused. Returns whether a callback ran. */
   private runNext(): boolean {
     const event = this.removeAt(0);
-    assert.ok(event.timeMs >= this.now, 'scheduler: time went backwards');
+    if (!(event.timeMs >= this.now)) assert.fail('scheduler: time went backwards');
     this.now = event.timeMs;
     const owner = event.owner;
     if (owner !== null && owner.paused) {
@@ -271,7 +272,7 @@ export class Scheduler {
     const heap = this.heap;
     const removed = heap[index];
     const last = heap.pop();
-    assert.ok(removed !== undefined && last !== undefined, 'scheduler: heap index out of range');
+    if (removed === undefined || last === undefined) assert.fail('scheduler: heap index out of range');
     removed.heapIndex = -1;
     if (last !== removed) {
       heap[index] = last;
@@ -380,7 +381,8 @@ export class NodeClock implements Clock {
 
   clearTimer(handle: TimerHandle): void {
     const event = handle as unknown as ScheduledEvent;
-    assert.ok(event.timerOf === this, `clock ${this.slot.node}: clearTimer with another clock's handle`);
+    // The message is built only on failure: a template in assert.ok's argument is built on every call.
+    if (event.timerOf !== this) assert.fail(`clock ${this.slot.node}: clearTimer with another clock's handle`);
     this.scheduler.cancel(asHandle(event));
   }
 
