@@ -329,6 +329,11 @@ export class ActorHost {
     return this.lease.state(this.components.clock.nowMs());
   }
 
+  /** On the clock: the lease is 'valid' before this time, unless contact renews it; null before the first contact. */
+  leaseValidUntilMs(): number | null {
+    return this.lease.validUntilMs();
+  }
+
   /** The epoch this node owns `key` at, or null (not the owner, no valid lease, or draining). */
   ownedEpoch(key: string): number | null {
     if (this.leaseState() !== 'valid') return null;

@@ -29,6 +29,7 @@ import {
   type WorkloadState,
   type WorkloadStatus,
 } from './runtime.ts';
+import { LeaseBeats } from './lease-beats.ts';
 import { Spawner, SpawnerError, type FenceState, type RunEnd } from './spawner.ts';
 import type { ProcessExit, Target } from './spawner-protocol.ts';
 import { decodeShellStatus, membersOfGroups, procFigures, signalGroup } from './supervisor.ts';
@@ -73,6 +74,10 @@ export interface ProcessRuntimeOptions {
   readonly usageSampleMs?: number;
   /** After a missed lease heartbeat froze the workloads, how much later they are killed: before another owner may start them. */
   readonly fenceKillAfterMs?: number;
+  /** How often the lease heartbeat thread beats while the lease published by leaseValidUntil holds (fenceTiming's heartbeatMs). */
+  readonly fenceHeartbeatMs?: number;
+  /** Each of its beats keeps the workloads running this long (fenceTiming's validForMs). */
+  readonly fenceValidForMs?: number;
   /** One-off commands running at once on this node. */
   readonly execsInFlightMax?: number;
   /** Bound on the spawner starting (it first kills a previous run's leftovers, itself bounded by 5 s). */
@@ -89,6 +94,9 @@ const DEFAULTS = {
   errorLinesMax: 5,
   usageSampleMs: 2000,
   fenceKillAfterMs: 300,
+  // fenceTiming(2000, 3000), the host's defaults.
+  fenceHeartbeatMs: 100,
+  fenceValidForMs: 600,
   execsInFlightMax: 64,
   spawnerReadyTimeoutMs: 15_000,
 };
@@ -124,6 +132,8 @@ interface Workload {
 
 /** The workload cgroup's subdirectory; each exec gets `x<n>` beside it. */
 const MAIN = 'main';
+/** The spawner's heartbeat FIFO in stateDir; its name exists only until the node has opened it. */
+const BEATS_FIFO = 'spawner-beats.fifo';
 
 export class ProcessRuntime implements Runtime {
   readonly kind = 'process';
@@ -140,6 +150,10 @@ export class ProcessRuntime implements Runtime {
   private fence: FenceState | 'none' = 'none';
   /** Watchdog kills reported so far ('killed' fence frames). */
   private fenceKills = 0;
+  /** Heartbeats from a thread, by the lease's published end (leaseValidUntil); started by the first. */
+  private beats: LeaseBeats | null = null;
+  /** The spawner whose beats FIFO that thread writes; while it is not the live one, beats go from this loop. */
+  private beatsSpawner: Spawner | null = null;
   private sampleTimer: TimerHandle | null = null;
   private execsInFlight = 0;
   private nextExec = 1;
@@ -160,6 +174,8 @@ export class ProcessRuntime implements Runtime {
       errorLinesMax: options.errorLinesMax ?? DEFAULTS.errorLinesMax,
       usageSampleMs: options.usageSampleMs ?? DEFAULTS.usageSampleMs,
       fenceKillAfterMs: options.fenceKillAfterMs ?? DEFAULTS.fenceKillAfterMs,
+      fenceHeartbeatMs: options.fenceHeartbeatMs ?? DEFAULTS.fenceHeartbeatMs,
+      fenceValidForMs: options.fenceValidForMs ?? DEFAULTS.fenceValidForMs,
       execsInFlightMax: options.execsInFlightMax ?? DEFAULTS.execsInFlightMax,
       spawnerReadyTimeoutMs: options.spawnerReadyTimeoutMs ?? DEFAULTS.spawnerReadyTimeoutMs,
     };
@@ -251,11 +267,14 @@ export class ProcessRuntime implements Runtime {
       orphanGraceMs: this.limits.orphanGraceMs,
       readyTimeoutMs: this.limits.spawnerReadyTimeoutMs,
       clock: this.options.clock,
+      // stateDir is the node's own (private when it runs as root): no workload can open it by name.
+      beatsFifo: join(this.options.stateDir, BEATS_FIFO),
       ...(this.options.perl === undefined ? {} : { perl: this.options.perl }),
     }).then((spawner) => {
       spawner.onFence = (state) => this.onFence(state);
       spawner.onWarning = (text) => this.options.log?.('warn', `spawner: ${text}`);
       spawner.onDeath = (why) => this.onSpawnerDeath(why);
+      this.connectBeats(spawner);
       return spawner;
     });
     this.spawner = starting;
@@ -293,6 +312,38 @@ export class ProcessRuntime implements Runtime {
 
   remove(project: ProjectRef): Promise<void> {
     return this.queue.run(project, () => this.removeNow(project));
+  }
+
+  /**
+   * The node's owner lease is valid until `untilMs` on the runtime's clock, unless renewed. A
+   * thread of this process (actors/lease-beats.ts) beats the watchdog while that holds, so a busy
+   * event loop here does not fence a node whose lease is valid; SIGSTOP or death of the node stops
+   * the thread too. Until the thread writes the live spawner's FIFO, this loop beats as before.
+   */
+  leaseValidUntil(untilMs: number): void {
+    if (this.closed || !Number.isFinite(untilMs)) return;
+    if (this.beats === null) {
+      this.beats = new LeaseBeats(
+        { heartbeatMs: this.limits.fenceHeartbeatMs, validForMs: this.limits.fenceValidForMs, killAfterMs: this.limits.fenceKillAfterMs },
+        (text) => this.options.log?.('warn', `process runtime: ${text}`),
+      );
+      void this.spawner?.then((spawner) => this.connectBeats(spawner), () => undefined);
+    }
+    this.beats.publish(this.options.clock, untilMs);
+    const threadBeats = this.beats.alive && this.beatsSpawner !== null && this.beatsSpawner.alive;
+    if (!threadBeats && untilMs > this.options.clock.nowMs()) this.leaseHeartbeat(this.limits.fenceValidForMs);
+  }
+
+  /** Hands a (new) spawner's beats FIFO to the heartbeat thread, if there is one. */
+  private connectBeats(spawner: Spawner): void {
+    if (this.beats === null || this.closed) return;
+    const fd = spawner.takeBeatsFd();
+    if (fd === null) {
+      if (spawner.beatsProblem !== null) this.options.log?.('warn', `process runtime: ${spawner.beatsProblem}; lease heartbeats come from the main event loop`);
+      return;
+    }
+    this.beats.connect(fd);
+    this.beatsSpawner = spawner;
   }
 
   leaseHeartbeat(validForMs: number): void {
@@ -396,6 +447,7 @@ export class ProcessRuntime implements Runtime {
     if (this.sampleTimer !== null) this.options.clock.clearTimer(this.sampleTimer);
     this.sampleTimer = null;
     await Promise.all([...this.workloads.values()].map((workload) => this.stopWorkload(workload, this.limits.stopGraceMs)));
+    await this.beats?.close();
     const spawner = await this.spawner?.catch(() => null);
     // The spawner kills what is left (execs), removes the node's cgroups and exits.
     await spawner?.close();

@@ -12,10 +12,14 @@
 #  - heartbeats (H lines) carry the node's owner lease: when it runs out without a new heartbeat
 #    every workload is frozen (cgroup freezer; SIGSTOP of each process group without cgroups);
 #    when the second deadline passes they are killed. A heartbeat in between thaws them.
+#    They come on fd 0 or on the beats FIFO, which a thread of the node writes (actors/lease-beats.ts)
+#    so that a busy event loop of the node does not starve them; the FIFO takes H lines only.
 #
 # Arguments: <orphan grace ms> then one <kind>:<dir> per cgroup hierarchy the node uses; the first
 # of kind cg2 (cgroup v2), cg1f (v1 freezer) or cg1 (another v1 hierarchy) tracks processes, the
 # others (kind cgx) are only removed at the end. No roots: process groups track the workloads.
+# beats:<path> (optional): make a FIFO there for heartbeats (a stale file there is replaced); the
+# node opens it for writing once we are ready and removes the name at once.
 #
 # Node -> spawner, one command per line; free text is hex, lists are NUL-joined before hex, '-' is empty:
 #   H <freezeMs> <killMs>                          heartbeat (0 0 disarms the watchdog)
@@ -33,7 +37,7 @@
 use strict;
 use warnings;
 use POSIX ();
-use Fcntl qw(F_GETFL F_SETFL O_NONBLOCK O_RDONLY O_WRONLY);
+use Fcntl qw(F_GETFL F_SETFL O_NONBLOCK O_RDONLY O_RDWR O_WRONLY);
 use Config;
 
 my $ORPHAN_GRACE_MS = shift(@ARGV) // 1000;
@@ -60,7 +64,13 @@ my ($arch) = split /-/, $Config{archname};
 my ($SYS_CLOCK_GETTIME, $SYS_PRCTL) = @{ $SYSCALLS{$arch} // [undef, undef] };
 
 my @roots;    # [kind, dir]
+my $beats_path;
+my $beats;    # the beats FIFO, read-write
 for my $spec (@ARGV) {
+  if ($spec =~ /^beats:(.+)$/) {
+    $beats_path = $1;
+    next;
+  }
   my ($kind, $dir) = $spec =~ /^(cg2|cg1f|cg1|cgx):(.+)$/ or die "bad root $spec\n";
   push @roots, [$kind, $dir];
 }
@@ -464,6 +474,17 @@ sub reap {
 
 # ---- commands ----
 
+# The beats FIFO carries heartbeats alone: whoever can write it can keep the workloads running, no more.
+sub beats_command {
+  my ($line) = @_;
+  my @f = split / /, $line;
+  if (@f == 3 && $f[0] eq 'H') {
+    heartbeat($f[1] + 0, $f[2] + 0);
+  } else {
+    warn_node("beats FIFO: not a heartbeat: " . substr($line, 0, 80));
+  }
+}
+
 sub command {
   my ($line) = @_;
   my @f = split / /, $line;
@@ -537,6 +558,12 @@ sub sweep_leftovers {
 # grace, remove the cgroups, exit.
 sub finish {
   $node_gone = 1;
+  # The node removes the name once it opened the FIFO; if it never did, nothing is left behind.
+  if ($beats) {
+    my @ours = stat($beats);
+    my @there = stat($beats_path);
+    unlink($beats_path) if @there && $ours[0] == $there[0] && $ours[1] == $there[1];
+  }
   $out_queue = '';
   heartbeat(0, 0);
   my @targets = $track ? ({ dir => $track->[1], kind => $track->[0] }) : map { { pgid => $_->{pid} } } grep { !defined $_->{status} } values %runs;
@@ -562,15 +589,24 @@ $SIG{TERM} = $SIG{INT} = $SIG{HUP} = sub { $stop_requested = 1; syswrite($wake_w
 syscall($SYS_PRCTL, 36, 1, 0, 0, 0) if defined $SYS_PRCTL;    # PR_SET_CHILD_SUBREAPER
 set_nonblocking(\*STDIN);
 set_nonblocking(\*STDOUT);
+# Opened read-write: it never reads end-of-file when a writer goes (the node's thread may reopen a
+# new one; fd 0 alone tells us the node is gone), and opening does not wait for a writer.
+if (defined $beats_path) {
+  unlink($beats_path);
+  POSIX::mkfifo($beats_path, 0600) or die "mkfifo $beats_path: $!\n";
+  sysopen($beats, $beats_path, O_RDWR | O_NONBLOCK) or die "open $beats_path: $!\n";
+}
 sweep_leftovers();
 frame('R', 0, $$);
 
 my $in_buffer = '';
+my $beats_buffer = '';
 for (;;) {
   finish() if $stop_requested;
   my ($rbits, $wbits) = ('', '');
   vec($rbits, 0, 1) = 1;
   vec($rbits, fileno($wake_r), 1) = 1;
+  vec($rbits, fileno($beats), 1) = 1 if $beats;
   my $reading = length($out_queue) < $QUEUED_BYTES_HIGH;
   for my $fd (keys %run_of_fd) {
     vec($rbits, $fd, 1) = 1 if $reading || $run_of_fd{$fd}[1] eq 'E';
@@ -600,6 +636,18 @@ for (;;) {
           command(substr($in_buffer, 0, $newline));
           $in_buffer = substr($in_buffer, $newline + 1);
         }
+      }
+    }
+    if ($beats && vec($rout, fileno($beats), 1)) {
+      my $count = sysread($beats, my $chunk, 4096);
+      if ($count) {
+        $beats_buffer .= $chunk;
+        while ((my $newline = index($beats_buffer, "\n")) >= 0) {
+          beats_command(substr($beats_buffer, 0, $newline));
+          $beats_buffer = substr($beats_buffer, $newline + 1);
+        }
+        # Lines are short; a writer that sends no newline gets no room to fill our memory.
+        $beats_buffer = '' if length($beats_buffer) > 4096;
       }
     }
     for my $fd (keys %run_of_fd) {
