@@ -40,7 +40,7 @@ export class LeaseBeats {
     this.#thread = new Worker(LEASE_BEATS_THREAD, {
       // Plain JavaScript: no TypeScript loader in the thread, whatever the node was started with.
       execArgv: [],
-      workerData: { validUntil: this.#validUntil.buffer, heartbeatMs: timing.heartbeatMs, line: heartbeatCommand(timing.validForMs, timing.validForMs + timing.killAfterMs) },
+      workerData: { validUntil: this.#validUntil.buffer, heartbeatMs: timing.heartbeatMs, command: heartbeatCommand(timing.validForMs, timing.validForMs + timing.killAfterMs).trimEnd() },
       resourceLimits: { maxOldGenerationSizeMb: THREAD_OLD_GENERATION_MB_MAX, maxYoungGenerationSizeMb: THREAD_YOUNG_GENERATION_MB_MAX },
     });
     // The node decides when it ends, not this thread.

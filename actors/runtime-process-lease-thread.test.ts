@@ -1,9 +1,11 @@
 // Goal: with heartbeats from the runtime's thread (the lease's end published from the event loop, actors/lease-fence.ts), a node whose event loop is busy for 1.5 s while its lease is valid keeps its workload (same pid); a node whose lease ran out is still frozen and killed while its loop is busy; a SIGSTOPped node is fenced as before.
 import test from 'ava';
 import { spawn } from 'node:child_process';
+import { writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { fenceTiming, startLeasePublishing } from './lease-fence.ts';
 import { OwnerLease } from './liveness.ts';
+import { Spawner, type FenceState } from './spawner.ts';
 import { procStat } from './supervisor.ts';
 import { commandSpec, RuntimeFixture } from './testing/process-runtime.ts';
 import { eventually, killStandIns, processRuns, realClock, sleep } from './testing/real.ts';
@@ -118,4 +120,33 @@ test.serial('SIGSTOP of a node fed through the heartbeat thread: its workload is
   t.true(fencedMs < LEASE_MS, `fenced ${Math.round(fencedMs)} ms after the stop`);
   process.kill(node.pid as number, 'SIGCONT');
   process.kill(node.pid as number, 'SIGKILL');
+});
+
+test.serial('the beats FIFO: a beat read late counts from when it was sent (no thaw, no extension), and it takes heartbeats only', async (t) => {
+  const spawner = await Spawner.start({ roots: [], orphanGraceMs: 500, readyTimeoutMs: 15_000, clock: realClock, beatsFifo: join(fixture.root, 'beats.fifo') });
+  t.teardown(() => spawner.close());
+  const fences: { state: FenceState; atMs: number }[] = [];
+  const warnings: string[] = [];
+  spawner.onFence = (state) => fences.push({ state, atMs: realClock.nowMs() });
+  spawner.onWarning = (text) => warnings.push(text);
+  const fd = spawner.takeBeatsFd();
+  if (fd === null) return t.fail(`no beats FIFO: ${spawner.beatsProblem ?? ''}`);
+  t.teardown(() => closeSync(fd));
+  const monotonicMs = (): bigint => process.hrtime.bigint() / 1_000_000n;
+  // Armed: frozen 300 ms after this beat was sent, unless a newer one comes.
+  const armedAtMs = realClock.nowMs();
+  writeSync(fd, `H 300 60000 ${monotonicMs()}\n`);
+  await sleep(100);
+  // Not a heartbeat: refused with a warning.
+  writeSync(fd, 'K 1 pg:1\n');
+  // Sent 5 s ago, valid 4 s: stale when read. Counted from when it was read, it would hold the freeze for 4 s.
+  writeSync(fd, `H 4000 60000 ${monotonicMs() - 5000n}\n`);
+  const frozen = await eventually('the freeze', 10_000, () => fences.find((fence) => fence.state === 'frozen'));
+  t.log(`frozen ${Math.round(frozen.atMs - armedAtMs)} ms after the last beat that was in time`);
+  t.true(frozen.atMs - armedAtMs < 2000, 'the stale beat did not extend the deadline');
+  await eventually('the warning', 5000, () => warnings.some((text) => text.includes('not a heartbeat')));
+  // A beat sent now thaws.
+  writeSync(fd, `H 60000 60000 ${monotonicMs()}\n`);
+  await eventually('the thaw', 5000, () => fences.some((fence) => fence.state === 'thawed'));
+  t.deepEqual(fences.map((fence) => fence.state), ['frozen', 'thawed']);
 });
