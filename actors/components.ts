@@ -164,6 +164,8 @@ export function callbackRuntime(runtime: Runtime): RuntimeDriver {
 
 /** Workload states that count as "running here" for hand-off and exactly-once. */
 export const isActiveState = (state: WorkloadStatus['state']): boolean => state === 'starting' || state === 'running' || state === 'crashLoop';
+/** Nothing runs and nothing starts again by itself (an 'exited' workload may have a restart pending). */
+export const isSettledState = (state: WorkloadStatus['state']): boolean => state === 'stopped' || state === 'failed';
 
 /** Map the Raft driver's outcome to the store's: only "unknown" may have been applied. */
 export function storeOutcome(outcome: WriteOutcome<KvResult>): StoreWriteOutcome {

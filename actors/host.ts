@@ -10,9 +10,11 @@ import { prefixEnd, type KvOp } from '../consensus/kv-state-machine.ts';
 import type { Clock, Random, TimerHandle } from '../consensus/types.ts';
 import { ActorSystem, type Actor, type ActorContext, type Delivery } from './actor-system.ts';
 import { isActiveState, type ActorStore, type ForwardCall, type Forwarder, type PortAllocator, type ProjectIo, type RaftView, type RuntimeDriver } from './components.ts';
+import { handoff, type Handoff } from './handoff.ts';
 import { FailureDetector, OwnerLease, type LeaseState } from './liveness.ts';
 import {
   PROJECTS_PREFIX,
+  STATUS_PREFIX,
   errorResponse,
   isChange,
   livenessKey,
@@ -25,6 +27,7 @@ import {
   type Identity,
   type ProgressFn,
   type ProjectEvent,
+  type ProjectStatusRecord,
 } from './messages.ts';
 import { PlacementCache, readRingInputs, type Placement } from './placement.ts';
 import { ProjectActor, type ActorMessage, type OwnerServices } from './project-actor.ts';
@@ -179,12 +182,14 @@ export interface HostStats {
   forbidden: number;
   /** Forwarded calls refused for too many hops or a malformed request. */
   refused: number;
+  /** Launches held back because another node might still run the project (actors/handoff.ts). */
+  handoffWaits: number;
 }
 
 export class ActorHost {
   readonly node: string;
   readonly actors: ActorSystem<ActorMessage, ActorResponse>;
-  readonly stats: HostStats = { localCalls: 0, forwardedCalls: 0, servedForwarded: 0, retries: 0, moves: 0, leaseExpiries: 0, livenessChanges: 0, forbidden: 0, refused: 0 };
+  readonly stats: HostStats = { localCalls: 0, forwardedCalls: 0, servedForwarded: 0, retries: 0, moves: 0, leaseExpiries: 0, livenessChanges: 0, forbidden: 0, refused: 0, handoffWaits: 0 };
   /** Stored records read back through their schemas (shared by this node's actors). */
   readonly records: RecordReader;
   private readonly eventListeners = new Set<(ref: ProjectRef, event: ProjectEvent) => void>();
@@ -211,6 +216,10 @@ export class ActorHost {
   private readonly answers = new Map<string, ActorResponse>();
   private rejoining = false;
   private stopped = false;
+  /** Projects this node owns and waits to launch: another node may still run a copy (actors/handoff.ts). */
+  private readonly awaitingHandoff = new Set<string>();
+  /** When this node first found each former member out of the configuration, by its clock. */
+  private readonly goneSinceMs = new Map<string, number>();
 
   constructor(components: HostComponents, options: HostOptions, onInvalidRecord: (key: string, detail: string) => void = () => undefined) {
     this.options = validateHostOptions(options);
@@ -245,6 +254,12 @@ export class ActorHost {
       execsRunning: new Map(),
       ownedEpoch: (key) => this.ownedEpoch(key),
       whenApplied: (revision, callback) => this.whenApplied(revision, callback),
+      handoff: (status) => this.handoffFor(status),
+      awaitHandoff: (key) => {
+        if (this.awaitingHandoff.has(key)) return;
+        this.awaitingHandoff.add(key);
+        this.stats.handoffWaits += 1;
+      },
       emit: (ref, event) => {
         for (const listener of [...this.eventListeners]) listener(ref, event);
       },
@@ -315,6 +330,7 @@ export class ActorHost {
     this.wakeTimer = this.components.clock.setTimer(0, () => {
       this.wakeTimer = null;
       this.resolveWaiters();
+      this.checkAwaiting();
       if (this.placement().epoch !== this.lastEpoch) this.poll(false);
     });
   }
@@ -332,6 +348,25 @@ export class ActorHost {
   /** On the clock: the lease is 'valid' before this time, unless contact renews it; null before the first contact. */
   leaseValidUntilMs(): number | null {
     return this.lease.validUntilMs();
+  }
+
+  /** May this node launch a project whose status record is `status`, or must it wait for the node it names? */
+  handoffFor(status: ProjectStatusRecord | null): Handoff {
+    const placement = this.placement();
+    // Nobody marks a former member down: suspectMs after this node found it gone, its copies are fenced as surely.
+    return handoff(status, this.node, (holder) => ({ markedDown: placement.down.has(holder), goneForMs: this.goneForMs(holder, placement) }), this.options.suspectMs);
+  }
+
+  /** How long ago this node first found `node` out of the configuration (at the earliest it could have left); null for a member. */
+  private goneForMs(node: string, placement: Placement): number | null {
+    if (placement.members.includes(node)) {
+      this.goneSinceMs.delete(node);
+      return null;
+    }
+    const now = this.components.clock.nowMs();
+    const since = this.goneSinceMs.get(node) ?? now;
+    this.goneSinceMs.set(node, since);
+    return now - since;
   }
 
   /** The epoch this node owns `key` at, or null (not the owner, no valid lease, or draining). */
@@ -578,6 +613,7 @@ export class ActorHost {
     }
     if (periodic) {
       this.resolveWaiters();
+      if (lease === 'valid') this.checkAwaiting();
       this.leaderDuties(now);
       this.checkDrained();
       if (lease === 'valid') this.rejoinIfDrained();
@@ -621,6 +657,32 @@ export class ActorHost {
       else if (view.get(key) === null) this.enqueue(key, 'reconcile');
     }
     for (const key of this.actors.activeKeys()) if (placement.owner(key) !== me) this.enqueue(key, 'release');
+    // Records that name this node as the holder of a project it no longer owns: its new owner waits for the release.
+    const mine = `"node":${JSON.stringify(me)}`;
+    for (const entry of view.range(STATUS_PREFIX, prefixEnd(STATUS_PREFIX))) {
+      // A cheap filter before the schema read: most records name other nodes.
+      if (!entry.value.includes(mine)) continue;
+      const status = this.records.status(entry);
+      if (status === null || status.node !== me || status.released === true) continue;
+      const key = PROJECTS_PREFIX + entry.key.slice(STATUS_PREFIX.length);
+      if (placement.owner(key) !== me) this.enqueue(key, 'release');
+    }
+  }
+
+  /** Reconcile the projects whose hand-off now clears: a release applied, or the holder marked down or long gone. */
+  private checkAwaiting(): void {
+    if (this.awaitingHandoff.size === 0) return;
+    const view = this.components.store.view();
+    for (const key of [...this.awaitingHandoff]) {
+      const parsed = parseActorKey(key);
+      if (parsed === null || parsed.kind !== 'project' || this.ownedEpoch(key) === null) {
+        this.awaitingHandoff.delete(key);
+        continue;
+      }
+      if (this.handoffFor(this.records.status(view.get(statusKey(parsed.tenant, parsed.name)))).type === 'wait') continue;
+      this.awaitingHandoff.delete(key);
+      this.enqueue(key, 'reconcile');
+    }
   }
 
   private enqueue(key: string, kind: WorkKind): void {

@@ -98,6 +98,11 @@ export interface ProjectStatusRecord {
   readonly restarts: number;
   readonly exitCode: number | null;
   readonly error: string | null;
+  /**
+   * The named node no longer runs a copy and gave the project up: a new owner may launch it
+   * (actors/handoff.ts). Absent on every record an owner writes about its own copy.
+   */
+  readonly released?: boolean;
 }
 
 /** Value of `tenants/<tenant>/quota`. */

@@ -44,11 +44,14 @@ export class Placement {
   readonly members: readonly string[];
   /** Members that own keys: members minus those marked down or draining, sorted. */
   readonly live: readonly string[];
+  /** Members the leader marked down. */
+  readonly down: ReadonlySet<string>;
   private readonly ring: HashRing | null;
 
   constructor(inputs: RingInputs) {
     this.epoch = inputs.epoch;
     this.members = [...inputs.members].sort();
+    this.down = new Set(inputs.down);
     const out = new Set([...inputs.down, ...inputs.draining]);
     this.live = this.members.filter((member) => !out.has(member));
     this.ring = this.live.length === 0 ? null : new HashRing([...this.live], 'md5', { 'vnode count': RING_VNODES, 'max cache size': RING_CACHE_KEYS_MAX });

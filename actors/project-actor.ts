@@ -10,8 +10,9 @@ import type { Compare, KeyValue, KvOp } from '../consensus/kv-state-machine.ts';
 import { prefixEnd } from '../consensus/kv-state-machine.ts';
 import type { Clock, Random } from '../consensus/types.ts';
 import type { Actor, ActorContext, Reply } from './actor-system.ts';
-import { isActiveState, PortsExhaustedError, type ActorStore, type PortAllocator, type ProjectIo, type RuntimeDriver } from './components.ts';
+import { isActiveState, isSettledState, PortsExhaustedError, type ActorStore, type PortAllocator, type ProjectIo, type RuntimeDriver } from './components.ts';
 import { fencedWrite, type FencedOutcome, type FencedWrite } from './fenced-write.ts';
+import type { Handoff } from './handoff.ts';
 import {
   QUOTA_DEFAULT,
   USAGE_ZERO,
@@ -100,6 +101,10 @@ export interface OwnerServices {
   ownedEpoch(key: string): number | null;
   /** Call back once this node applied `revision` (true) or gave up waiting (false). */
   whenApplied(revision: number, callback: (reached: boolean) => void): void;
+  /** May this node launch (or write its own status over) a project whose status record is `status` (actors/handoff.ts)? */
+  handoff(status: ProjectStatusRecord | null): Handoff;
+  /** This owner waits for another node's release of `key`: reconcile it as soon as the rule clears. */
+  awaitHandoff(key: string): void;
   /** Remembers which generation a workload here was started at, across actor deactivations. */
   readonly started: Map<string, number>;
   /** Where the current run's log lines begin, across actor deactivations. */
@@ -217,7 +222,7 @@ export class ProjectActor implements Actor<ActorMessage, ActorResponse> {
       case 'reconcile':
         return this.reconcile(reply);
       case 'release':
-        return this.stopHere(() => reply(this.notOwner()));
+        return this.stopHere(() => this.recordRelease(() => reply(this.notOwner())));
       case 'lifecycle':
         return this.lifecycle(message.event, reply);
       default: {
@@ -456,6 +461,19 @@ export class ProjectActor implements Actor<ActorMessage, ActorResponse> {
         response: errorResponse('QuotaExceededError', `tenant ${this.ref.tenant} is at its quota (${usage.excess}); stop or remove a project, or ask an admin to raise the quota (tenant_quota_set)`),
       };
     }
+    const handoff = this.services.handoff(snap.statusRecord);
+    if (handoff.type === 'wait') {
+      // Another node may still run a copy: record the change now, launch once it released (the host reconciles then).
+      return {
+        type: 'write',
+        write: { epoch, compare: [this.versionCompare(snap), ...usage.compare], success: [{ type: 'put', key: this.key, value: JSON.stringify(next) }, ...usage.ops], inspect: [this.key] },
+        after: (_at, reply) => {
+          progress(`recorded version ${(snap.record?.version ?? 0) + 1}; ${handoff.detail} before starting on ${this.services.node}`, 1, 3);
+          this.services.awaitHandoff(this.key);
+          this.settle(generation, waitMs, progress, reply);
+        },
+      };
+    }
     const run = this.runOps(snap, epoch, next);
     if (run instanceof PortsExhaustedError) return { type: 'reply', response: errorResponse('RuntimeFailedError', run.message) };
     return {
@@ -484,6 +502,8 @@ export class ProjectActor implements Actor<ActorMessage, ActorResponse> {
     const next: ProjectRecord = { ...snap.project, desired: 'stopped', requests: this.withRequest(snap.project, requestId) };
     const usage = this.usageOps(snap, next);
     const status: ProjectStatusRecord = this.statusRecord(epoch, 'stopped', {}, next.generation, null);
+    // Another node may still run a copy: its record (and ports) stay until it records its release.
+    const holderKept = this.services.handoff(snap.statusRecord).type === 'wait';
     return {
       type: 'write',
       write: {
@@ -492,8 +512,7 @@ export class ProjectActor implements Actor<ActorMessage, ActorResponse> {
         success: [
           { type: 'put', key: this.key, value: JSON.stringify(next) },
           ...usage.ops,
-          ...this.freePortOps(snap),
-          { type: 'put', key: statusKey(this.ref.tenant, this.ref.name), value: JSON.stringify(status) },
+          ...(holderKept ? [] : [...this.freePortOps(snap), { type: 'put' as const, key: statusKey(this.ref.tenant, this.ref.name), value: JSON.stringify(status) }]),
         ],
         inspect: [this.key],
       },
@@ -509,6 +528,8 @@ export class ProjectActor implements Actor<ActorMessage, ActorResponse> {
     const mismatch = this.ifVersionMismatch(snap, ifVersion);
     if (mismatch !== null) return mismatch;
     const usage = this.usageOps(snap, null);
+    // Another node may still run a copy: its record (and ports) stay; its release deletes them.
+    const holderKept = this.services.handoff(snap.statusRecord).type === 'wait';
     return {
       type: 'write',
       write: {
@@ -517,8 +538,7 @@ export class ProjectActor implements Actor<ActorMessage, ActorResponse> {
         success: [
           { type: 'delete', key: this.key },
           ...usage.ops,
-          ...this.freePortOps(snap),
-          { type: 'delete', key: statusKey(this.ref.tenant, this.ref.name) },
+          ...(holderKept ? [] : [...this.freePortOps(snap), { type: 'delete' as const, key: statusKey(this.ref.tenant, this.ref.name) }]),
           { type: 'delete', key: eventsKey(this.ref.tenant, this.ref.name) },
         ],
         inspect: [this.key],
@@ -546,7 +566,7 @@ export class ProjectActor implements Actor<ActorMessage, ActorResponse> {
 
   // ---- ports and status --------------------------------------------------------------
 
-  private freePortOps(snap: Snapshot): KvOp[] {
+  private freePortOps(snap: Pick<Snapshot, 'statusRecord'>): KvOp[] {
     const status = snap.statusRecord;
     if (status === null) return [];
     return Object.values(status.ports).map((port): KvOp => ({ type: 'delete', key: portKey(status.node, port) }));
@@ -578,8 +598,11 @@ export class ProjectActor implements Actor<ActorMessage, ActorResponse> {
     }
     const fresh = reuse ? [] : Object.values(ports);
     const status = this.statusRecord(epoch, 'starting', ports, next.generation, null);
+    // The hand-off rule cleared the record this replaces (released, or its node down): it must be that record still.
+    const holder: Compare[] =
+      snap.statusRecord !== null && snap.statusRecord.node !== node ? [{ key: statusKey(this.ref.tenant, this.ref.name), target: 'modRevision', op: '==', operand: snap.status?.modRevision ?? 0 }] : [];
     return {
-      compare: fresh.map((port): Compare => ({ key: portKey(node, port), target: 'createRevision', op: '==', operand: 0 })),
+      compare: [...holder, ...fresh.map((port): Compare => ({ key: portKey(node, port), target: 'createRevision', op: '==', operand: 0 }))],
       ops: [
         ...(reuse ? [] : this.freePortOps(snap)),
         ...fresh.map((port): KvOp => ({ type: 'put', key: portKey(node, port), value: this.key })),
@@ -608,6 +631,8 @@ export class ProjectActor implements Actor<ActorMessage, ActorResponse> {
     const epoch = this.services.ownedEpoch(this.key);
     if (project === null || epoch === null || project.desired !== 'running') return null;
     const current = this.services.records.status(this.services.store.view().get(statusKey(this.ref.tenant, this.ref.name)));
+    // Another node may still run a copy: its record stays until it records its release.
+    if (this.services.handoff(current).type === 'wait') return null;
     const ports = current !== null && current.node === this.services.node ? { ...current.ports } : {};
     const workload = this.services.runtime.status(this.ref);
     if (workload === null) return current?.node === this.services.node ? current : null;
@@ -658,10 +683,10 @@ export class ProjectActor implements Actor<ActorMessage, ActorResponse> {
     );
   }
 
-  /** Stop the workload if it runs on this node. */
+  /** Stop the workload if it runs on this node, or may run again by itself (an exit with a restart pending). */
   private stopHere(done: () => void): void {
     const current = this.services.runtime.status(this.ref);
-    if (current === null || !isActiveState(current.state)) return done();
+    if (current === null || isSettledState(current.state)) return done();
     this.services.runtime.stop(
       this.ref,
       this.services.limits.stopGraceMs,
@@ -669,6 +694,37 @@ export class ProjectActor implements Actor<ActorMessage, ActorResponse> {
         this.services.started.delete(this.key);
         done();
       }),
+    );
+  }
+
+  /**
+   * This node no longer owns the project and runs no copy of it: say so in the log, for the new
+   * owner, which launches only once it reads it (actors/handoff.ts). Said also when nothing ran
+   * here (the record may name this node from a start that never ran, or a copy its watchdog
+   * killed). Compared on the status record's revision alone, so it never overwrites a newer
+   * owner's record; not fenced by the epoch, since it is written after the ring moved. Any
+   * outcome ends the turn: a release that did not land is written again at the host's next scan.
+   */
+  private recordRelease(done: () => void): void {
+    if (this.services.ownedEpoch(this.key) !== null) return done();
+    const view = this.services.store.view();
+    const key = statusKey(this.ref.tenant, this.ref.name);
+    const stored = view.get(key);
+    const status = this.services.records.status(stored);
+    if (stored === null || status === null || status.node !== this.services.node || status.released === true) return done();
+    const current = this.services.runtime.status(this.ref);
+    if (current !== null && !isSettledState(current.state)) return done();
+    const released: ProjectStatusRecord = { ...status, state: 'stopped', ports: {}, released: true };
+    // A removed project keeps no record: with none, nobody waits for this node either.
+    const record: KvOp = view.get(this.key) === null ? { type: 'delete', key } : { type: 'put', key, value: JSON.stringify(released) };
+    this.services.store.propose(
+      {
+        type: 'txn',
+        compare: [{ key, target: 'modRevision', op: '==', operand: stored.modRevision }],
+        success: [record, ...this.freePortOps({ statusRecord: status })],
+        failure: [],
+      },
+      this.context.guard(() => done()),
     );
   }
 
@@ -691,6 +747,11 @@ export class ProjectActor implements Actor<ActorMessage, ActorResponse> {
     const previousNode = recorded !== null && recorded.node !== this.services.node ? recorded.node : null;
     this.mutate(reply, (fresh, ownedAt) => {
       if (fresh.project === null || fresh.project.desired !== 'running') return { type: 'reply', response: this.viewResponse(fresh, null) };
+      if (this.services.handoff(fresh.statusRecord).type === 'wait') {
+        // Another node may still run a copy: the host reconciles again once it released or is down.
+        this.services.awaitHandoff(this.key);
+        return { type: 'reply', response: this.viewResponse(fresh, null) };
+      }
       const run = this.runOps(fresh, ownedAt, fresh.project);
       if (run instanceof PortsExhaustedError) return { type: 'reply', response: errorResponse('RuntimeFailedError', run.message) };
       return {

@@ -78,6 +78,14 @@ export interface PollOptions {
   readonly waitingDetail: () => string;
 }
 
+/**
+ * Less time left than this counts as the timeout. A timer of a sliver of a millisecond may not move
+ * a clock at all (the simulator's drifting clocks: 4207.002 + 1e-13 ms is 4207.002 ms), and the poll
+ * then re-armed it forever at one instant (simulator seed 136, 3 nodes, 20 projects, once a start's
+ * settle waited out its whole time for a hand-off).
+ */
+const POLL_LEFT_MS_MIN = 1;
+
 /** Poll until an attempt passes, giveUp says stop, or the timeout; returns a cancel function. */
 export function pollUntil(options: PollOptions, done: (outcome: PollOutcome) => void): () => void {
   const { context } = options;
@@ -112,7 +120,7 @@ export function pollUntil(options: PollOptions, done: (outcome: PollOutcome) => 
   };
   const schedule = (): void => {
     const leftMs = options.timeoutMs - elapsed();
-    if (leftMs <= 0) return finish({ ok: false, reason: 'timeout', elapsedMs: elapsed(), detail: `not ready after ${options.timeoutMs} ms: ${detail}` });
+    if (leftMs < POLL_LEFT_MS_MIN) return finish({ ok: false, reason: 'timeout', elapsedMs: elapsed(), detail: `not ready after ${options.timeoutMs} ms: ${detail}` });
     timer = context.setTimer(Math.min(options.intervalMs, leftMs), () => {
       timer = null;
       next();

@@ -176,6 +176,8 @@ export const statusRecordSchema = z.object({
   restarts: safeCount,
   exitCode: z.number().int().nullable(),
   error: z.string().max(4096).nullable(),
+  /** Written by the named node after its copy stopped, once it no longer owns the project (actors/handoff.ts). */
+  released: z.boolean().optional(),
 });
 
 export const quotaRecordSchema = z.object({

@@ -45,16 +45,23 @@ interface SystemRun {
   readonly single: LoadResult | null;
   /** CPU time of all three servers per write under load: less noisy than writes/s on a shared machine. */
   readonly serverCpuUsPerWrite: number;
+  /** Disk syncs of all nodes per write of the one client (debughost only). */
+  readonly singleSyncsPerWrite: number | undefined;
 }
 
 async function runSystem(system: SystemName, options: RaftBenchOptions, run: number, log: (line: string) => void): Promise<SystemRun> {
   const cluster: RunningCluster = system === 'debughost' ? await startDebughost() : system === 'etcd' ? await startEtcd() : await startNoop();
   try {
     const base = { system, endpoint: cluster.leader, valueBytes: options.valueBytes, keys: options.keys, seed: SEED + run };
+    const syncsBefore = await syncCount(cluster.metricsUrls);
     const single =
       options.singleDurationMs === 0
         ? null
         : await runLoadProcess({ ...base, clients: 1, channels: 1, warmupMs: SINGLE_WARMUP_MS, durationMs: options.singleDurationMs });
+    // Disk syncs of all three nodes per write of the one client (warm-up included on both sides of the
+    // ratio): each is a wait on the write's path, and the figure does not depend on the machine's load.
+    const singleSyncsPerWrite = single === null || cluster.metricsUrls.length === 0 ? undefined : ((await syncCount(cluster.metricsUrls)) - syncsBefore) / single.completedTotal;
+    if (singleSyncsPerWrite !== undefined) log(`run ${run + 1} ${system.padEnd(9)} one client: ${singleSyncsPerWrite.toFixed(2)} disk syncs per write (all nodes)`);
     const cpuBeforeMs = cluster.pids.map((pid) => cpuMsOf([pid]));
     const loaded = await runLoadProcess({ ...base, clients: options.clients, channels: options.channels, warmupMs: options.warmupMs, durationMs: options.durationMs });
     const cpuUsPerWrite = cluster.pids.map((pid, i) => ((cpuMsOf([pid]) - (cpuBeforeMs[i] as number)) * 1000) / loaded.completedTotal);
@@ -64,21 +71,28 @@ async function runSystem(system: SystemName, options: RaftBenchOptions, run: num
       log(`run ${run + 1} ${system.padEnd(9)} clients ${String(result.clients).padStart(4)}: ${result.writesPerSecond.toFixed(0).padStart(6)} writes/s  p50 ${result.latencyMsP50.toFixed(2)} ms  p99 ${result.latencyMsP99.toFixed(2)} ms  errors ${result.errors}${result.firstError === null ? '' : ` (${result.firstError})`}`);
     }
     log(`run ${run + 1} ${system.padEnd(9)} CPU per write under load: servers ${serverCpuUsPerWrite.toFixed(0)} µs (all together), load generator ${(loaded.clientCpuUsPerWrite ?? Number.NaN).toFixed(0)} µs; per server ${cpuUsPerWrite.map((us) => us.toFixed(0)).join(', ')} µs`);
-    return { loaded, single, serverCpuUsPerWrite };
+    return { loaded, single, serverCpuUsPerWrite, singleSyncsPerWrite };
   } finally {
     await cluster.stop();
   }
 }
 
+const metricValue = (text: string, name: string): number => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+
 /** Group commit size per node from its Prometheus counters: synced entries / syncs. */
 async function entriesPerSync(urls: readonly string[]): Promise<string[]> {
-  const value = (text: string, name: string): number => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
   return Promise.all(
     urls.map(async (url) => {
       const text = await (await fetch(url)).text();
-      return (value(text, 'debughost_storage_synced_entries_total') / value(text, 'debughost_storage_fsync_seconds_count')).toFixed(1);
+      return (metricValue(text, 'debughost_storage_synced_entries_total') / metricValue(text, 'debughost_storage_fsync_seconds_count')).toFixed(1);
     }),
   );
+}
+
+/** Disk syncs so far, all nodes together. */
+async function syncCount(urls: readonly string[]): Promise<number> {
+  const counts = await Promise.all(urls.map(async (url) => metricValue(await (await fetch(url)).text(), 'debughost_storage_fsync_seconds_count')));
+  return counts.reduce((sum, count) => sum + count, 0);
 }
 
 const round = (value: number, digits: number): number => (Number.isFinite(value) ? Number(value.toFixed(digits)) : Number.NaN);
@@ -94,6 +108,7 @@ function summary(system: SystemName, runs: readonly SystemRun[]): Record<string,
     [`${system}Errors`]: runs.reduce((sum, run) => sum + run.loaded.errors + (run.single?.errors ?? 0), 0),
     [`${system}SingleClientLatencyMsP50`]: round(of((run) => run.single?.latencyMsP50), 2),
     [`${system}SingleClientLatencyMsP99`]: round(of((run) => run.single?.latencyMsP99), 2),
+    ...(runs.some((run) => run.singleSyncsPerWrite !== undefined) ? { [`${system}SingleClientSyncsPerWrite`]: round(of((run) => run.singleSyncsPerWrite), 2) } : {}),
   };
 }
 

@@ -181,3 +181,35 @@ test('a read of a restarted node is not answered by the answer to a read its ear
   t.like(outcomes[0], { ok: true, index: 3 });
   later.node.stop();
 });
+
+test('a hard state whose only change is the commit index is not written on its own: it rides along with the next entries', (t) => {
+  // One sync per write instead of two (issue 14): the commit index that covers a write's entries is not
+  // synced by itself; a restarted node relearns it from a leader. A term or vote change is always written.
+  const clock = new ManualClock();
+  const batches: PersistBatch[] = [];
+  const id = 'n1' as NodeId;
+  const node = new RaftNode<number, CountingMachine>(
+    { clock, random: counterRandom(), storage: { persist: (batch, done) => (batches.push(batch), done(null)) }, transport: { send: () => undefined } },
+    { raft: defaultRaftConfig(id), tickMs: TICK_MS, requestTimeoutMs: REQUEST_TIMEOUT_MS, pendingRequestsMax: 100 },
+    { empty: () => new CountingMachine(), restore: () => new CountingMachine() },
+    bootstrapState([id]),
+  );
+  node.start();
+  clock.advance(100 * TICK_MS);
+  t.is(node.raft.role, 'leader');
+  t.true(batches.some((batch) => batch.hardState !== null && batch.hardState.term === node.raft.term && batch.hardState.vote === id), 'the campaign wrote its term and vote');
+  const outcomes: WriteOutcome<number>[] = [];
+  const before = batches.length;
+  for (let i = 0; i < 3; i += 1) node.propose(new Uint8Array([i]), (outcome) => outcomes.push(outcome));
+  t.is(outcomes.length, 3);
+  for (const outcome of outcomes) t.like(outcome, { ok: true });
+  const written = batches.slice(before);
+  t.is(written.length, 3, 'one write per proposal, none for the commit index alone');
+  for (const batch of written) t.is(batch.entries.length, 1);
+  const first = outcomes[0] as { index: LogIndex };
+  const second = outcomes[1] as { index: LogIndex };
+  t.is(written[1]?.hardState?.commit, first.index, "the second write carries the first one's commit index");
+  t.is(written[2]?.hardState?.commit, second.index);
+  t.is(node.raft.log.committed, (outcomes[2] as { index: LogIndex }).index, 'the last commit is known in memory, not yet on disk');
+  node.stop();
+});

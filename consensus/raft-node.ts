@@ -4,7 +4,7 @@
 // callbacks, not promises, so that the simulator can run it synchronously.
 import { Raft, type RaftStatus } from './raft.ts';
 import type { PersistBatch, PersistedState, RaftStorage } from './storage.ts';
-import type { Clock, ConfChange, Entry, LogIndex, Message, NodeId, RaftConfig, Random, Ready, Snapshot, TimerHandle } from './types.ts';
+import type { Clock, ConfChange, Entry, HardState, LogIndex, Message, NodeId, RaftConfig, Random, Ready, Snapshot, TimerHandle } from './types.ts';
 
 /** The replicated state machine, as the driver sees it. */
 export interface StateMachine<Result> {
@@ -93,6 +93,8 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
   private readonly options: RaftNodeOptions;
   private readonly factory: StateMachineFactory<Result, Machine>;
   private persisting = false;
+  /** The hard state last handed to storage: a commit-only change is not written (see hardStateToWrite). */
+  private storedHardState: HardState;
   private processDeferred = false;
   private stopped = false;
   private tickTimer: TimerHandle | null = null;
@@ -114,6 +116,7 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
     this.raft = (components.createRaft ?? ((config, random, state) => new Raft(config, random, state)))(options.raft, components.random, persisted);
     this.readIdPrefix = `${this.raft.id}/${bootNonce(components.random)}/`;
     this.machine = persisted.snapshot === null ? factory.empty() : factory.restore(persisted.snapshot);
+    this.storedHardState = persisted.hardState;
   }
 
   get id(): NodeId {
@@ -245,13 +248,15 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
   private process(): void {
     if (this.stopped || this.persisting || !this.raft.hasReady()) return;
     const ready = this.raft.ready();
+    const hardState = this.hardStateToWrite(ready);
     const batch: PersistBatch = {
-      hardState: ready.hardState,
+      hardState,
       snapshot: ready.snapshot,
       dropEntriesAfterSnapshot: ready.snapshot !== null,
       entries: ready.entries,
     };
     const needsWrite = batch.hardState !== null || batch.snapshot !== null || batch.entries.length > 0;
+    if (hardState !== null) this.storedHardState = hardState;
     if (!needsWrite) {
       this.afterPersist(ready);
       return;
@@ -272,6 +277,28 @@ export class RaftNode<Result, Machine extends StateMachine<Result>> {
       this.persisting = false;
       this.afterPersist(ready, early);
     });
+  }
+
+  /**
+   * The hard state this ready must write, or null. A change of term or vote is written (and
+   * synced) before anything that depends on it goes out. A change of the commit index alone is
+   * not written on its own, as etcd does not sync one: it would cost every write a second sync on
+   * every node (after the entries, the commit index that covers them), and while that sync runs
+   * the driver holds the next ready. Nothing depends on it being durable: the entries it covers
+   * are durable on a quorum, and a restarted node learns the commit index again from a leader
+   * (which commits an entry of its own term before it answers anything), so a node's commit index
+   * may go back across a restart but never within one. The newest commit index rides along with
+   * the next write that happens anyway (entries, a snapshot, a vote), so the stored one trails by
+   * little and a restart replays most of what was applied.
+   */
+  private hardStateToWrite(ready: Ready): HardState | null {
+    const stored = this.storedHardState;
+    const current = ready.hardState ?? this.raft.hardState();
+    const changed = current.term !== stored.term || current.vote !== stored.vote || current.commit !== stored.commit;
+    if (!changed) return null;
+    const commitOnly = current.term === stored.term && current.vote === stored.vote;
+    if (commitOnly && ready.snapshot === null && ready.entries.length === 0) return null;
+    return current;
   }
 
   /**

@@ -1,6 +1,7 @@
 // Projects survive their node on real processes: SIGKILL of an owner moves its projects to the others, which start them;
 // the killed node rejoins without any project running twice; a fourth node takes over about a quarter with a hand-off.
-// "Running" is counted from /proc: every workload carries a marker in its environment.
+// "Running" is counted from /proc: every workload carries a marker in its environment. Workloads ignore SIGTERM, so
+// each stop takes the whole stop grace (5 s): a new owner that launched before the old copy was gone would show two.
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import test from 'ava';
@@ -39,6 +40,18 @@ async function owners(via: Member): Promise<Map<string, string>> {
   return out;
 }
 
+/** Samples the most copies of any one project every `everyMs` until stopped: the hand-off's copies at every moment. */
+function sampleCopies(everyMs: number): { stop: () => number[] } {
+  const samples: number[] = [];
+  const timer = setInterval(() => samples.push(Math.max(0, ...runningByProject().values())), everyMs);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      return samples;
+    },
+  };
+}
+
 /** Every project runs exactly once, counted on this host. */
 function exactlyOnce(): boolean {
   const counts = runningByProject();
@@ -61,7 +74,8 @@ test.after.always(async () => {
 test.serial('killing an owner moves its projects; it rejoins without duplicates; a fourth node takes a share with a hand-off', async (t) => {
   const [n1, n2, n3] = cluster.members as [Member, Member, Member];
   for (const name of names) {
-    const started = await call(n1, 'project_start', { name, command: `exec sleep 600`, env: { [MARK]: name }, ports: [], restart: 'always' });
+    // `trap '' TERM` is inherited by the exec'd sleep: only the SIGKILL after the stop grace ends it.
+    const started = await call(n1, 'project_start', { name, command: `trap '' TERM; exec sleep 600`, env: { [MARK]: name }, ports: [], restart: 'always' });
     t.falsy(started.isError, started.content[0]?.text);
   }
   await until('every project running once', 20_000, () => (exactlyOnce() ? true : null));
@@ -89,16 +103,15 @@ test.serial('killing an owner moves its projects; it rejoins without duplicates;
     const ring = status.structuredContent?.ring as { live: string[] } | null;
     return ring?.live.includes(victim.id) === true ? true : null;
   });
-  // Hand-off back to the rejoined node: never two copies at once for long, exactly one at the end.
-  const samples: number[] = [];
-  const settleUntil = Date.now() + 8_000;
-  while (Date.now() < settleUntil) {
-    samples.push(Math.max(0, ...runningByProject().values()));
-    await sleep(100);
-  }
+  // Hand-off back to the rejoined node: never two copies at once, exactly one at the end.
+  const rejoinSampler = sampleCopies(50);
+  await sleep(8_000);
   await until('exactly once after the rejoin', 30_000, () => (exactlyOnce() ? true : null));
-  t.log(`most copies of one project seen during the rejoin: ${Math.max(...samples)}`);
+  const rejoinSamples = rejoinSampler.stop();
+  t.log(`most copies of one project seen during the rejoin: ${Math.max(...rejoinSamples)} (${rejoinSamples.length} samples)`);
+  t.true(rejoinSamples.every((copies) => copies <= 1), `two copies at once in ${rejoinSamples.filter((copies) => copies > 1).length} of ${rejoinSamples.length} samples during the rejoin`);
 
+  const handOffSampler = sampleCopies(50);
   const fourth = await cluster.addMember();
   cluster.start(fourth);
   await until('the fourth node in the ring', 60_000, async () => {
@@ -110,6 +123,12 @@ test.serial('killing an owner moves its projects; it rejoins without duplicates;
     const current = await owners(survivor);
     return exactlyOnce() && [...current.values()].some((owner) => owner === fourth.id) ? current : null;
   });
+  // The old owners' stops take their whole grace: keep sampling until they are surely over.
+  await sleep(6_000);
+  await until('exactly once after the hand-off', 30_000, () => (exactlyOnce() ? true : null));
+  const handOffSamples = handOffSampler.stop();
+  t.log(`most copies of one project seen during the hand-off to the fourth node: ${Math.max(...handOffSamples)} (${handOffSamples.length} samples)`);
+  t.true(handOffSamples.every((copies) => copies <= 1), `two copies at once in ${handOffSamples.filter((copies) => copies > 1).length} of ${handOffSamples.length} samples during the hand-off`);
   const final = await owners(survivor);
   const onFourth = names.filter((name) => final.get(name) === fourth.id).length;
   t.log(`the fourth node took ${onFourth} of ${PROJECTS} projects`);
@@ -118,6 +137,7 @@ test.serial('killing an owner moves its projects; it rejoins without duplicates;
     const status = await call(fourth, 'project_status', { name });
     t.is(status.structuredContent?.state, 'running', `${name} runs (${status.content[0]?.text})`);
   }
-  for (const name of names) await call(survivor, 'project_remove', { name });
+  // At once: each stop waits out its grace.
+  await Promise.all(names.map((name) => call(survivor, 'project_remove', { name })));
   await until('nothing left running', 20_000, () => (runningByProject().size === 0 ? true : null));
 });

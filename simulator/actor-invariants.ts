@@ -36,7 +36,7 @@ export class ActorInvariants {
   private readonly records = new Map<string, ProjectRecord | null>();
   /** Changes applied per project: committed record writes that carry a request id the record did not hold. */
   readonly applied = new Map<string, number>();
-  readonly stats = { ownerWrites: 0, epochs: new Set<number>(), launches: 0, overlapsAllowed: 0, copiesMax: 0 };
+  readonly stats = { ownerWrites: 0, epochs: new Set<number>(), launches: 0, overlapsAllowed: 0, copiesMax: 0, releases: 0 };
 
   constructor(
     private readonly actors: SimActorCluster,
@@ -53,23 +53,24 @@ export class ActorInvariants {
 
   /**
    * Why an old copy on `other` may not overlap a new one launching on `node`, or null if the
-   * design allows it. It allows two overlaps: an old owner that still holds its lease (it stops
-   * its copy when it applies the move, or when its lease lapses; docs/architecture.md's one-way
-   * link case), and a graceful move (a join, a drain, a rejoin: `other` is not marked down in the
-   * ring `node` launches at), whose new owner does not wait for the old one's stop, so a crash or
-   * pause of the old owner meanwhile leaves its copy to its watchdog. What it does not allow is a
-   * takeover of a member marked down whose lease has not lapsed, or whose copy was not fenced.
+   * design allows it. It allows one overlap: docs/architecture.md's one-way link case, an old
+   * owner that the ring `node` launches at marks down while it still holds its lease (the leader
+   * stopped hearing it, it still hears the leader; it stops its copy when it applies the move).
+   * Every other overlap is refused: a graceful move (a join, a drain, a rejoin: `other` is not
+   * marked down) must wait for the old owner's recorded release, and a takeover of a member
+   * marked down must find its copy fenced by its watchdog.
    */
   private overlapRefused(node: NodeId, other: NodeId): string | null {
     const host = this.actors.hosts.get(other);
     const lease = host === undefined ? 'none (down)' : host.leaseState();
-    if (lease === 'valid') return null;
     const launcher = this.actors.cluster.node(node);
-    if (launcher === null || !readRingInputs(launcher.machine.kv).down.includes(other)) return null;
-    return `marked down, lease ${lease}${this.actors.cluster.scheduler.isPaused(other) ? ', paused' : ''}`;
+    const markedDown = launcher !== null && readRingInputs(launcher.machine.kv).down.includes(other);
+    if (markedDown && lease === 'valid') return null;
+    const paused = this.actors.cluster.scheduler.isPaused(other) ? ', paused' : '';
+    return markedDown ? `marked down, lease ${lease}${paused}` : `not marked down: a graceful move that did not wait for its release, lease ${lease}${paused}`;
   }
 
-  /** A copy of `key` begins to launch on `node`: every other copy must be on a node that still holds its lease. */
+  /** A copy of `key` begins to launch on `node`: every other copy must be one overlapRefused allows. */
   private checkLaunch(node: NodeId, key: string): void {
     this.stats.launches += 1;
     const others: NodeId[] = [];
@@ -107,7 +108,8 @@ export class ActorInvariants {
       if (stored === null || stored.modRevision !== kv.revision || stored.value !== op.value) continue;
       const status = parseRecord<ProjectStatusRecord>(op.value);
       if (status === null) continue;
-      this.ownerWrite(kv, `projects/${parts[1]}/${parts[2]}`, status);
+      if (status.released === true) this.releaseWrite(`projects/${parts[1]}/${parts[2]}`, status);
+      else this.ownerWrite(kv, `projects/${parts[1]}/${parts[2]}`, status);
     }
     for (const tenant of tenants) this.checkQuota(kv, tenant);
   }
@@ -137,6 +139,14 @@ export class ActorInvariants {
       if (applied > project.changesAsked) problems.push(`idempotency: ${key} had ${applied} changes applied, its clients asked for ${project.changesAsked} (a retried request was applied twice)`);
     }
     return problems;
+  }
+
+  /** A release record is not an owner write: it must say the truth, that its node runs no copy (actors/handoff.ts). */
+  private releaseWrite(project: string, status: ProjectStatusRecord): void {
+    this.stats.releases += 1;
+    if (this.actors.runtimes.get(status.node as NodeId)?.isActive(project) === true) {
+      this.violation(`release: ${status.node} recorded the release of ${project} while its copy still runs`);
+    }
   }
 
   private ownerWrite(kv: KvStateMachine, project: string, status: ProjectStatusRecord): void {

@@ -26,7 +26,9 @@ export const ACTOR_SITUATIONS = {
   handOffs: 'reconciles and releases queued because the ring moved or the runtime differed',
   ownerLeasesLapsed: 'times a node lost its owner lease and stopped what it ran',
   callsRetried: 'calls retried by a host after notOwner, a lost answer or no lease',
-  launchesBesideOldCopy: "copies launched while the old owner, still holding its lease, had not stopped its copy yet (the allowed overlap)",
+  launchesBesideOldCopy: "copies launched while an old owner marked down, still holding its lease, had not stopped its copy yet (the one-way link overlap the design allows)",
+  launchesWaitingForRelease: 'launches a new owner held back until the old owner recorded its release or was marked down (counted on the hosts alive at the end)',
+  releasesRecorded: 'release records committed: an old owner saying it runs no copy of a project it gave up',
   watchdogFreezes: "times a runtime's watchdog froze a node's workloads (its lease heartbeats stopped)",
   watchdogKills: 'workloads the watchdog killed because their node stayed silent',
 } as const;

@@ -10,6 +10,7 @@ import type { PersistBatch, RaftStorage } from '../consensus/storage.ts';
 import type { Clock, Message, Snapshot } from '../consensus/types.ts';
 import type { ActorStore, Forwarder } from '../actors/components.ts';
 import { ActorHost, type HostOptions } from '../actors/host.ts';
+import { CLEAR, type Handoff } from '../actors/handoff.ts';
 import { FailureDetector } from '../actors/liveness.ts';
 import { RING_EPOCH_KEY } from '../consensus/kv-machine.ts';
 import type { KvCommand } from '../consensus/kv-state-machine.ts';
@@ -183,6 +184,16 @@ class SuspectEarlyHost extends ActorHost {
   }
 }
 
+/**
+ * The hand-off as it was before actors/handoff.ts: a new owner launches as soon as the ring
+ * names it, while the old owner's stop runs (or its node crashed mid-release).
+ */
+class LaunchBeforeReleaseHost extends ActorHost {
+  override handoffFor(): Handoff {
+    return CLEAR;
+  }
+}
+
 export interface ActorMutation {
   readonly bug: string;
   readonly plant: ActorPlant;
@@ -196,6 +207,10 @@ export const ACTOR_MUTATIONS = {
   startBeforeOldStopped: {
     bug: "a hand-off starts the new owner before the old one stopped: the leader marks a silent member down after half its owner lease, not after suspectMs, so its projects start elsewhere before its lease lapsed and its copies were fenced",
     plant: { createHost: (components, options) => new SuspectEarlyHost(components, options) },
+  },
+  launchBeforeRelease: {
+    bug: "a graceful hand-off launches on the new owner as soon as the ring names it, without waiting for the old owner's recorded release",
+    plant: { createHost: (components, options) => new LaunchBeforeReleaseHost(components, options) },
   },
 } as const satisfies Record<string, ActorMutation>;
 

@@ -112,7 +112,7 @@ export interface ActorSeedResult {
   readonly epochs: number;
   /** Voters at the end (one more than --nodes when the spare joined). */
   readonly voters: number;
-  readonly host: { moves: number; forwardedCalls: number; leaseExpiries: number; livenessChanges: number; retries: number };
+  readonly host: { moves: number; forwardedCalls: number; leaseExpiries: number; livenessChanges: number; retries: number; handoffWaits: number };
   readonly stats: SimActorClusterStats;
   /** What the poison nemesis injected; null when it was off. */
   readonly poison: PoisonStats | null;
@@ -186,11 +186,12 @@ export function runActorSeed(options: ActorSeedOptions): ActorSeedResult {
     if (!(error instanceof RunStoppedError)) checker.violation(`exception: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
   }
   trace?.close();
-  const host = { moves: 0, forwardedCalls: 0, leaseExpiries: 0, livenessChanges: 0, retries: 0 };
+  const host = { moves: 0, forwardedCalls: 0, leaseExpiries: 0, livenessChanges: 0, retries: 0, handoffWaits: 0 };
   for (const h of actors.hosts.values()) {
     host.moves += h.stats.moves;
     host.forwardedCalls += h.stats.forwardedCalls;
     host.leaseExpiries += h.stats.leaseExpiries;
+    host.handoffWaits += h.stats.handoffWaits;
     host.livenessChanges += h.stats.livenessChanges;
     host.retries += h.stats.retries;
   }
@@ -209,6 +210,8 @@ export function runActorSeed(options: ActorSeedOptions): ActorSeedResult {
       ownerLeasesLapsed: host.leaseExpiries,
       callsRetried: host.retries,
       launchesBesideOldCopy: invariants.stats.overlapsAllowed,
+      launchesWaitingForRelease: host.handoffWaits,
+      releasesRecorded: invariants.stats.releases,
       watchdogFreezes: runtimeSum(actors, 'freezes'),
       watchdogKills: runtimeSum(actors, 'fenceKills'),
     },
