@@ -37,8 +37,8 @@ function beat() {
 parentPort.on('message', (message) => {
   fd = message.fd;
   warned = false;
-  parentPort.postMessage({ using: fd });
   beat();
+  parentPort.postMessage({ using: fd });
 });
 
 setInterval(beat, heartbeatMs);

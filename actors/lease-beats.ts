@@ -34,6 +34,8 @@ export class LeaseBeats {
   readonly #thread: Worker;
   /** FIFO write ends handed to the thread and not yet closed; the last is the one it writes. */
   readonly #fds: number[] = [];
+  /** The FIFO the thread said it writes (it beat into it once already), or null. */
+  #using: number | null = null;
   #alive = true;
 
   constructor(timing: LeaseBeatsTiming, onWarning: (text: string) => void) {
@@ -48,7 +50,10 @@ export class LeaseBeats {
     this.#thread.on('message', (message: { warning?: string; using?: number }) => {
       if (message.warning !== undefined) onWarning(message.warning);
       // The thread writes that FIFO now, never one handed before it: those are closed here, never under its feet.
-      if (message.using !== undefined) this.#closeFds(this.#fds.slice(0, Math.max(0, this.#fds.indexOf(message.using))));
+      if (message.using !== undefined) {
+        this.#using = message.using;
+        this.#closeFds(this.#fds.slice(0, Math.max(0, this.#fds.indexOf(message.using))));
+      }
     });
     const died = (why: string): void => {
       if (!this.#alive) return;
@@ -60,9 +65,13 @@ export class LeaseBeats {
     this.#thread.on('exit', (code) => died(`exit code ${code}`));
   }
 
-  /** False once the thread ended (it never should before close): the caller beats from its own loop instead. */
-  get alive(): boolean {
-    return this.#alive;
+  /**
+   * The thread is running and writes the FIFO `fd` (it said so, after its first beat into it).
+   * Until then (a thread starting takes a second and more on a loaded machine) or once it ended,
+   * the caller beats from its own loop.
+   */
+  beatsInto(fd: number): boolean {
+    return this.#alive && this.#using === fd;
   }
 
   /**

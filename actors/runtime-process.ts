@@ -152,8 +152,8 @@ export class ProcessRuntime implements Runtime {
   private fenceKills = 0;
   /** Heartbeats from a thread, by the lease's published end (leaseValidUntil); started by the first. */
   private beats: LeaseBeats | null = null;
-  /** The spawner whose beats FIFO that thread writes; while it is not the live one, beats go from this loop. */
-  private beatsSpawner: Spawner | null = null;
+  /** The spawner whose beats FIFO was handed to that thread, and the FIFO; until the thread writes it, beats go from this loop. */
+  private beatsSpawner: { spawner: Spawner; fd: number } | null = null;
   private sampleTimer: TimerHandle | null = null;
   private execsInFlight = 0;
   private nextExec = 1;
@@ -330,7 +330,7 @@ export class ProcessRuntime implements Runtime {
       void this.spawner?.then((spawner) => this.connectBeats(spawner), () => undefined);
     }
     this.beats.publish(this.options.clock, untilMs);
-    const threadBeats = this.beats.alive && this.beatsSpawner !== null && this.beatsSpawner.alive;
+    const threadBeats = this.beatsSpawner !== null && this.beatsSpawner.spawner.alive && this.beats.beatsInto(this.beatsSpawner.fd);
     if (!threadBeats && untilMs > this.options.clock.nowMs()) this.leaseHeartbeat(this.limits.fenceValidForMs);
   }
 
@@ -343,7 +343,7 @@ export class ProcessRuntime implements Runtime {
       return;
     }
     this.beats.connect(fd);
-    this.beatsSpawner = spawner;
+    this.beatsSpawner = { spawner, fd };
   }
 
   leaseHeartbeat(validForMs: number): void {
