@@ -22,8 +22,11 @@
 //       gets its last beat before lastContact + leaseMs, frozen by + validForMs, killed by + 90 %
 //       of the gap: the same worst case as beats from the loop;
 //     * the thread is in the node's process: SIGSTOP (or a cgroup freeze) of the node stops it,
-//       SIGKILL ends it and closes the spawner's fd 0 (which stops every workload). Killed, the
-//       thread is noticed and the loop beats again (ProcessRuntime.leaseValidUntil).
+//       SIGKILL ends it and closes the spawner's fd 0 (which stops every workload). Until the
+//       thread says it beat into the live spawner's FIFO (it starts, a new spawner started) and
+//       once it ended, the loop beats instead, as before (ProcessRuntime.leaseValidUntil);
+//     * the spawner counts a beat from when it was sent (stamped, CLOCK_MONOTONIC), so reading it
+//       late (the spawner busy, the FIFO full) never extends the deadlines.
 //    What changes is the usual case, not the bound: a stuck loop is fenced at the lease's end +
 //    validForMs (as one cut off), not validForMs after it stuck; a stopped node as before.
 import type { Clock, TimerHandle } from '../consensus/types.ts';
