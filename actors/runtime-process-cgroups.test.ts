@@ -77,6 +77,24 @@ for (const here of cgroupModesHere()) {
     await runtime.remove(project);
   });
 
+  memoryTest(`cgroups ${here.mode}: a process OOM-killed inside a project that keeps running is told at the next OOM check (oomCheckMs), not at every usage sample`, async (t) => {
+    const { runtime } = await fixture.open({ cgroups: here.mode, usageSampleMs: 100, oomCheckMs: 3000 });
+    const events: RuntimeEvent[] = [];
+    runtime.subscribe((event) => events.push(event));
+    const project = { tenant: 't1', name: `oom-child-${here.mode}` };
+    const startedMs = Date.now();
+    // The child dies at the limit; the shell goes on sleeping, so only the periodic check can see the kill.
+    await runtime.start(commandSpec(project.name, `sleep 0.3; python3 -c "a = b'x' * (200 * 1024 * 1024)"; echo "child ended $?"; exec sleep 600`, { limits: { memoryBytes: 64 * 1024 * 1024 } }));
+    const oomKilled = (): LifecycleEvent | undefined => events.find((event): event is LifecycleEvent => event.type === 'lifecycle' && event.kind === 'oomKilled');
+    // The first check ran with the first sample (~100 ms, before the child's allocation); the next is 3 s later.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const earlyMs = Date.now() - startedMs;
+    t.is(oomKilled(), undefined, `told ${earlyMs} ms after the start, before the second OOM check`);
+    await eventually('oomKilled told', 15_000, () => oomKilled() ?? null);
+    t.is(runtime.status(project)?.state, 'running', 'the project itself still runs');
+    await runtime.remove(project);
+  });
+
   const pidsTest = guardFor(here.skip ?? (here.pids ? null : `no pids controller in cgroups ${here.mode} here`), { kernelFact: here.skip === null }).guard(test.serial);
   pidsTest(`cgroups ${here.mode}: a pids limit holds: forks past it fail`, async (t) => {
     const { runtime, logs } = await fixture.open({ cgroups: here.mode });

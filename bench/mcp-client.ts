@@ -2,6 +2,7 @@
 // processes (stopped by pid on return, error or Ctrl-C), MCP clients on it,
 // a bounded-concurrency pool, latency summaries, and /proc readings of the
 // nodes and of the workloads (found by a marker in their environment).
+import type { ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -20,6 +21,8 @@ export class ToolCallError extends Error {
 const CLUSTER_LEADER_WAIT_MS = 60_000;
 const WORKLOADS_GONE_WAIT_MS = 20_000;
 const CALL_TIMEOUT_MS = 120_000;
+/** How long a profiled node may take to exit on SIGTERM (it hands off leadership, stops, then writes its profile) before it is killed. */
+const GRACEFUL_STOP_WAIT_MS = 20_000;
 
 export interface BenchCluster {
   readonly cluster: LocalCluster;
@@ -28,13 +31,23 @@ export interface BenchCluster {
   stop(): Promise<void>;
 }
 
+export interface BenchClusterOptions {
+  /**
+   * Start each node with `--cpu-prof` writing into this directory, and stop the nodes with SIGTERM (waiting for them
+   * to exit) instead of SIGKILL: Node.js writes a CPU profile only when the process exits on its own.
+   */
+  readonly cpuProfDir?: string;
+}
+
 /** Three `debughost node` processes in a temp dir on free loopback ports; `extraArgs` go to each node. */
-export async function startBenchCluster(nodes: number, extraArgs: readonly string[], marker: string): Promise<BenchCluster> {
-  const cluster = await LocalCluster.create(nodes, { extraArgs });
+export async function startBenchCluster(nodes: number, extraArgs: readonly string[], marker: string, options: BenchClusterOptions = {}): Promise<BenchCluster> {
+  const profiled = options.cpuProfDir !== undefined;
+  const cluster = await LocalCluster.create(nodes, { extraArgs, ...(profiled ? { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfDir}`] } : {}) });
   let stopped: Promise<void> | null = null;
   const stop = (): Promise<void> => {
     stopped ??= (async () => {
       forget();
+      if (profiled) await stopGracefully(cluster, GRACEFUL_STOP_WAIT_MS);
       await cluster.stop();
       // Workloads die with their node (the supervisor watches a pipe from it); wait so that none outlive the bench.
       await until('marked workloads gone', WORKLOADS_GONE_WAIT_MS, () => (markedProcesses(marker).length === 0 ? true : null), 100).catch(() => {
@@ -53,6 +66,26 @@ export async function startBenchCluster(nodes: number, extraArgs: readonly strin
     throw error;
   }
   return { cluster, members: cluster.members, stop };
+}
+
+/** SIGTERM to every running node by pid, then wait up to `waitMs` for all to exit; those left are SIGKILLed. */
+async function stopGracefully(cluster: LocalCluster, waitMs: number): Promise<void> {
+  const children = cluster.members.filter((m) => cluster.running(m)).map((m) => m.process as ChildProcess);
+  const sentMs = performance.now();
+  const exits = Promise.all(cluster.members.map((m) => cluster.kill(m, 'SIGTERM').then(() => performance.now() - sentMs)));
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((resolve) => {
+    timer = setTimeout(() => resolve('late'), waitMs);
+  });
+  const exited = await Promise.race([exits, late]);
+  if (exited === 'late') {
+    process.stderr.write(`bench: a node did not exit within ${waitMs} ms of SIGTERM; it is killed and writes no profile\n`);
+    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await exits;
+  } else {
+    process.stderr.write(`bench: the nodes exited ${exited.map((ms) => ms.toFixed(0)).join(', ')} ms after SIGTERM (profiles written)\n`);
+  }
+  clearTimeout(timer);
 }
 
 export async function connect(member: Member, name: string): Promise<Client> {

@@ -2,6 +2,7 @@
 // project_status and project_logs through the owner node (local) and through another
 // node (forwarded); then the time project_start takes until the process runs, and the
 // same for a Docker container when an engine answers and the test image is present.
+import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -10,8 +11,9 @@ import { seededRandom, sleep, type Member } from '../node/local-cluster.ts';
 import { cpuMsOf } from './clusters.ts';
 import { callTool, connect, loadAverage, pool, startBenchCluster, summarize, timedCall, wholeNumberFlag, type LatencySummary } from './mcp-client.ts';
 import { BenchUsageError, percentile } from './raft-stats.ts';
+import { PHASES_FILE, PhaseMarks } from './cpu-profile.ts';
 
-const USAGE = 'npm run bench -- mcp [--json] [--clients 50] [--projects 30] [--duration-s 10] [--starts 50] [--docker-starts 10]';
+const USAGE = 'npm run bench -- mcp [--json] [--clients 50] [--projects 30] [--duration-s 10] [--starts 50] [--docker-starts 10] [--idle-s 2] [--cpu-prof-dir DIR]';
 const NODES = 3;
 const DOCKER_SOCKET = '/var/run/docker.sock';
 const DOCKER_IMAGE = 'debughost-test/busybox:1';
@@ -19,7 +21,6 @@ const BENCH_IMAGE_REPO = 'debughost-bench/busybox';
 const DOCKER_PING_MS = 3000;
 /** Lines each project prints before it sleeps, so that project_logs returns a page. */
 const LOG_LINES = 50;
-const IDLE_SAMPLE_MS = 2000;
 
 interface McpOptions {
   readonly clients: number;
@@ -27,6 +28,10 @@ interface McpOptions {
   readonly durationMs: number;
   readonly starts: number;
   readonly dockerStarts: number;
+  /** How long the idle nodes' CPU is sampled before the load (longer for an idle profile). */
+  readonly idleMs: number;
+  /** Profile the nodes (`--cpu-prof`) into this directory; they are stopped with SIGTERM so that they write it. */
+  readonly cpuProfDir: string | undefined;
 }
 
 function parseOptions(args: string[]): McpOptions {
@@ -34,7 +39,7 @@ function parseOptions(args: string[]): McpOptions {
   try {
     values = parseArgs({
       args,
-      options: { clients: { type: 'string' }, projects: { type: 'string' }, 'duration-s': { type: 'string' }, starts: { type: 'string' }, 'docker-starts': { type: 'string' } },
+      options: { clients: { type: 'string' }, projects: { type: 'string' }, 'duration-s': { type: 'string' }, starts: { type: 'string' }, 'docker-starts': { type: 'string' }, 'idle-s': { type: 'string' }, 'cpu-prof-dir': { type: 'string' } },
       strict: true,
     }).values;
   } catch (error) {
@@ -46,6 +51,8 @@ function parseOptions(args: string[]): McpOptions {
     durationMs: wholeNumberFlag('duration-s', values['duration-s'], 10, 1, 600, USAGE) * 1000,
     starts: wholeNumberFlag('starts', values.starts, 50, 1, 1000, USAGE),
     dockerStarts: wholeNumberFlag('docker-starts', values['docker-starts'], 10, 0, 100, USAGE),
+    idleMs: wholeNumberFlag('idle-s', values['idle-s'], 2, 1, 600, USAGE) * 1000,
+    cpuProfDir: values['cpu-prof-dir'] === undefined ? undefined : resolve(values['cpu-prof-dir']),
   };
 }
 
@@ -100,7 +107,7 @@ export async function mcpBench(args: string[]): Promise<Record<string, number | 
   const marker = `DH_BENCH_MCP_${process.pid}`;
   const docker: DockerSetup = options.dockerStarts === 0 ? { skip: '--docker-starts 0' } : await dockerSetup();
   const loadBefore = loadAverage();
-  const bench = await startBenchCluster(NODES, ['--docker', 'skip' in docker ? 'off' : 'auto'], marker);
+  const bench = await startBenchCluster(NODES, ['--docker', 'skip' in docker ? 'off' : 'auto'], marker, options.cpuProfDir === undefined ? {} : { cpuProfDir: options.cpuProfDir });
   const clients: Client[] = [];
   try {
     const members = bench.members;
@@ -122,9 +129,12 @@ export async function mcpBench(args: string[]): Promise<Record<string, number | 
     const random = seededRandom(5);
     const nodePids = members.map((m) => m.process?.pid ?? 0);
     // The nodes' own background (heartbeats, liveness, status polls), so that the CPU per call can leave it out.
+    const phases = new PhaseMarks();
     const idleCpuStartMs = cpuMsOf(nodePids);
-    await sleep(IDLE_SAMPLE_MS);
-    const nodesIdleCpuMsPerS = ((cpuMsOf(nodePids) - idleCpuStartMs) * 1000) / IDLE_SAMPLE_MS;
+    phases.begin('idle');
+    await sleep(options.idleMs);
+    phases.begin('load');
+    const nodesIdleCpuMsPerS = ((cpuMsOf(nodePids) - idleCpuStartMs) * 1000) / options.idleMs;
     const nodeCpuBeforeMs = cpuMsOf(nodePids);
     const benchCpuBefore = process.cpuUsage();
     const loadStarted = performance.now();
@@ -142,6 +152,7 @@ export async function mcpBench(args: string[]): Promise<Record<string, number | 
       }),
     );
     const loadWallMs = performance.now() - loadStarted;
+    phases.begin('oneClient');
     // Where the CPU went: the nodes, or this one process that runs every client (the machine has few cores).
     const nodeCpuMs = cpuMsOf(nodePids) - nodeCpuBeforeMs;
     const benchCpu = process.cpuUsage(benchCpuBefore);
@@ -160,9 +171,12 @@ export async function mcpBench(args: string[]): Promise<Record<string, number | 
     }
     const singleLocal = summarize(single.local);
     const singleForwarded = summarize(single.forwarded);
+    phases.begin('starts');
 
     // Start to running, one at a time, through the first node (so about 2 of 3 are forwarded to their owner).
     const starts = await measureStarts(clients[0] as Client, options.starts, 's', { command: 'exec sleep 1000', env: { [marker]: 'start' }, ports: [], restart: 'never' });
+    phases.begin('end');
+    if (options.cpuProfDir !== undefined) phases.write(join(options.cpuProfDir, PHASES_FILE));
     const startSorted = Float64Array.from(starts).sort();
     const round = (ms: number): number => Number(ms.toFixed(1));
     let dockerFigures: Record<string, number | string> = { dockerStart: 'skip' in docker ? `skipped (${docker.skip})` : '' };

@@ -52,6 +52,8 @@ export interface ClusterOptions {
   readonly memberArgs?: (member: Member) => readonly string[];
   /** TLS credentials the test's own clients use (default plaintext); the admin token rides on them. */
   readonly credentials?: grpc.ChannelCredentials;
+  /** Node.js flags for every node process, before the script (a benchmark's `--cpu-prof`). */
+  readonly nodeFlags?: readonly string[];
 }
 
 export type Status = StatusResponse & { readonly roleName: string };
@@ -148,7 +150,7 @@ export class LocalCluster {
       ...(options.trustFiles === false ? [] : ['--cluster-secret-file', this.secretFile, '--admin-token-file', this.adminTokenFile]),
       ...(this.options.extraArgs ?? []), ...(this.options.memberArgs?.(member) ?? []), ...(options.args ?? []),
     ];
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, DEBUGHOST_LOG_LEVEL: process.env.DEBUGHOST_TEST_LOG_LEVEL ?? 'warn' } });
+    const child = spawn(process.execPath, [...(this.options.nodeFlags ?? []), ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, DEBUGHOST_LOG_LEVEL: process.env.DEBUGHOST_TEST_LOG_LEVEL ?? 'warn' } });
     child.stderr?.on('data', (chunk: Buffer) => {
       member.stderrTail = (member.stderrTail + chunk.toString()).slice(-20000);
     });

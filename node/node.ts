@@ -85,6 +85,16 @@ export interface TlsFiles {
 
 /** Election timeout is electionTicks..2·electionTicks ticks: with 40 ms ticks, 400–800 ms. */
 export const TICK_MS_DEFAULT = 40;
+/** 10 ticks: a follower that hears no leader for 400–800 ms (at 40 ms ticks) campaigns; actors/liveness.ts's leaseMs + this < suspectMs rests on it. */
+const ELECTION_TICKS = 10;
+/**
+ * 3 ticks (120 ms): the leader's heartbeats are about half of an idle node's CPU (3 nodes at 40 ms ticks:
+ * heartbeats every 80 ms cost about 90 ms/s together, every 200 ms about 50 ms/s). Safety does not depend
+ * on it; liveness needs several heartbeats within the shortest election timeout (400 ms: 3.3 of them, so a
+ * follower campaigns only when a heartbeat is over 280 ms late, against 320 ms at 80 ms), and the owner
+ * lease (2 s) and failure detector (3 s) far more than one heartbeat interval.
+ */
+const HEARTBEAT_TICKS = 3;
 
 /** A failure the user can act on: its message is the one line they see. */
 export class NodeStartError extends Error {
@@ -506,8 +516,8 @@ export class DebughostNode {
       {
         raft: {
           ...defaultRaftConfig(this.id),
-          electionTicks: 10,
-          heartbeatTicks: 2,
+          electionTicks: ELECTION_TICKS,
+          heartbeatTicks: HEARTBEAT_TICKS,
           snapshotEntriesThreshold: this.options.snapshotEntries,
           snapshotTrailingEntries: Math.floor(this.options.snapshotEntries / 2),
         },
