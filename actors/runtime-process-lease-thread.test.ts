@@ -14,8 +14,8 @@ import { eventually, killStandIns, processRuns, realClock, sleep } from './testi
 const LEASE_MS = 2000;
 const SUSPECT_MS = 3000;
 const FENCE = fenceTiming(LEASE_MS, SUSPECT_MS);
-/** How often the stand-in leader renews the lease (Raft heartbeats: 2 ticks of 40 ms). */
-const CONTACT_MS = 80;
+/** How often the stand-in leader renews the lease (Raft heartbeats: 3 ticks of 40 ms). */
+const CONTACT_MS = 120;
 /** The event loop held this long: longer than freeze + kill (900 ms), shorter than the lease. */
 const BUSY_MS = 1500;
 
