@@ -345,6 +345,11 @@ export class ActorHost {
     return this.lease.state(this.components.clock.nowMs());
   }
 
+  /** On the clock: the lease is 'valid' before this time, unless contact renews it; null before the first contact. */
+  leaseValidUntilMs(): number | null {
+    return this.lease.validUntilMs();
+  }
+
   /** May this node launch a project whose status record is `status`, or must it wait for the node it names? */
   handoffFor(status: ProjectStatusRecord | null): Handoff {
     const placement = this.placement();

@@ -72,6 +72,11 @@ export class OwnerLease {
     this.lastContactMs = nowMs;
   }
 
+  /** The first time the lease is no longer valid unless contact renews it; null before the first contact. */
+  validUntilMs(): number | null {
+    return this.lastContactMs === null ? null : this.lastContactMs + this.leaseMs;
+  }
+
   state(nowMs: number): LeaseState {
     if (this.lastContactMs !== null && nowMs - this.lastContactMs < this.leaseMs) return 'valid';
     if (this.lastContactMs === null && nowMs - this.bootMs < this.leaseMs) return 'grace';

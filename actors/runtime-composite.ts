@@ -69,6 +69,12 @@ export class CompositeRuntime implements Runtime {
     this.docker?.leaseHeartbeat?.(validForMs);
   }
 
+  /** The node's owner lease is valid until `untilMs`: both drivers' watchdogs hear it. */
+  leaseValidUntil(untilMs: number): void {
+    this.process.leaseValidUntil?.(untilMs);
+    this.docker?.leaseValidUntil?.(untilMs);
+  }
+
   /** Which driver runs (or would run) a project: for exec inside its container. */
   driverOf(project: ProjectRef): Runtime | null {
     return this.#driverFor(project);

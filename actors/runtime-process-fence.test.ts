@@ -8,20 +8,13 @@ import type { ProcessRuntime } from './runtime-process.ts';
 import { procStat } from './supervisor.ts';
 import { cgroupModesHere, commandSpec, RuntimeFixture } from './testing/process-runtime.ts';
 import { guardFor } from './testing/prerequisites.ts';
-import { eventually, processRuns, sleep } from './testing/real.ts';
+import { eventually, killStandIns, processRuns, sleep } from './testing/real.ts';
 
 const fixture = new RuntimeFixture('debughost-runtime-fence-');
 const nodes: number[] = [];
 
 test.after.always(async () => {
-  for (const pid of nodes) {
-    try {
-      process.kill(pid, 'SIGCONT');
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
+  killStandIns(nodes);
   await fixture.close();
 });
 

@@ -29,6 +29,7 @@ import {
   type WorkloadState,
   type WorkloadStatus,
 } from './runtime.ts';
+import { LeaseBeats } from './lease-beats.ts';
 import { Spawner, SpawnerError, type FenceState, type RunEnd } from './spawner.ts';
 import type { ProcessExit, Target } from './spawner-protocol.ts';
 import { decodeShellStatus, membersOfGroups, procFigures, signalGroup } from './supervisor.ts';
@@ -79,6 +80,10 @@ export interface ProcessRuntimeOptions {
   readonly oomCheckMs?: number;
   /** After a missed lease heartbeat froze the workloads, how much later they are killed: before another owner may start them. */
   readonly fenceKillAfterMs?: number;
+  /** How often the lease heartbeat thread beats while the lease published by leaseValidUntil holds (fenceTiming's heartbeatMs). */
+  readonly fenceHeartbeatMs?: number;
+  /** Each of its beats keeps the workloads running this long (fenceTiming's validForMs). */
+  readonly fenceValidForMs?: number;
   /** One-off commands running at once on this node. */
   readonly execsInFlightMax?: number;
   /** Bound on the spawner starting (it first kills a previous run's leftovers, itself bounded by 5 s). */
@@ -97,6 +102,9 @@ const DEFAULTS = {
   // A process killed inside a project that keeps running is told within 10 s instead of 2 s.
   oomCheckMs: 10_000,
   fenceKillAfterMs: 300,
+  // fenceTiming(2000, 3000), the host's defaults.
+  fenceHeartbeatMs: 100,
+  fenceValidForMs: 600,
   execsInFlightMax: 64,
   spawnerReadyTimeoutMs: 15_000,
 };
@@ -132,6 +140,8 @@ interface Workload {
 
 /** The workload cgroup's subdirectory; each exec gets `x<n>` beside it. */
 const MAIN = 'main';
+/** The spawner's heartbeat FIFO in stateDir; its name exists only until the node has opened it. */
+const BEATS_FIFO = 'spawner-beats.fifo';
 
 export class ProcessRuntime implements Runtime {
   readonly kind = 'process';
@@ -150,6 +160,10 @@ export class ProcessRuntime implements Runtime {
   private fence: FenceState | 'none' = 'none';
   /** Watchdog kills reported so far ('killed' fence frames). */
   private fenceKills = 0;
+  /** Heartbeats from a thread, by the lease's published end (leaseValidUntil); started by the first. */
+  private beats: LeaseBeats | null = null;
+  /** The spawner whose beats FIFO was handed to that thread, and the FIFO; until the thread writes it, beats go from this loop. */
+  private beatsSpawner: { spawner: Spawner; fd: number } | null = null;
   private sampleTimer: TimerHandle | null = null;
   private execsInFlight = 0;
   private nextExec = 1;
@@ -171,6 +185,8 @@ export class ProcessRuntime implements Runtime {
       usageSampleMs: options.usageSampleMs ?? DEFAULTS.usageSampleMs,
       oomCheckMs: options.oomCheckMs ?? DEFAULTS.oomCheckMs,
       fenceKillAfterMs: options.fenceKillAfterMs ?? DEFAULTS.fenceKillAfterMs,
+      fenceHeartbeatMs: options.fenceHeartbeatMs ?? DEFAULTS.fenceHeartbeatMs,
+      fenceValidForMs: options.fenceValidForMs ?? DEFAULTS.fenceValidForMs,
       execsInFlightMax: options.execsInFlightMax ?? DEFAULTS.execsInFlightMax,
       spawnerReadyTimeoutMs: options.spawnerReadyTimeoutMs ?? DEFAULTS.spawnerReadyTimeoutMs,
     };
@@ -262,11 +278,14 @@ export class ProcessRuntime implements Runtime {
       orphanGraceMs: this.limits.orphanGraceMs,
       readyTimeoutMs: this.limits.spawnerReadyTimeoutMs,
       clock: this.options.clock,
+      // stateDir is the node's own (private when it runs as root): no workload can open it by name.
+      beatsFifo: join(this.options.stateDir, BEATS_FIFO),
       ...(this.options.perl === undefined ? {} : { perl: this.options.perl }),
     }).then((spawner) => {
       spawner.onFence = (state) => this.onFence(state);
       spawner.onWarning = (text) => this.options.log?.('warn', `spawner: ${text}`);
       spawner.onDeath = (why) => this.onSpawnerDeath(why);
+      this.connectBeats(spawner);
       return spawner;
     });
     this.spawner = starting;
@@ -304,6 +323,38 @@ export class ProcessRuntime implements Runtime {
 
   remove(project: ProjectRef): Promise<void> {
     return this.queue.run(project, () => this.removeNow(project));
+  }
+
+  /**
+   * The node's owner lease is valid until `untilMs` on the runtime's clock, unless renewed. A
+   * thread of this process (actors/lease-beats.ts) beats the watchdog while that holds, so a busy
+   * event loop here does not fence a node whose lease is valid; SIGSTOP or death of the node stops
+   * the thread too. Until the thread writes the live spawner's FIFO, this loop beats as before.
+   */
+  leaseValidUntil(untilMs: number): void {
+    if (this.closed || !Number.isFinite(untilMs)) return;
+    if (this.beats === null) {
+      this.beats = new LeaseBeats(
+        { heartbeatMs: this.limits.fenceHeartbeatMs, validForMs: this.limits.fenceValidForMs, killAfterMs: this.limits.fenceKillAfterMs },
+        (text) => this.options.log?.('warn', `process runtime: ${text}`),
+      );
+      void this.spawner?.then((spawner) => this.connectBeats(spawner), () => undefined);
+    }
+    this.beats.publish(this.options.clock, untilMs);
+    const threadBeats = this.beatsSpawner !== null && this.beatsSpawner.spawner.alive && this.beats.beatsInto(this.beatsSpawner.fd);
+    if (!threadBeats && untilMs > this.options.clock.nowMs()) this.leaseHeartbeat(this.limits.fenceValidForMs);
+  }
+
+  /** Hands a (new) spawner's beats FIFO to the heartbeat thread, if there is one. */
+  private connectBeats(spawner: Spawner): void {
+    if (this.beats === null || this.closed) return;
+    const fd = spawner.takeBeatsFd();
+    if (fd === null) {
+      if (spawner.beatsProblem !== null) this.options.log?.('warn', `process runtime: ${spawner.beatsProblem}; lease heartbeats come from the main event loop`);
+      return;
+    }
+    this.beats.connect(fd);
+    this.beatsSpawner = { spawner, fd };
   }
 
   leaseHeartbeat(validForMs: number): void {
@@ -407,6 +458,7 @@ export class ProcessRuntime implements Runtime {
     if (this.sampleTimer !== null) this.options.clock.clearTimer(this.sampleTimer);
     this.sampleTimer = null;
     await Promise.all([...this.workloads.values()].map((workload) => this.stopWorkload(workload, this.limits.stopGraceMs)));
+    await this.beats?.close();
     const spawner = await this.spawner?.catch(() => null);
     // The spawner kills what is left (execs), removes the node's cgroups and exits.
     await spawner?.close();

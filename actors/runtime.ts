@@ -166,6 +166,13 @@ export interface Runtime {
    * without a watchdog need not have it.
    */
   leaseHeartbeat?(validForMs: number): void;
+  /**
+   * The node's owner lease is valid until `untilMs` on the runtime's clock unless renewed (a later
+   * call). A runtime with a watchdog beats it from outside the node's event loop while that
+   * holds, so a busy loop is not taken for a lost lease (actors/lease-fence.ts says why this is
+   * as safe as leaseHeartbeat). Optional: a runtime without a watchdog need not have it.
+   */
+  leaseValidUntil?(untilMs: number): void;
 }
 
 /** Runs actions per project one at a time, in call order (two starts of one project must not both launch). */

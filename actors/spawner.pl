@@ -12,13 +12,18 @@
 #  - heartbeats (H lines) carry the node's owner lease: when it runs out without a new heartbeat
 #    every workload is frozen (cgroup freezer; SIGSTOP of each process group without cgroups);
 #    when the second deadline passes they are killed. A heartbeat in between thaws them.
+#    They come on fd 0 or on the beats FIFO, which a thread of the node writes (actors/lease-beats.ts)
+#    so that a busy event loop of the node does not starve them; the FIFO takes H lines only.
 #
 # Arguments: <orphan grace ms> then one <kind>:<dir> per cgroup hierarchy the node uses; the first
 # of kind cg2 (cgroup v2), cg1f (v1 freezer) or cg1 (another v1 hierarchy) tracks processes, the
 # others (kind cgx) are only removed at the end. No roots: process groups track the workloads.
+# beats:<path> (optional): make a FIFO there for heartbeats (a stale file there is replaced); the
+# node opens it for writing once we are ready and removes the name at once.
 #
 # Node -> spawner, one command per line; free text is hex, lists are NUL-joined before hex, '-' is empty:
-#   H <freezeMs> <killMs>                          heartbeat (0 0 disarms the watchdog)
+#   H <freezeMs> <killMs> [<sentMs>]               heartbeat (0 0 disarms the watchdog); sentMs: when it was
+#                                                  sent (CLOCK_MONOTONIC ms): the deadlines count from then
 #   S <run> <uid> <gid> <cwd> <target> <procs> <argv> <env>   spawn (uid/gid -1: keep)
 #   G <signal number> <target>                     signal every process of the target
 #   K <request> <target>                           kill every process of the target; answers k
@@ -33,7 +38,7 @@
 use strict;
 use warnings;
 use POSIX ();
-use Fcntl qw(F_GETFL F_SETFL O_NONBLOCK O_RDONLY O_WRONLY);
+use Fcntl qw(F_GETFL F_SETFL O_NONBLOCK O_RDONLY O_RDWR O_WRONLY);
 use Config;
 
 my $ORPHAN_GRACE_MS = shift(@ARGV) // 1000;
@@ -47,6 +52,10 @@ my $QUEUED_BYTES_HIGH = 4 * 1024 * 1024;
 my $KILL_WAIT_MS_MAX = 5000;
 my $EOF_WAIT_MS_MAX = 1000;
 my $KILL_RETRY_MS = 50;
+# Commands from the node are handled for at most this long per turn of the loop (at least one):
+# a burst of spawns (forks take milliseconds each on a loaded machine) must not keep the loop from
+# reading heartbeats and acting on its deadlines. Measured before this bound: 0.7-2 s per burst.
+my $COMMANDS_MS_MAX = 20;
 
 # Syscall numbers by architecture (perl-base has no Time::HiRes): clock_gettime and prctl.
 my %SYSCALLS = (
@@ -60,7 +69,13 @@ my ($arch) = split /-/, $Config{archname};
 my ($SYS_CLOCK_GETTIME, $SYS_PRCTL) = @{ $SYSCALLS{$arch} // [undef, undef] };
 
 my @roots;    # [kind, dir]
+my $beats_path;
+my $beats;    # the beats FIFO, read-write
 for my $spec (@ARGV) {
+  if ($spec =~ /^beats:(.+)$/) {
+    $beats_path = $1;
+    next;
+  }
   my ($kind, $dir) = $spec =~ /^(cg2|cg1f|cg1|cgx):(.+)$/ or die "bad root $spec\n";
   push @roots, [$kind, $dir];
 }
@@ -267,6 +282,8 @@ sub kill_all {
 
 sub step_watchdog {
   return unless $watch->{armed};
+  # Before acting on a deadline, the beats that came while this loop was busy elsewhere.
+  read_beats() if $watch->{fence} ne 'killed' && now_ms() >= $watch->{freeze_at};
   my $now = now_ms();
   if ($watch->{fence} eq 'none' && $now >= $watch->{freeze_at}) {
     if (can_freeze()) {
@@ -288,7 +305,17 @@ sub step_watchdog {
 }
 
 sub heartbeat {
-  my ($freeze_ms, $kill_ms) = @_;
+  my ($freeze_ms, $kill_ms, $sent_ms) = @_;
+  my $now = now_ms();
+  # A stamped beat read late counts from when it was sent, never later (a stamp from the future:
+  # from now), and one that brings no later deadline (read after a newer one, or after its own
+  # deadline) changes nothing: a late read must not thaw or extend. An unstamped beat counts from now.
+  my $stamped = defined $sent_ms && defined $SYS_CLOCK_GETTIME;
+  my $from = $stamped && $sent_ms <= $now ? $sent_ms : $now;
+  if ($stamped && $freeze_ms > 0) {
+    return if $from + $freeze_ms <= $now;
+    return if $watch->{armed} && $watch->{fence} eq 'none' && $from + $freeze_ms <= $watch->{freeze_at};
+  }
   if ($watch->{fence} eq 'frozen') {
     freeze_all(0);
     frame('Z', 0, 'thawed');
@@ -298,10 +325,9 @@ sub heartbeat {
     $watch->{armed} = 0;
     return;
   }
-  my $now = now_ms();
   $watch->{armed} = 1;
-  $watch->{freeze_at} = $now + $freeze_ms;
-  $watch->{kill_at} = $now + ($kill_ms > $freeze_ms ? $kill_ms : $freeze_ms);
+  $watch->{freeze_at} = $from + $freeze_ms;
+  $watch->{kill_at} = $from + ($kill_ms > $freeze_ms ? $kill_ms : $freeze_ms);
 }
 
 # ---- runs ----
@@ -464,12 +490,41 @@ sub reap {
 
 # ---- commands ----
 
+my $beats_buffer = '';
+
+# Everything in the beats FIFO now (non-blocking).
+sub read_beats {
+  return unless $beats;
+  for (;;) {
+    my $count = sysread($beats, my $chunk, 4096);
+    last unless $count;
+    $beats_buffer .= $chunk;
+    while ((my $newline = index($beats_buffer, "\n")) >= 0) {
+      beats_command(substr($beats_buffer, 0, $newline));
+      $beats_buffer = substr($beats_buffer, $newline + 1);
+    }
+    # Lines are short; a writer that sends no newline gets no room to fill our memory.
+    $beats_buffer = '' if length($beats_buffer) > 4096;
+  }
+}
+
+# The beats FIFO carries heartbeats alone: whoever can write it can keep the workloads running, no more.
+sub beats_command {
+  my ($line) = @_;
+  my @f = split / /, $line;
+  if ((@f == 3 || @f == 4) && $f[0] eq 'H') {
+    heartbeat($f[1] + 0, $f[2] + 0, @f == 4 ? $f[3] + 0 : undef);
+  } else {
+    warn_node("beats FIFO: not a heartbeat: " . substr($line, 0, 80));
+  }
+}
+
 sub command {
   my ($line) = @_;
   my @f = split / /, $line;
   my $verb = shift @f // '';
-  if ($verb eq 'H' && @f == 2) {
-    heartbeat($f[0] + 0, $f[1] + 0);
+  if ($verb eq 'H' && (@f == 2 || @f == 3)) {
+    heartbeat($f[0] + 0, $f[1] + 0, @f == 3 ? $f[2] + 0 : undef);
   } elsif ($verb eq 'S' && @f == 8) {
     spawn_run($f[0] + 0, $f[1] + 0, $f[2] + 0, unhex($f[3]), $f[4], $f[5], $f[6], $f[7]);
   } elsif ($verb eq 'G' && @f == 2) {
@@ -537,6 +592,12 @@ sub sweep_leftovers {
 # grace, remove the cgroups, exit.
 sub finish {
   $node_gone = 1;
+  # The node removes the name once it opened the FIFO; if it never did, nothing is left behind.
+  if ($beats) {
+    my @ours = stat($beats);
+    my @there = stat($beats_path);
+    unlink($beats_path) if @there && $ours[0] == $there[0] && $ours[1] == $there[1];
+  }
   $out_queue = '';
   heartbeat(0, 0);
   my @targets = $track ? ({ dir => $track->[1], kind => $track->[0] }) : map { { pgid => $_->{pid} } } grep { !defined $_->{status} } values %runs;
@@ -562,22 +623,45 @@ $SIG{TERM} = $SIG{INT} = $SIG{HUP} = sub { $stop_requested = 1; syswrite($wake_w
 syscall($SYS_PRCTL, 36, 1, 0, 0, 0) if defined $SYS_PRCTL;    # PR_SET_CHILD_SUBREAPER
 set_nonblocking(\*STDIN);
 set_nonblocking(\*STDOUT);
+# Opened read-write: it never reads end-of-file when a writer goes (the node's thread may reopen a
+# new one; fd 0 alone tells us the node is gone), and opening does not wait for a writer.
+if (defined $beats_path) {
+  unlink($beats_path);
+  POSIX::mkfifo($beats_path, 0600) or die "mkfifo $beats_path: $!\n";
+  sysopen($beats, $beats_path, O_RDWR | O_NONBLOCK) or die "open $beats_path: $!\n";
+}
 sweep_leftovers();
 frame('R', 0, $$);
 
 my $in_buffer = '';
+
+# Commands in $in_buffer, for at most $COMMANDS_MS_MAX (the rest waits for the next turn).
+sub run_commands {
+  my $until = now_ms() + $COMMANDS_MS_MAX;
+  while ((my $newline = index($in_buffer, "\n")) >= 0) {
+    command(substr($in_buffer, 0, $newline));
+    $in_buffer = substr($in_buffer, $newline + 1);
+    last if now_ms() >= $until;
+  }
+}
+
 for (;;) {
   finish() if $stop_requested;
   my ($rbits, $wbits) = ('', '');
-  vec($rbits, 0, 1) = 1;
+  # Commands left over from the last turn go first; more are read once they are done.
+  my $pending = index($in_buffer, "\n") >= 0;
+  vec($rbits, 0, 1) = 1 unless $pending;
   vec($rbits, fileno($wake_r), 1) = 1;
+  vec($rbits, fileno($beats), 1) = 1 if $beats;
   my $reading = length($out_queue) < $QUEUED_BYTES_HIGH;
   for my $fd (keys %run_of_fd) {
     vec($rbits, $fd, 1) = 1 if $reading || $run_of_fd{$fd}[1] eq 'E';
   }
   vec($wbits, 1, 1) = 1 if length $out_queue;
   my $timeout = undef;
-  if (@kills || grep { defined $_->{status} } values %runs) {
+  if ($pending) {
+    $timeout = 0;
+  } elsif (@kills || grep { defined $_->{status} } values %runs) {
     $timeout = 0.01;
   } elsif ($watch->{armed} && $watch->{fence} ne 'killed') {
     my $next = $watch->{fence} eq 'none' ? $watch->{freeze_at} : $watch->{kill_at};
@@ -594,18 +678,14 @@ for (;;) {
       if (defined $count && $count == 0) {
         finish();
       }
-      if ($count) {
-        $in_buffer .= $chunk;
-        while ((my $newline = index($in_buffer, "\n")) >= 0) {
-          command(substr($in_buffer, 0, $newline));
-          $in_buffer = substr($in_buffer, $newline + 1);
-        }
-      }
+      $in_buffer .= $chunk if $count;
     }
+    read_beats() if $beats && vec($rout, fileno($beats), 1);
     for my $fd (keys %run_of_fd) {
       read_run_fd($fd) if vec($rout, $fd, 1) && exists $run_of_fd{$fd};
     }
   }
+  run_commands();
   reap();
   step_kills();
   step_runs();

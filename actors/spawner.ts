@@ -2,7 +2,7 @@
 // every workload into its cgroups, relays its output, reaps it, kills what it leaves, stops
 // everything when the node dies, and freezes the node's workloads when its lease heartbeats stop.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { closeSync, constants as fsConstants, existsSync, openSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Clock, TimerHandle } from '../consensus/types.ts';
 import {
@@ -37,6 +37,12 @@ export interface SpawnerOptions {
   readonly clock: Clock;
   /** The perl interpreter (perl-base, Essential on Debian). */
   readonly perl?: string;
+  /**
+   * Where the spawner makes its beats FIFO (a path in a directory private to the node), which
+   * takes heartbeats from outside the main event loop (actors/lease-beats.ts). Opened for writing
+   * once the spawner is ready, and its name removed at once. Without it: heartbeats on fd 0 only.
+   */
+  readonly beatsFifo?: string;
 }
 
 export interface RunEnd {
@@ -78,6 +84,10 @@ export class Spawner {
   #stderrTail = '';
   #dead: string | null = null;
   #closing = false;
+  /** Why the beats FIFO could not be opened, or null. */
+  beatsProblem: string | null = null;
+  /** The write end of the beats FIFO until someone takes it (takeBeatsFd); null: none or taken. */
+  #beatsFd: number | null = null;
   readonly #exited: Promise<void>;
   /** What the watchdog did; set by the runtime. */
   onFence: (state: FenceState) => void = () => undefined;
@@ -98,7 +108,7 @@ export class Spawner {
   /** Starts the spawner and waits until it has killed a previous run's leftovers and is ready. */
   static start(options: SpawnerOptions): Promise<Spawner> {
     const perl = options.perl ?? (existsSync('/usr/bin/perl') ? '/usr/bin/perl' : 'perl');
-    const args = [SPAWNER_SCRIPT, String(options.orphanGraceMs), ...options.roots.map((root) => `${root.kind}:${root.dir}`)];
+    const args = [SPAWNER_SCRIPT, String(options.orphanGraceMs), ...options.roots.map((root) => `${root.kind}:${root.dir}`), ...(options.beatsFifo === undefined ? [] : [`beats:${options.beatsFifo}`])];
     // detached: its own session, so signals to the node's process group (Ctrl-C, a group kill) miss it.
     // Its environment is fixed: the node's own never reaches it, nor through it any workload.
     const child = spawn(perl, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true, env: { PATH: '/usr/bin:/bin', LANG: 'C' } });
@@ -116,6 +126,7 @@ export class Spawner {
         spawner = instance;
         instance.#attach(() => {
           if (timer !== null) options.clock.clearTimer(timer);
+          if (options.beatsFifo !== undefined) instance.#openBeats(options.beatsFifo);
           resolve(instance);
         });
         child.once('exit', () => reject(new SpawnerError(`the spawner ended before it was ready: ${instance.#dead ?? ''}${instance.#stderrTail === '' ? '' : `; it said: ${instance.#stderrTail.trim()}`}`)));
@@ -219,6 +230,33 @@ export class Spawner {
     }
   }
 
+  /**
+   * The spawner has made its FIFO (it holds the read end, so opening does not wait and writes
+   * never fail for want of a reader while it lives). Non-blocking: a spawner that stops reading
+   * makes a beat fail at once, and its watchdog acts on the silence. A failure here leaves the
+   * heartbeats on fd 0, said in a warning.
+   */
+  #openBeats(path: string): void {
+    try {
+      this.#beatsFd = openSync(path, fsConstants.O_WRONLY | fsConstants.O_NONBLOCK);
+      unlinkSync(path);
+    } catch (error) {
+      this.beatsProblem = `cannot open the beats FIFO ${path} (${(error as Error).message})`;
+    }
+  }
+
+  /** The beats FIFO's write end, once: the taker owns it (closes it). null: there is none, or it was taken. */
+  takeBeatsFd(): number | null {
+    const fd = this.#beatsFd;
+    this.#beatsFd = null;
+    return fd;
+  }
+
+  #closeBeats(): void {
+    if (this.#beatsFd !== null) closeSync(this.#beatsFd);
+    this.#beatsFd = null;
+  }
+
   get alive(): boolean {
     return this.#dead === null;
   }
@@ -274,6 +312,7 @@ export class Spawner {
   #died(why: string): void {
     if (this.#dead !== null) return;
     this.#dead = why;
+    this.#closeBeats();
     const detail = `${why}${this.#stderrTail === '' ? '' : `: ${this.#stderrTail.trim().split('\n').slice(-3).join(' | ')}`}`;
     for (const [id, run] of this.#runs) {
       this.#runs.delete(id);

@@ -27,6 +27,27 @@ const PLACE_ATTEMPTS_MAX = 5;
 const RETRYABLE_ERRORS: ReadonlySet<string> = new Set(['UnavailableError', 'OutcomeUnknownError', 'DeadlineExceededError', 'OwnershipMovedError', 'MailboxFullError']);
 /** The issue's target, to extrapolate the measured per-project costs to. */
 const PROJECTS_TARGET = 10_000;
+/** The process runtime's log lines when its spawner's watchdog acted (actors/runtime-process.ts onFence). */
+const WATCHDOG_LINE = /lease heartbeats stopped; workloads (frozen|killed)/g;
+
+/** Counts the watchdog's freezes and kills in each node's log (stderr, warn level), from now on. */
+function countWatchdog(members: readonly Member[]): { frozen: number[]; killed: number[] } {
+  const counts = { frozen: members.map(() => 0), killed: members.map(() => 0) };
+  members.forEach((member, index) => {
+    let partial = '';
+    member.process?.stderr?.on('data', (chunk: Buffer) => {
+      const lines = (partial + chunk.toString()).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) {
+        for (const match of line.matchAll(WATCHDOG_LINE)) {
+          const kind = counts[match[1] as 'frozen' | 'killed'];
+          kind[index] = (kind[index] ?? 0) + 1;
+        }
+      }
+    });
+  });
+  return counts;
+}
 
 interface ActorsOptions {
   readonly projects: number;
@@ -83,6 +104,7 @@ export async function actorsBench(args: string[]): Promise<Record<string, number
     const members = bench.members;
     const nodePid = (member: Member): number => member.process?.pid ?? 0;
     const rssIdleMb = members.map((m) => rssMbOf(nodePid(m)));
+    const watchdog = countWatchdog(members);
     for (let i = 0; i < options.clients; i += 1) clients.push(await connect(members[i % NODES] as Member, `bench-actors-${i}`));
 
     // 1. Place and start every project through concurrent clients spread over the nodes.
@@ -108,7 +130,9 @@ export async function actorsBench(args: string[]): Promise<Record<string, number
       running.size === projects.length && [...running.values()].every((owners) => owners.length === 1 && among.has(owners[0] as number));
     const allRunningOnce = (among: ReadonlySet<number>): boolean => runsOnce(workloadsByNode(marker, WORKLOAD_ARGV, among), among);
     while (!allRunningOnce(nodePids)) {
-      if (performance.now() - placeStarted > RUNNING_WAIT_MS) throw new Error(`not every project ran within ${RUNNING_WAIT_MS} ms (${workloadsByNode(marker, WORKLOAD_ARGV, nodePids).size} of ${projects.length})`);
+      if (performance.now() - placeStarted > RUNNING_WAIT_MS) {
+        throw new Error(`not every project ran within ${RUNNING_WAIT_MS} ms (${workloadsByNode(marker, WORKLOAD_ARGV, nodePids).size} of ${projects.length}); watchdog freezes ${watchdog.frozen.join('/')}, kills ${watchdog.killed.join('/')} (n1/n2/n3), load ${loadAverage()}`);
+      }
       await sleep(POLL_MS * 2);
     }
     const allRunningMs = performance.now() - placeStarted;
@@ -152,6 +176,7 @@ export async function actorsBench(args: string[]): Promise<Record<string, number
     // A leader's death adds an election before the ring can change.
     const victimWasLeader = leaderId === victim.id;
     const loadAtKill = loadAverage();
+    const watchdogAtKill = { frozen: [...watchdog.frozen], killed: [...watchdog.killed] };
     const killedAt = performance.now();
     await bench.cluster.kill(victim, 'SIGKILL');
     let firstMovedMs = Number.NaN;
@@ -212,6 +237,11 @@ export async function actorsBench(args: string[]): Promise<Record<string, number
       failoverMs: Number.isNaN(failoverMs) ? `not within ${options.failoverWaitMs} ms (${runningAfter}/${projects.length} running)` : Math.round(failoverMs),
       failoverFirstMovedMs: Math.round(firstMovedMs),
       failoverRunningEvery5s: timeline.join('/'),
+      // Per node n1/n2/n3: the spawner's watchdog froze (killed) that node's workloads, while placing and after the kill.
+      watchdogFreezesPlacing: watchdogAtKill.frozen.join('/'),
+      watchdogKillsPlacing: watchdogAtKill.killed.join('/'),
+      watchdogFreezesFailover: watchdog.frozen.map((n, i) => n - (watchdogAtKill.frozen[i] ?? 0)).join('/'),
+      watchdogKillsFailover: watchdog.killed.map((n, i) => n - (watchdogAtKill.killed[i] ?? 0)).join('/'),
       failoverGoalMet: !Number.isNaN(failoverMs) && failoverMs < 5000 ? 'yes' : 'no',
       loadAverageBefore: loadBefore,
       loadAverageAtKill: loadAtKill,

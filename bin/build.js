@@ -18,7 +18,7 @@ export const MANIFEST = join(DIST, 'manifest.json');
 /** The build's entry; a source checkout has it, a packed release or an image does not. */
 export const ENTRY = 'node/main.ts';
 /** Files the code reads next to itself (import.meta.dirname), copied into dist/ as they are. */
-const ASSETS = ['actors/spawner.pl'];
+const ASSETS = ['actors/spawner.pl', 'actors/lease-beats-thread.js'];
 /** The oldest Node line we support (package.json engines). */
 const TARGET = 'node20';
 /** A temporary file this old belongs to a builder that died: a build takes well under a second. */

@@ -11,7 +11,7 @@ import { callbackRuntime, storeOutcome, type ActorStore, type StoreWriteOutcome 
 import { ActorClients, GrpcForwarder, type ActorsServiceHandlers, type FollowedEvent } from '../actors/forwarder-grpc.ts';
 import { ActorHost, hostOptionsDefault, type Authorizer, type HostOptions } from '../actors/host.ts';
 import { localProjectIo } from '../actors/io-local.ts';
-import { fenceTiming, startLeaseHeartbeats, type FenceTiming } from '../actors/lease-fence.ts';
+import { fenceTiming, startLeasePublishing, type FenceTiming } from '../actors/lease-fence.ts';
 import { LogStore } from '../actors/logs.ts';
 import { parseActorKey, projectActorKey, PROJECTS_PREFIX, type Identity } from '../actors/messages.ts';
 import { hostCheckedAllocator } from '../actors/ports.ts';
@@ -133,6 +133,8 @@ export class NodeActors {
       cgroups: options.cgroups ?? 'auto',
       users: options.workloadUsers ?? 'auto',
       fenceKillAfterMs: fence.killAfterMs,
+      fenceHeartbeatMs: fence.heartbeatMs,
+      fenceValidForMs: fence.validForMs,
       log: (level, message) => (level === 'warn' ? log.warn(message) : log.info(message)),
     });
     let docker: DockerRuntime | null = null;
@@ -175,11 +177,13 @@ export class NodeActors {
   }
 
   /**
-   * While this node holds its owner lease, tell the runtime so; its watchdog (outside this event
-   * loop) freezes and then kills the workloads once these stop: lease lost, node paused or stuck.
+   * Tell the runtime until when this node holds its owner lease; a thread of this process beats
+   * its watchdog (outside this event loop) until then, which freezes and then kills the workloads
+   * once the beats stop: lease lost, node paused or killed. A busy event loop alone does not stop
+   * them (actors/lease-fence.ts).
    */
   #startHeartbeats(fence: FenceTiming): void {
-    this.#stopHeartbeats = startLeaseHeartbeats(systemClock, fence, () => this.host.leaseState() === 'valid', (validForMs) => this.runtime.leaseHeartbeat(validForMs));
+    this.#stopHeartbeats = startLeasePublishing(systemClock, fence, () => this.host.leaseValidUntilMs(), (untilMs) => this.runtime.leaseValidUntil(untilMs));
   }
 
   /** Every image a desired-running project of the cluster names: never pruned, on any node. */

@@ -41,3 +41,15 @@ export function processRuns(pid: number): boolean {
 
 /** Live (non-zombie) processes of a process group. */
 export const groupMembers = liveGroupMembers;
+
+/** Ends stand-in node processes a test started, also SIGSTOPped ones (SIGCONT first, so none is left stopped). */
+export function killStandIns(pids: readonly number[]): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGCONT');
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+}
