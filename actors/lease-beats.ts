@@ -8,6 +8,7 @@ import { closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { Clock } from '../consensus/types.ts';
+import type { FenceTiming } from './lease-fence.ts';
 import { heartbeatCommand } from './spawner-protocol.ts';
 
 export const LEASE_BEATS_THREAD = join(import.meta.dirname, 'lease-beats-thread.js');
@@ -15,15 +16,6 @@ export const LEASE_BEATS_THREAD = join(import.meta.dirname, 'lease-beats-thread.
 /** The thread holds a timer and a few numbers; its heap is bounded so that nothing there can grow the node (≈10 MB RSS in all). */
 const THREAD_OLD_GENERATION_MB_MAX = 16;
 const THREAD_YOUNG_GENERATION_MB_MAX = 2;
-
-export interface LeaseBeatsTiming {
-  /** How often the thread beats while the lease is valid. */
-  readonly heartbeatMs: number;
-  /** Each beat keeps the workloads running this long (the spawner freezes them after). */
-  readonly validForMs: number;
-  /** Frozen workloads are killed this long after the freeze. */
-  readonly killAfterMs: number;
-}
 
 /** CLOCK_MONOTONIC in ns: the clock of process.hrtime, performance.now (from another origin) and the spawner's now_ms. */
 const monotonicNs = (): bigint => process.hrtime.bigint();
@@ -38,7 +30,7 @@ export class LeaseBeats {
   #using: number | null = null;
   #alive = true;
 
-  constructor(timing: LeaseBeatsTiming, onWarning: (text: string) => void) {
+  constructor(timing: FenceTiming, onWarning: (text: string) => void) {
     this.#thread = new Worker(LEASE_BEATS_THREAD, {
       // Plain JavaScript: no TypeScript loader in the thread, whatever the node was started with.
       execArgv: [],
